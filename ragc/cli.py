@@ -1,0 +1,225 @@
+"""The ``ragc`` command line: one function per command, no logic of its own."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ragc.settings import Settings
+from schemas.errors import RagcError
+from schemas.rollout import RolloutRecord
+from stores import DEFAULT_STORE_URL, SnapshotStore, open_store, read_snapshot
+
+app = typer.Typer(
+    name="ragc",
+    help="Compile static knowledge into versioned answer snapshots and serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        envvar="RAGC_STORE",
+        help=f"Snapshot store URL (default {DEFAULT_STORE_URL}).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a :class:`RagcError` into one clear line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except RagcError as exc:
+            err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _store(url: str | None) -> SnapshotStore:
+    return open_store(url or Settings.from_env().store)
+
+
+def _emit(value: object, as_json: bool, text: str) -> None:
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    else:
+        console.print(text, highlight=False)
+
+
+def _describe(record: RolloutRecord) -> str:
+    if record.canary:
+        return f"stable {record.stable}, canary {record.canary} at {record.percent:g}%"
+    return f"stable {record.stable or '(none)'}"
+
+
+@app.command()
+@_fails_cleanly
+def versions(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
+    """List published versions with their pointers."""
+    s = _store(store)
+    try:
+        listed = s.versions()
+    finally:
+        s.close()
+    if as_json:
+        _emit(listed, True, "")
+        return
+    table = Table("version", "created", "exact", "intents", "topics", "state")
+    for info in listed:
+        flags = [f for f, on in (("active", info.active), ("canary", info.canary)) if on]
+        flags += [f"pinned:{t}" for t in info.pinned_by]
+        table.add_row(
+            info.version,
+            info.created_at,
+            str(info.counts.get("exact", 0)),
+            str(info.counts.get("intents", 0)),
+            str(info.counts.get("topics", 0)),
+            " ".join(flags),
+        )
+    console.print(table if listed else "no versions published yet")
+
+
+@app.command()
+@_fails_cleanly
+def publish(
+    snapshot: Annotated[Path, typer.Argument(help="Snapshot folder (manifest.json + JSONL).")],
+    activate: Annotated[
+        bool, typer.Option("--activate/--no-activate", help="Make it the active version.")
+    ] = False,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a snapshot folder as a new immutable version."""
+    loaded = read_snapshot(snapshot)
+    s = _store(store)
+    try:
+        info = s.publish(loaded, activate=activate)
+    finally:
+        s.close()
+    _emit(info, as_json, f"published {info.version}" + (" (active)" if info.active else ""))
+
+
+@app.command()
+@_fails_cleanly
+def rollout(
+    version: Annotated[str, typer.Argument(help="Version to roll out.")],
+    percent: Annotated[
+        float, typer.Option("--percent", "-p", min=0, max=100, help="Share of sessions.")
+    ] = 100.0,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve VERSION to a share of sessions as a canary; 100 makes it the active version."""
+    s = _store(store)
+    try:
+        record = s.rollout(version, percent)
+    finally:
+        s.close()
+    _emit(record, as_json, _describe(record))
+
+
+@app.command()
+@_fails_cleanly
+def rollback(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
+    """End a running canary, or return to the previously active version."""
+    s = _store(store)
+    try:
+        record = s.rollback()
+    finally:
+        s.close()
+    _emit(record, as_json, _describe(record))
+
+
+@app.command()
+@_fails_cleanly
+def pin(
+    tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+    version: Annotated[str | None, typer.Argument(help="Version to pin the tenant to.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the tenant's pin.")] = False,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin a tenant to one version (or --clear the pin)."""
+    if (version is None) == (not clear):
+        err.print("[bold red]error:[/] give a VERSION to pin, or --clear to unpin", highlight=False)
+        raise typer.Exit(2)
+    s = _store(store)
+    try:
+        s.pin(tenant, None if clear else version)
+    finally:
+        s.close()
+    message = f"unpinned {tenant}" if clear else f"pinned {tenant} to {version}"
+    _emit({"tenant": tenant, "version": None if clear else version}, as_json, message)
+
+
+@app.command()
+@_fails_cleanly
+def gc(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Newest versions to keep.")] = 3,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old versions (never the stable, canary or a pinned one) and dead partial loads."""
+    s = _store(store)
+    try:
+        report = s.gc(keep)
+    finally:
+        s.close()
+    removed = ", ".join((*report.removed, *report.partial_removed)) or "nothing"
+    _emit(report, as_json, f"removed {removed}; kept {', '.join(report.kept) or 'nothing'}")
+
+
+def _not_yet(name: str, *_args: object) -> None:
+    err.print(f"[bold red]error:[/] `ragc {name}` is not built yet", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command(name="compile")
+def compile_(
+    knowledge: Annotated[Path, typer.Argument(help="Knowledge folder.")],
+    store: StoreOpt = "",
+) -> None:
+    """Compile a knowledge folder into a gated snapshot."""
+    _not_yet("compile", knowledge, store)
+
+
+@app.command()
+def serve(store: StoreOpt = "") -> None:
+    """Serve the active snapshot over HTTP."""
+    _not_yet("serve", store)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")], store: StoreOpt = ""
+) -> None:
+    """Answer one question in-process with the serving ladder."""
+    _not_yet("ask", question, store)
+
+
+@app.command(name="eval")
+def eval_(queries: Annotated[Path, typer.Argument(help="Queries JSONL.")]) -> None:
+    """Measure coverage, wrong answers and rejection on a query file."""
+    _not_yet("eval", queries)

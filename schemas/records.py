@@ -1,0 +1,119 @@
+"""Typed artifact records: what a snapshot holds and what every store returns.
+
+All records are frozen msgspec structs; they cross process and storage boundaries as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "ExactAnswer",
+    "FallbackAnswer",
+    "IntentTemplate",
+    "SlotKind",
+    "SlotSpec",
+    "Source",
+    "TopicBlock",
+]
+
+SlotKind = Literal["number", "duration", "date", "enum"]
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True):
+    """The section of a document an answer cites."""
+
+    doc_id: str
+    """File stem of the document (``refunds`` for ``policies/refunds.md``)."""
+    path: str
+    """Path of the document relative to the knowledge folder."""
+    section: str
+    """Heading text of the cited section."""
+    anchor: str
+    """URL fragment of the section (``return-window``)."""
+
+    @property
+    def ref(self) -> str:
+        """``path#anchor``, the citation form."""
+        return f"{self.path}#{self.anchor}" if self.anchor else self.path
+
+
+class ExactAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """L1: an approved answer served verbatim for a question's canonical form."""
+
+    id: str
+    question: str
+    """The canonical question, as a person would read it."""
+    answer: str
+    sources: tuple[Source, ...] = ()
+    aliases: tuple[str, ...] = ()
+    """Other phrasings whose canonical form is served this answer exactly."""
+    topic: str | None = None
+    domain: str = "general"
+    language: str = "en"
+    tenant: str | None = None
+    confidence: float = 1.0
+    approved_by: str = ""
+    approved_at: str = ""
+
+    @property
+    def phrasings(self) -> tuple[str, ...]:
+        """The question followed by its aliases: every phrasing keyed in L1."""
+        return (self.question, *self.aliases)
+
+
+class SlotSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One typed slot of an intent template."""
+
+    name: str
+    kind: SlotKind
+    values: tuple[str, ...] = ()
+    """Allowed values of an ``enum`` slot."""
+    required: bool = False
+    default: str | None = None
+
+
+class IntentTemplate(msgspec.Struct, frozen=True, kw_only=True):
+    """L2: an approved answer template reached by intent classification."""
+
+    intent: str
+    template: str
+    """Answer text; ``{slot}`` placeholders are filled from the question's slots."""
+    slots: tuple[SlotSpec, ...] = ()
+    static_context: str = ""
+    examples: tuple[str, ...] = ()
+    """Phrasings the router learns this intent from."""
+    sources: tuple[Source, ...] = ()
+    topic: str | None = None
+    domain: str = "general"
+    language: str = "en"
+    tenant: str | None = None
+    confidence: float = 1.0
+    approved_by: str = ""
+    approved_at: str = ""
+
+
+class TopicBlock(msgspec.Struct, frozen=True, kw_only=True):
+    """L3: a curated knowledge brief for one topic."""
+
+    topic: str
+    title: str
+    context: str
+    tokens: int
+    freshness: str
+    """Date (ISO 8601) of the newest source the block was built from."""
+    sources: tuple[Source, ...] = ()
+    intents: tuple[str, ...] = ()
+    domain: str = "general"
+    language: str = "en"
+    tenant: str | None = None
+
+
+class FallbackAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """SAFE: the vetted answer given when nothing in the snapshot fits."""
+
+    domain: str
+    text: str
+    language: str = "en"

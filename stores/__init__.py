@@ -1,0 +1,33 @@
+"""Snapshot stores: the contract between compile time and serve time, and its backends."""
+
+from __future__ import annotations
+
+from schemas.errors import StoreConfigError
+from stores.base import GcReport, SnapshotStore, plan_gc, rollback_target
+from stores.files import read_snapshot, write_snapshot
+from stores.sqlite import SqliteStore
+
+__all__ = [
+    "DEFAULT_STORE_URL",
+    "GcReport",
+    "SnapshotStore",
+    "SqliteStore",
+    "open_store",
+    "plan_gc",
+    "read_snapshot",
+    "rollback_target",
+    "write_snapshot",
+]
+
+DEFAULT_STORE_URL = "sqlite:///.ragc/knowledge.db"
+
+
+def open_store(url: str) -> SnapshotStore:
+    """Open the store a URL names. The caller owns it and closes it."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "sqlite":
+        return SqliteStore(url)
+    raise StoreConfigError(
+        f"unknown store URL scheme {scheme or url!r} in {url!r}",
+        hint="use sqlite:///path/to/knowledge.db",
+    )
