@@ -44,7 +44,7 @@ class PermanentError(RagcError):
     """A failure that retrying will not fix; the input or the state must change."""
 
 
-class InvalidInputError(PermanentError):
+class InvalidInputError(PermanentError, ValueError):
     """A value supplied by a user or client is malformed."""
 
 

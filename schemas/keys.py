@@ -95,16 +95,9 @@ def version_prefix(version: str) -> str:
 
 
 def _key(version: str, language: str, tenant: str | None, kind: KeyKind, ident: str) -> str:
-    head = f"{version_prefix(version)}{_language(language)}"
+    head = f"{version_prefix(version)}{language_tag(language)}"
     scope = f":tenant_{validate_tenant(tenant)}" if tenant is not None else ""
     return f"{head}{scope}:{kind.value}:{ident}"
-
-
-def _language(language: str) -> str:
-    try:
-        return language_tag(language)
-    except ValueError as exc:
-        raise InvalidInputError(str(exc)) from exc
 
 
 def question_hash(canonical: str) -> str:

@@ -18,6 +18,8 @@ from typing import Final
 
 import msgspec
 
+from schemas.errors import InvalidInputError
+
 __all__ = [
     "DEFAULT_LANGUAGE",
     "NormalizedQuestion",
@@ -101,14 +103,15 @@ def canonical_text(question: str) -> str:
 def language_tag(language: str | None) -> str:
     """The primary language subtag of a BCP 47 tag (``en-GB`` -> ``en``); ``en`` when absent.
 
-    Raises ``ValueError`` for a tag that is not two or three ASCII letters before any subtag.
+    Raises :class:`InvalidInputError` unless the tag starts with two or three ASCII letters.
     """
     if language is None or not language.strip():
         return DEFAULT_LANGUAGE
     primary = language.strip().replace("_", "-").split("-", 1)[0].lower()
     if not _LANGUAGE.match(primary):
-        raise ValueError(
-            f"language tag {language!r} is not a BCP 47 tag; use a code such as 'en' or 'en-GB'"
+        raise InvalidInputError(
+            f"language tag {language!r} is not a BCP 47 tag",
+            hint="use a code such as en or en-GB",
         )
     return primary
 

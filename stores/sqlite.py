@@ -188,11 +188,18 @@ class SqliteStore:
 
     def publish(self, snapshot: Snapshot, *, activate: bool = False) -> VersionInfo:
         snapshot.verify()
+        expected = self._load(snapshot)
+        self._seal(snapshot.version, expected, activate=activate)
+        return self._info(snapshot.version)
+
+    def _load(self, snapshot: Snapshot) -> int:
+        """Write every row of ``snapshot`` under a ``loading`` version; return the row count."""
         version = snapshot.version
         rows = list(snapshot.keyed())
         with self._tx() as db:
-            state = db.execute("SELECT state FROM versions WHERE version = ?", (version,))
-            found = state.fetchone()
+            found = db.execute(
+                "SELECT state FROM versions WHERE version = ?", (version,)
+            ).fetchone()
             if found and found[0] == "ready":
                 raise ImmutableVersionError(version)
             if found:
@@ -216,8 +223,8 @@ class SqliteStore:
                 db.executemany(
                     "INSERT INTO entries (kind, key, payload, version) VALUES (?, ?, ?, ?)",
                     [
-                        (kind, key, payload, version)
-                        for kind, key, payload in rows[start : start + _BATCH]
+                        (kind, key, data, version)
+                        for kind, key, data in rows[start : start + _BATCH]
                     ],
                 )
         with self._tx() as db:
@@ -225,19 +232,22 @@ class SqliteStore:
                 "INSERT INTO blobs (version, name, data) VALUES (?, ?, ?)",
                 [(version, name, data) for name, data in snapshot.blobs.items()],
             )
+        return len(rows)
+
+    def _seal(self, version: str, expected: int, *, activate: bool) -> None:
+        """Check the load is whole, mark it ready and flip the pointer: one transaction."""
         with self._tx() as db:
             (written,) = db.execute(
                 "SELECT COUNT(*) FROM entries WHERE version = ?", (version,)
             ).fetchone()
-            if written != len(rows):
+            if written != expected:
                 raise CorruptSnapshotError(
-                    f"version {version!r}: {written} rows written, {len(rows)} expected",
+                    f"version {version!r}: {written} rows written, {expected} expected",
                     hint="the load was interrupted; run `ragc gc` and publish again",
                 )
             db.execute("UPDATE versions SET state = 'ready' WHERE version = ?", (version,))
             if activate:
                 self._promote(db, version)
-        return self._info(version)
 
     # -- pointers -----------------------------------------------------------------------
 

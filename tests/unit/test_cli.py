@@ -1,0 +1,136 @@
+"""The ``ragc`` command line against a real SQLite store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragc.cli import app
+from stores import open_store, write_snapshot
+from tests.factories import make_snapshot
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store' / 'knowledge.db'}"
+
+
+@pytest.fixture
+def snapshots(tmp_path: Path) -> dict[str, Path]:
+    return {
+        v: write_snapshot(make_snapshot(v), tmp_path / "snapshots" / v) for v in ("v1", "v2", "v3")
+    }
+
+
+def ragc(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_help_lists_every_command() -> None:
+    code, out, _ = ragc("--help")
+    assert code == 0
+    for command in (
+        "compile",
+        "serve",
+        "ask",
+        "eval",
+        "versions",
+        "publish",
+        "rollback",
+        "rollout",
+        "gc",
+        "pin",
+    ):
+        assert command in out
+
+
+def test_publish_rollout_rollback_pin_and_gc(url: str, snapshots: dict[str, Path]) -> None:
+    assert ragc("publish", str(snapshots["v1"]), "--activate", "--store", url)[0] == 0
+    assert ragc("publish", str(snapshots["v2"]), "--store", url)[0] == 0
+
+    code, out, _ = ragc("rollout", "v2", "--percent", "10", "--store", url, "--json")
+    assert code == 0
+    assert json.loads(out) | {"updated_at": ""} == {
+        "stable": "v1",
+        "canary": "v2",
+        "percent": 10.0,
+        "updated_at": "",
+    }
+
+    code, out, _ = ragc("rollout", "v2", "--store", url)
+    assert (code, out.strip()) == (0, "stable v2")
+    assert ragc("pin", "acme", "v1", "--store", url)[0] == 0
+    assert ragc("publish", str(snapshots["v3"]), "--activate", "--store", url)[0] == 0
+
+    code, out, _ = ragc("rollback", "--store", url)
+    assert (code, out.strip()) == (0, "stable v2")
+
+    code, out, _ = ragc("versions", "--store", url, "--json")
+    listed = {v["version"]: v for v in json.loads(out)}
+    assert listed["v1"]["pinned_by"] == ["acme"]
+    assert listed["v2"]["active"]
+
+    code, out, _ = ragc("gc", "--keep", "1", "--store", url, "--json")
+    assert (code, json.loads(out)["removed"]) == (0, [])  # v1 pinned, v2 active, v3 newest
+    assert ragc("pin", "acme", "--clear", "--store", url)[0] == 0
+    code, out, _ = ragc("gc", "--keep", "1", "--store", url, "--json")
+    assert (code, json.loads(out)["removed"]) == (0, ["v1"])
+
+    code, out, _ = ragc("versions", "--store", url, "--json")
+    assert [(v["version"], v["active"]) for v in json.loads(out)] == [("v2", True), ("v3", False)]
+
+
+def test_store_url_comes_from_the_environment(
+    url: str, snapshots: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGC_STORE", url)
+    assert ragc("publish", str(snapshots["v1"]), "--activate")[0] == 0
+    store = open_store(url)
+    assert store.active_version() == "v1"
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("versions", "--store", "ftp://example/x"), "unknown store URL scheme 'ftp'"),
+        (("rollout", "v9"), "version 'v9' is not published"),
+        (("rollback",), "no earlier version to roll back to"),
+        (("pin", "Bad Tenant", "v1"), "tenant id 'Bad Tenant' is not valid"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_clear_line(
+    url: str, snapshots: dict[str, Path], args: tuple[str, ...], message: str
+) -> None:
+    ragc("publish", str(snapshots["v1"]), "--activate", "--store", url)
+    full = args if "--store" in args else (*args, "--store", url)
+
+    code, _, err = ragc(*full)
+
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+    store = open_store(url)
+    assert store.active_version() == "v1"
+    store.close()
+
+
+def test_a_malformed_snapshot_is_refused_and_nothing_changes(
+    url: str, snapshots: dict[str, Path]
+) -> None:
+    ragc("publish", str(snapshots["v1"]), "--activate", "--store", url)
+    broken = snapshots["v2"]
+    (broken / "exact.jsonl").write_text("{not json\n")
+
+    code, _, err = ragc("publish", str(broken), "--activate", "--store", url)
+
+    assert code == 1
+    assert "exact.jsonl:1" in err
+    code, out, _ = ragc("versions", "--store", url, "--json")
+    assert [(v["version"], v["active"]) for v in json.loads(out)] == [("v1", True)]
