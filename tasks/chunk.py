@@ -1,0 +1,107 @@
+"""Stage 2 — parse & chunk: heading-bounded chunks that keep their heading path and anchor.
+
+Sections come from unstructured (see ``tasks._parse``); a section longer than the chunk size is
+split at sentence boundaries by llama-index's ``SentenceSplitter``, each piece keeping the
+section's ``doc_id``, ``path``, ``section`` and ``anchor``. Curated FAQ entries become one chunk
+each, so their answers are knowledge for topics and L3 blocks too.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from llama_index.core.node_parser import SentenceSplitter
+from prefect import task
+
+from schemas.build import Chunk, IngestReport, SourceDoc
+from schemas.keys import content_hash
+from tasks._parse import ParsedSection, parse_document
+from tasks._policies import RETRY_DELAYS, retry_on_retryable
+
+__all__ = ["CHUNK_TOKENS", "chunk_documents", "chunk_source", "slugify"]
+
+CHUNK_TOKENS: Final = 320
+CHUNK_OVERLAP: Final = 40
+_NOT_SLUG: Final = re.compile(r"[^\w\- ]+")
+
+
+def slugify(heading: str) -> str:
+    """A URL fragment for a heading, the way GitHub renders one (``Return window`` ->
+    ``return-window``)."""
+    text = unicodedata.normalize("NFKC", heading).strip().lower()
+    return _NOT_SLUG.sub("", text).replace(" ", "-") or "section"
+
+
+def _anchors(sections: Iterable[ParsedSection], fallback: str) -> list[tuple[str, str]]:
+    """``(section title, unique anchor)`` for each section, in order."""
+    used: dict[str, int] = {}
+    out = []
+    for section in sections:
+        title = section.heading_path[-1] if section.heading_path else fallback
+        anchor = slugify(title)
+        count = used.get(anchor, 0)
+        used[anchor] = count + 1
+        out.append((title, anchor if count == 0 else f"{anchor}-{count}"))
+    return out
+
+
+def chunk_source(root: Path, source: SourceDoc, *, chunk_tokens: int = CHUNK_TOKENS) -> list[Chunk]:
+    """Parse one document and cut it into chunks."""
+    sections = parse_document(root / source.path, source.kind)
+    splitter = SentenceSplitter(chunk_size=chunk_tokens, chunk_overlap=CHUNK_OVERLAP)
+    title = next((s.heading_path[0] for s in sections if s.heading_path), source.doc_id)
+    chunks: list[Chunk] = []
+    for section, (name, anchor) in zip(sections, _anchors(sections, title), strict=True):
+        for piece in splitter.split_text(section.text):
+            chunks.append(
+                Chunk(
+                    id=content_hash(f"{source.path}#{anchor}\n{piece}"),
+                    doc_id=source.doc_id,
+                    path=source.path,
+                    section=name,
+                    anchor=anchor,
+                    heading_path=section.heading_path or (name,),
+                    text=piece,
+                    order=len(chunks),
+                    title=title,
+                )
+            )
+    return chunks
+
+
+def faq_chunks(report: IngestReport) -> list[Chunk]:
+    """One chunk per curated FAQ entry (question as heading, answer as text)."""
+    return [
+        Chunk(
+            id=content_hash(f"{faq.source.path}#{faq.id}\n{faq.answer}"),
+            doc_id=faq.source.doc_id,
+            path=faq.source.path,
+            section=faq.question,
+            anchor=faq.id,
+            heading_path=(faq.question,),
+            text=faq.answer,
+            order=order,
+            title=faq.question,
+        )
+        for order, faq in enumerate(report.faqs)
+    ]
+
+
+@task(
+    name="chunk-documents",
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_on_retryable,
+)
+def chunk_documents(root: str, report: IngestReport) -> list[Chunk]:
+    """Every document's chunks plus the curated FAQ chunks, in source order."""
+    chunks: list[Chunk] = []
+    for source in report.sources:
+        if source.kind not in ("faq", "out_of_scope"):
+            chunks.extend(chunk_source(Path(root), source))
+    chunks.extend(faq_chunks(report))
+    return chunks

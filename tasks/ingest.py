@@ -1,0 +1,231 @@
+"""Stage 1 — ingest: find every usable file of a knowledge folder and fingerprint it.
+
+Documents (markdown, HTML, text, PDF, DOCX) are fingerprinted by content hash; curated FAQ
+files (``faq.jsonl``, ``*.faq.jsonl``, ``faq.csv``, ``*.faq.csv``) and ``out_of_scope.jsonl``
+are read into records. Files that cannot be used (empty, binary junk, too large, unknown type)
+are reported with the reason and skipped; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from prefect import task
+
+from schemas.build import (
+    CuratedFaq,
+    IngestReport,
+    OutOfScopeExample,
+    SkippedSource,
+    SourceDoc,
+    SourceKind,
+)
+from schemas.errors import InvalidInputError
+from schemas.records import Source
+from tasks._policies import RETRY_DELAYS, retry_on_retryable
+
+__all__ = ["MAX_BYTES", "ingest_folder", "ingest_sources", "read_faq", "regression_path"]
+
+MAX_BYTES: Final = 10 * 1024 * 1024
+_DOCUMENTS: Final[dict[str, SourceKind]] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+    ".pdf": "pdf",
+    ".docx": "docx",
+}
+_TEXT_KINDS: Final = {"markdown", "html", "text"}
+REGRESSION_FILE: Final = "regression.jsonl"
+OUT_OF_SCOPE_FILE: Final = "out_of_scope.jsonl"
+
+
+def _faq_stem(name: str) -> str | None:
+    """The doc id of a curated FAQ file name, or ``None`` when it is not one."""
+    for suffix in (".faq.jsonl", ".faq.csv"):
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return "faq" if name in ("faq.jsonl", "faq.csv") else None
+
+
+def _problem(kind: SourceKind, data: bytes) -> str | None:
+    """Why ``data`` cannot be read as ``kind``, or ``None`` when it can."""
+    if not data.strip():
+        return "empty file"
+    if kind in _TEXT_KINDS or kind in ("faq", "out_of_scope"):
+        if b"\x00" in data:
+            return "binary content in a text file (NUL bytes); is it really text?"
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return f"not UTF-8 text (byte {exc.start}); save it as UTF-8"
+    if kind == "pdf" and not data.startswith(b"%PDF-"):
+        return "not a PDF (no %PDF- header)"
+    if kind == "docx" and not data.startswith(b"PK\x03\x04"):
+        return "not a DOCX file (not a zip archive)"
+    return None
+
+
+def _faq_lines(path: Path, text: str) -> list[tuple[int, dict[str, object]]]:
+    if path.suffix == ".csv":
+        rows = csv.DictReader(io.StringIO(text))
+        return [
+            (
+                number,
+                {
+                    **row,
+                    "paraphrases": [
+                        p.strip() for p in (row.get("paraphrases") or "").split("|") if p.strip()
+                    ],
+                },
+            )
+            for number, row in enumerate(rows, 2)
+        ]
+    lines: list[tuple[int, dict[str, object]]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidInputError(
+                    f"{path.name}:{number}: not JSON ({exc.msg})",
+                    hint='each line must be {"id", "question", "answer", "paraphrases"?}',
+                ) from exc
+            if not isinstance(value, dict):
+                raise InvalidInputError(f"{path.name}:{number}: a line must be a JSON object")
+            lines.append((number, value))
+    return lines
+
+
+def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
+    """Curated entries of one FAQ file; raises :class:`InvalidInputError` on a bad line."""
+    text = path.read_bytes().decode("utf-8-sig")
+    faqs: list[CuratedFaq] = []
+    seen: set[str] = set()
+    for number, row in _faq_lines(path, text):
+        where = f"{rel}:{number}"
+        ident, question, answer = row.get("id"), row.get("question"), row.get("answer")
+        for name, value in (("id", ident), ("question", question), ("answer", answer)):
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidInputError(f"{where}: {name!r} is missing or not a string")
+        assert isinstance(ident, str)
+        assert isinstance(question, str)
+        assert isinstance(answer, str)
+        if ident in seen:
+            raise InvalidInputError(f"{where}: duplicate FAQ id {ident!r}", hint="ids are unique")
+        seen.add(ident)
+        paraphrases = row.get("paraphrases") or []
+        if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
+            raise InvalidInputError(f"{where}: 'paraphrases' must be a list of strings")
+        faqs.append(
+            CuratedFaq(
+                id=ident.strip(),
+                question=question.strip(),
+                answer=answer.strip(),
+                paraphrases=tuple(dict.fromkeys(p.strip() for p in paraphrases if p.strip())),
+                source=Source(doc_id=doc_id, path=rel, section=question.strip(), anchor=ident),
+            )
+        )
+    return tuple(faqs)
+
+
+def _out_of_scope(path: Path) -> tuple[OutOfScopeExample, ...]:
+    examples = []
+    for number, row in _faq_lines(path, path.read_bytes().decode("utf-8-sig")):
+        question = row.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInputError(f"{path.name}:{number}: 'question' is missing")
+        examples.append(OutOfScopeExample(question=question.strip()))
+    return tuple(examples)
+
+
+def regression_path(root: Path) -> Path | None:
+    """The regression suite kept in the knowledge folder or beside it, if any."""
+    for candidate in (root / REGRESSION_FILE, root.parent / REGRESSION_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def ingest_folder(root: Path, *, max_bytes: int = MAX_BYTES) -> IngestReport:
+    """Walk ``root`` and sort every file into sources, FAQ entries, examples or skips."""
+    if not root.is_dir():
+        raise InvalidInputError(
+            f"knowledge folder {root} does not exist or is not a folder",
+            hint="pass the folder that holds your documents and FAQ files",
+        )
+    sources: list[SourceDoc] = []
+    faqs: list[CuratedFaq] = []
+    out_of_scope: list[OutOfScopeExample] = []
+    skipped: list[SkippedSource] = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.name == REGRESSION_FILE:
+            continue
+        faq_stem = _faq_stem(path.name)
+        kind: SourceKind | None = (
+            "faq"
+            if faq_stem is not None
+            else "out_of_scope"
+            if path.name == OUT_OF_SCOPE_FILE
+            else _DOCUMENTS.get(path.suffix.lower())
+        )
+        if kind is None:
+            skipped.append(SkippedSource(path=rel, reason=f"unsupported file type {path.suffix!r}"))
+            continue
+        size = path.stat().st_size
+        if size > max_bytes:
+            skipped.append(
+                SkippedSource(
+                    path=rel,
+                    reason=f"{size / 2**20:.1f} MiB is over the {max_bytes / 2**20:g} MiB limit",
+                )
+            )
+            continue
+        data = path.read_bytes()
+        problem = _problem(kind, data)
+        if problem:
+            skipped.append(SkippedSource(path=rel, reason=problem))
+            continue
+        doc_id = faq_stem if faq_stem is not None else path.stem
+        if kind == "faq":
+            faqs.extend(read_faq(path, rel, doc_id))
+        elif kind == "out_of_scope":
+            out_of_scope.extend(_out_of_scope(path))
+        modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).date().isoformat()
+        sources.append(
+            SourceDoc(
+                doc_id=doc_id,
+                path=rel,
+                kind=kind,
+                sha256=hashlib.sha256(data).hexdigest(),
+                bytes=size,
+                modified=modified,
+            )
+        )
+    return IngestReport(
+        sources=tuple(sources),
+        faqs=tuple(faqs),
+        out_of_scope=tuple(out_of_scope),
+        skipped=tuple(skipped),
+    )
+
+
+@task(
+    name="ingest-sources",
+    retries=2,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_on_retryable,
+)
+def ingest_sources(root: str, max_bytes: int = MAX_BYTES) -> IngestReport:
+    """Prefect task over :func:`ingest_folder`."""
+    return ingest_folder(Path(root), max_bytes=max_bytes)
