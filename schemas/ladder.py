@@ -1,0 +1,247 @@
+"""The answer ladder over one loaded snapshot: L1 exact -> L2 intent -> L3 topic -> SAFE.
+
+This is the one code path that turns a question into an answer. The service runs it per
+request; the compiler's regression gate and ``ragc eval`` run it over labelled queries. It does
+no I/O: the caller loads the snapshot and supplies an optional composer for L3. There is no
+path to free generation: every answer is an approved record, an approved template, a
+composition restricted to a curated topic block, or the vetted fallback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Final, Literal, Protocol, TypeVar
+
+import msgspec
+
+from schemas.keys import exact_key, intent_key, topic_key
+from schemas.manifest import Snapshot
+from schemas.normalize import normalize_question
+from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
+from schemas.router import ROUTER_BLOB, Prediction, RouterModel
+
+__all__ = ["Answer", "Composer", "LoadedSnapshot", "answer_question", "render_template"]
+
+Layer = Literal["L1", "L2", "L3", "SAFE"]
+T = TypeVar("T")
+DEFAULT_FALLBACK: Final = (
+    "I'm not sure about that one, so I won't guess. Please contact our support team and a "
+    "person will help you."
+)
+L3_FLOOR_RATIO: Final = 0.5
+"""L3 is tried when the router's best in-scope guess reaches this share of its threshold."""
+L3_MAX_TOKENS: Final = 120
+
+
+class Composer(Protocol):
+    """What L3 needs from a provider."""
+
+    def compose(self, question: str, context: str, *, max_tokens: int) -> str: ...
+
+
+class Answer(msgspec.Struct, frozen=True, kw_only=True):
+    """The response object of ``POST /v1/answer`` and ``ragc ask``."""
+
+    answer: str
+    layer: Layer
+    entry_id: str | None
+    sources: tuple[Source, ...]
+    version: str
+    cache_key: str | None
+    confidence: float
+    latency_ms: float
+    normalized: str = ""
+    explanation: str = ""
+    candidates: tuple[tuple[str, float], ...] = ()
+    faq_only: bool = False
+    """True when L3 was skipped because the LLM budget is spent."""
+
+
+class LoadedSnapshot:
+    """A snapshot indexed for answering: dictionaries by key plus the router."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.version = snapshot.version
+        self.manifest = snapshot.manifest
+        self.exact: dict[str, ExactAnswer] = {}
+        self.intents: dict[str, IntentTemplate] = {}
+        self.topics: dict[str, TopicBlock] = {}
+        for record in snapshot.exact:
+            for phrasing in record.phrasings:
+                key = exact_key(
+                    self.version, phrasing, language=record.language, tenant=record.tenant
+                )
+                self.exact.setdefault(key, record)
+        for intent in snapshot.intents:
+            key = intent_key(
+                self.version, intent.intent, language=intent.language, tenant=intent.tenant
+            )
+            self.intents[key] = intent
+        for topic in snapshot.topics:
+            key = topic_key(self.version, topic.topic, language=topic.language, tenant=topic.tenant)
+            self.topics[key] = topic
+        self.fallbacks: dict[tuple[str, str], FallbackAnswer] = {
+            (f.domain, f.language): f for f in snapshot.fallbacks
+        }
+        blob = snapshot.blobs.get(ROUTER_BLOB)
+        self.router = RouterModel.from_bytes(blob) if blob else None
+        self.intent_topic = {i.intent: i.topic for i in snapshot.intents}
+        self.intent_domain = {i.intent: i.domain for i in snapshot.intents}
+
+    def fallback(self, domain: str, language: str) -> FallbackAnswer:
+        for key in ((domain, language), ("general", language), (domain, "en"), ("general", "en")):
+            if key in self.fallbacks:
+                return self.fallbacks[key]
+        return FallbackAnswer(domain="general", text=DEFAULT_FALLBACK)
+
+
+class _SlotDict(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def render_template(template: IntentTemplate, slots: Mapping[str, object]) -> str:
+    """The template with slot values filled in (defaults for missing ones, braces kept else)."""
+    values = _SlotDict({s.name: s.default for s in template.slots if s.default is not None})
+    values.update({k: str(v) for k, v in slots.items()})
+    return template.template.format_map(values)
+
+
+def _scoped(table: Mapping[str, T], keys: tuple[str | None, str]) -> tuple[str, T] | None:
+    for key in keys:
+        if key is not None and key in table:
+            return key, table[key]
+    return None
+
+
+def _attribute(block: TopicBlock, composed: str) -> tuple[Source, ...]:
+    """The block sources whose section text contains a composed sentence (all when unknown)."""
+    sections = block.context.split("\n## ")
+    cited = [
+        source
+        for source in block.sources
+        if any(
+            source.ref in part and any(s in part for s in composed.split(". ") if len(s) > 20)
+            for part in sections
+        )
+    ]
+    return tuple(cited) or block.sources
+
+
+def answer_question(
+    loaded: LoadedSnapshot,
+    question: str,
+    *,
+    tenant: str | None = None,
+    language: str | None = None,
+    slots: Mapping[str, object] | None = None,
+    composer: Composer | None = None,
+    allow_l3: bool = True,
+) -> Answer:
+    """Walk the ladder for one question."""
+    started = time.perf_counter()
+    version = loaded.version
+    normalized = normalize_question(question, language)
+
+    def done(
+        layer: Layer,
+        text: str,
+        *,
+        entry_id: str | None,
+        sources: tuple[Source, ...],
+        cache_key: str | None,
+        confidence: float,
+        explanation: str,
+        candidates: tuple[tuple[str, float], ...] = (),
+        faq_only: bool = False,
+    ) -> Answer:
+        return Answer(
+            answer=text,
+            layer=layer,
+            entry_id=entry_id,
+            sources=sources,
+            version=version,
+            cache_key=cache_key,
+            confidence=round(confidence, 4),
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            normalized=normalized.text,
+            explanation=explanation,
+            candidates=candidates,
+            faq_only=faq_only,
+        )
+
+    lang = normalized.language
+    scoped = exact_key(version, question, language=lang, tenant=tenant) if tenant else None
+    hit = _scoped(loaded.exact, (scoped, exact_key(version, question, language=lang)))
+    if hit is not None:
+        key, record = hit
+        return done(
+            "L1",
+            record.answer,
+            entry_id=record.id,
+            sources=record.sources,
+            cache_key=key,
+            confidence=1.0,
+            explanation="exact match of the canonical question",
+        )
+
+    prediction: Prediction | None = loaded.router.predict(question) if loaded.router else None
+    if prediction is not None and prediction.intent is not None:
+        keys = (
+            intent_key(version, prediction.intent, language=lang, tenant=tenant)
+            if tenant
+            else None,
+            intent_key(version, prediction.intent, language=lang),
+        )
+        found = _scoped(loaded.intents, keys)
+        if found is not None:
+            key, template = found
+            return done(
+                "L2",
+                render_template(template, slots or {}),
+                entry_id=template.intent,
+                sources=template.sources,
+                cache_key=key,
+                confidence=prediction.confidence,
+                explanation=prediction.reason,
+                candidates=prediction.candidates,
+            )
+
+    best = prediction.candidates[0] if prediction and prediction.candidates else None
+    threshold = loaded.router.header.threshold if loaded.router else 1.0
+    domain = loaded.intent_domain.get(best[0], "general") if best else "general"
+    near = best is not None and best[1] >= threshold * L3_FLOOR_RATIO
+    topic = loaded.intent_topic.get(best[0]) if best and near else None
+    if topic is not None and composer is not None and allow_l3:
+        keys = (
+            topic_key(version, topic, language=lang, tenant=tenant) if tenant else None,
+            topic_key(version, topic, language=lang),
+        )
+        found_topic = _scoped(loaded.topics, keys)
+        if found_topic is not None:
+            key, block = found_topic
+            composed = composer.compose(question, block.context, max_tokens=L3_MAX_TOKENS).strip()
+            if composed:
+                return done(
+                    "L3",
+                    composed,
+                    entry_id=None,
+                    sources=_attribute(block, composed),
+                    cache_key=key,
+                    confidence=best[1] if best else 0.0,
+                    explanation=f"composed from topic {topic}",
+                    candidates=prediction.candidates if prediction else (),
+                )
+    fallback = loaded.fallback(domain, lang)
+    return done(
+        "SAFE",
+        fallback.text,
+        entry_id=None,
+        sources=(),
+        cache_key=None,
+        confidence=best[1] if best else 0.0,
+        explanation=prediction.reason if prediction else "no router in this snapshot",
+        candidates=prediction.candidates if prediction else (),
+        faq_only=topic is not None and not allow_l3,
+    )
