@@ -33,6 +33,7 @@ __all__ = [
     "MiniLMEmbedder",
     "default_embedder",
     "default_tokenizer_path",
+    "embedder_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -268,3 +269,21 @@ def default_embedder() -> Embedder:
             _warned_fallback = True
             logger.warning("MiniLM embedder unavailable (%s); using %s", exc, fallback.model_id)
         return fallback
+
+
+def embedder_for(model_id: str) -> Embedder:
+    """The embedder whose vectors carry ``model_id`` (what a compiled router was trained with).
+
+    Raises :class:`PermanentError` when this machine cannot produce vectors of that model.
+    """
+    hashing = HashingEmbedder()
+    if model_id == hashing.model_id:
+        return hashing
+    minilm = MiniLMEmbedder()
+    if model_id == minilm.model_id:
+        return minilm
+    raise PermanentError(
+        f"the snapshot's router was trained on {model_id!r} vectors, which this machine "
+        "cannot produce",
+        hint=f"install the same encoder, or recompile with {minilm.model_id!r}",
+    )

@@ -9,6 +9,7 @@ so by abstaining.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Final
@@ -96,10 +97,17 @@ class OfflineProvider:
     def compose(self, question: str, context: str, *, max_tokens: int) -> str:
         self._calls["compose"] += 1
         wanted = set(content_words(question))
+        # A sentence is relevant only when it shares most of what the question asks about:
+        # half its content words, and at least two (one for a one-word question).
+        needed = min(len(wanted), max(2, math.ceil(len(wanted) / 2)))
         ranked = [
-            (len(wanted & set(content_words(s))), i, s) for i, s in enumerate(sentences(context))
+            (len(wanted & set(content_words(s))), i, s)
+            for i, s in enumerate(sentences(context))
+            if not s.startswith("## ")
         ]
-        relevant = sorted((r for r in ranked if r[0] > 0), key=lambda r: (-r[0], r[1]))
+        relevant = sorted(
+            (r for r in ranked if r[0] >= max(needed, 1)), key=lambda r: (-r[0], r[1])
+        )
         picked: list[tuple[int, str]] = []
         words = 0
         for _, index, sentence in relevant:

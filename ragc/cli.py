@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -14,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ragc.settings import Settings
-from schemas.errors import RagcError
+from schemas.errors import InvalidInputError, PermanentError, RagcError
 from schemas.rollout import RolloutRecord
 from stores import DEFAULT_STORE_URL, SnapshotStore, open_store, read_snapshot
 
@@ -191,18 +193,96 @@ def gc(
     _emit(report, as_json, f"removed {removed}; kept {', '.join(report.kept) or 'nothing'}")
 
 
+def _prefect_defaults() -> None:
+    """Quiet, offline Prefect for CLI runs (explicit settings in the environment win)."""
+    for name, value in (
+        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("DO_NOT_TRACK", "1"),
+        ("PREFECT_LOGGING_LEVEL", "WARNING"),
+        ("UNSTRUCTURED_DISABLE_NOTICE", "1"),
+        ("TQDM_DISABLE", "1"),
+    ):
+        os.environ.setdefault(name, value)
+
+
 def _not_yet(name: str, *_args: object) -> None:
     err.print(f"[bold red]error:[/] `ragc {name}` is not built yet", highlight=False)
     raise typer.Exit(2)
 
 
 @app.command(name="compile")
+@_fails_cleanly
 def compile_(
     knowledge: Annotated[Path, typer.Argument(help="Knowledge folder.")],
     store: StoreOpt = "",
+    version: Annotated[str | None, typer.Option(help="Version label (default: next v{n}).")] = None,
+    publish: Annotated[
+        bool, typer.Option("--publish/--no-publish", help="Publish and activate if gates pass.")
+    ] = False,
+    provider: Annotated[
+        str, typer.Option(help="Language-model provider: offline or anthropic.")
+    ] = "offline",
+    model: Annotated[str | None, typer.Option(help="Model name for the provider.")] = None,
+    review: Annotated[str, typer.Option(help="Review policy: auto, sample or full.")] = "auto",
+    threshold: Annotated[
+        float, typer.Option(help="Verification score for automatic approval.")
+    ] = 0.8,
+    regression: Annotated[
+        Path | None, typer.Option(help="Labelled queries for the regression gate.")
+    ] = None,
+    build_dir: Annotated[Path, typer.Option(help="Build cache and snapshot folders.")] = Path(
+        ".ragc/build"
+    ),
+    as_json: JsonOpt = False,
 ) -> None:
-    """Compile a knowledge folder into a gated snapshot."""
-    _not_yet("compile", knowledge, store)
+    """Compile a knowledge folder into a gated snapshot (and publish it with --publish)."""
+    _prefect_defaults()
+    from flows.compile import CompileParams, compile_knowledge  # noqa: PLC0415 - heavy
+    from tasks.review import ReviewPolicy  # noqa: PLC0415 - heavy
+
+    try:
+        params = CompileParams(
+            knowledge=str(knowledge),
+            store=store or Settings.from_env().store,
+            version=version,
+            publish=publish,
+            provider=provider,  # type: ignore[arg-type]
+            model=model,
+            review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
+            build_dir=str(build_dir),
+            regression=str(regression) if regression else None,
+        )
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"bad compile option: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"
+        ) from exc
+    with (
+        console.status(f"compiling {knowledge} …", spinner="dots") if not as_json else nullcontext()
+    ):
+        result = compile_knowledge(params)
+    if as_json:
+        _emit(result, True, "")
+        return
+    summary = Table("stage", "seconds", title=f"ragc compile — {result.version}")
+    for stage in result.stages:
+        summary.add_row(stage.stage, f"{stage.seconds:.2f}")
+    summary.add_row("[bold]total", f"[bold]{result.seconds:.2f}")
+    console.print(summary)
+    gates = Table("gate", "result", "detail")
+    for gate in result.gates:
+        gates.add_row(gate.name, "pass" if gate.passed else "[red]FAIL", gate.detail)
+    console.print(gates)
+    for skip in result.skipped:
+        console.print(f"[yellow]skipped[/] {skip.path}: {skip.reason}", highlight=False)
+    generated = sum(result.provider_calls.values())
+    reused = sum(result.provider_reused.values())
+    console.print(
+        f"entries {result.entries}; artifacts {result.counts}; provider calls: {generated} "
+        f"generated, {reused} reused from cache",
+        highlight=False,
+    )
+    where = "published and active" if result.published else f"written to {result.snapshot_dir}"
+    console.print(f"[bold green]{result.version}[/] {where}", highlight=False)
 
 
 @app.command()
@@ -212,11 +292,44 @@ def serve(store: StoreOpt = "") -> None:
 
 
 @app.command()
+@_fails_cleanly
 def ask(
-    question: Annotated[str, typer.Argument(help="The question.")], store: StoreOpt = ""
+    question: Annotated[str, typer.Argument(help="The question.")],
+    store: StoreOpt = "",
+    tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = None,
+    language: Annotated[str | None, typer.Option(help="Language tag (default en).")] = None,
+    session: Annotated[str | None, typer.Option(help="Session id (canary assignment).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Answer one question in-process with the serving ladder."""
-    _not_yet("ask", question, store)
+    from providers import OfflineProvider  # noqa: PLC0415
+    from schemas.keys import validate_tenant  # noqa: PLC0415
+    from schemas.rollout import choose_version  # noqa: PLC0415
+    from serving.runtime import VersionCache  # noqa: PLC0415
+
+    if tenant is not None:
+        validate_tenant(tenant)
+    s = _store(store)
+    try:
+        version = choose_version(s.pointers(), tenant=tenant, session=session)
+        if version is None:
+            raise PermanentError(
+                "no version is active", hint="compile with --publish or run `ragc rollout VERSION`"
+            )
+        ready = VersionCache(s).get(version)
+    finally:
+        s.close()
+    answer = ready.answer(question, tenant=tenant, language=language, composer=OfflineProvider())
+    if as_json:
+        _emit(answer, True, "")
+        return
+    console.print(answer.answer, highlight=False)
+    cites = ", ".join(src.ref for src in answer.sources) or "none"
+    console.print(
+        f"[dim]{answer.layer} · {answer.entry_id or '-'} · {answer.version} · "
+        f"confidence {answer.confidence:.2f} · sources: {cites}[/]",
+        highlight=False,
+    )
 
 
 @app.command(name="eval")

@@ -9,11 +9,14 @@ composition restricted to a curated topic block, or the vetted fallback.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, Literal, Protocol, TypeVar
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from schemas.keys import exact_key, intent_key, topic_key
 from schemas.manifest import Snapshot
@@ -29,9 +32,13 @@ DEFAULT_FALLBACK: Final = (
     "I'm not sure about that one, so I won't guess. Please contact our support team and a "
     "person will help you."
 )
-L3_FLOOR_RATIO: Final = 0.5
+L3_FLOOR_RATIO: Final = 0.75
 """L3 is tried when the router's best in-scope guess reaches this share of its threshold."""
 L3_MAX_TOKENS: Final = 120
+_SENTENCE: Final = re.compile(r"(?<=[.!?])\s+")
+
+
+Vector = npt.NDArray[np.float32]
 
 
 class Composer(Protocol):
@@ -116,16 +123,18 @@ def _scoped(table: Mapping[str, T], keys: tuple[str | None, str]) -> tuple[str, 
 
 
 def _attribute(block: TopicBlock, composed: str) -> tuple[Source, ...]:
-    """The block sources whose section text contains a composed sentence (all when unknown)."""
-    sections = block.context.split("\n## ")
-    cited = [
-        source
-        for source in block.sources
-        if any(
-            source.ref in part and any(s in part for s in composed.split(". ") if len(s) > 20)
-            for part in sections
-        )
-    ]
+    """The block sources whose section holds a composed sentence (all of them when none does,
+    as for an LLM's own wording)."""
+    by_ref = {source.ref: source for source in block.sources}
+    cited: list[Source] = []
+    for part in block.context.split("## "):
+        header, _, body = part.partition("\n")
+        ref = header[header.rfind("[") + 1 : header.rfind("]")] if "[" in header else ""
+        source = by_ref.get(ref)
+        if source is None or source in cited:
+            continue
+        if any(len(s) > 20 and s in body for s in _SENTENCE.split(composed)):
+            cited.append(source)
     return tuple(cited) or block.sources
 
 
@@ -137,6 +146,7 @@ def answer_question(
     language: str | None = None,
     slots: Mapping[str, object] | None = None,
     composer: Composer | None = None,
+    embed: Callable[[str], Vector] | None = None,
     allow_l3: bool = True,
 ) -> Answer:
     """Walk the ladder for one question."""
@@ -186,7 +196,11 @@ def answer_question(
             explanation="exact match of the canonical question",
         )
 
-    prediction: Prediction | None = loaded.router.predict(question) if loaded.router else None
+    router = loaded.router
+    prediction: Prediction | None = None
+    if router is not None and (embed is not None or not router.needs_embedding):
+        vector = embed(question) if embed is not None and router.needs_embedding else None
+        prediction = router.predict(question, vector)
     if prediction is not None and prediction.intent is not None:
         keys = (
             intent_key(version, prediction.intent, language=lang, tenant=tenant)

@@ -61,6 +61,10 @@ class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
     """The JSON part of a router: its classes and decision thresholds."""
 
     classes: tuple[str, ...]
+    embedder: str | None = None
+    """Model id of the sentence encoder whose vectors the router also reads (None: n-grams
+    only). The service must embed questions with exactly this model."""
+    embedding_dim: int = 0
     threshold: float
     """Minimum probability of the best class for a confident (L2) answer."""
     margin: float = 0.0
@@ -92,14 +96,21 @@ class RouterModel:
         idf: FloatArray,
         weights: FloatArray,
         bias: FloatArray,
+        embedding_weights: FloatArray | None = None,
     ) -> None:
-        if weights.shape != (len(buckets), len(header.classes)) or idf.shape != buckets.shape:
+        classes = len(header.classes)
+        if weights.shape != (len(buckets), classes) or idf.shape != buckets.shape:
             raise CorruptSnapshotError("router arrays do not match their header")
+        if header.embedder is not None and (
+            embedding_weights is None or embedding_weights.shape != (header.embedding_dim, classes)
+        ):
+            raise CorruptSnapshotError("router embedding weights do not match their header")
         self.header = header
         self.buckets = buckets
         self.idf = idf
         self.weights = weights
         self.bias = bias
+        self.embedding_weights = embedding_weights
 
     def vectorize(self, question: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """Compact feature indices and IDF-weighted, L2-normalised values of a question."""
@@ -114,17 +125,30 @@ class RouterModel:
         norm = float(np.linalg.norm(weighted))
         return index, (weighted / norm if norm else weighted).astype(np.float32)
 
-    def probabilities(self, question: str) -> FloatArray:
+    @property
+    def needs_embedding(self) -> bool:
+        """Whether :meth:`predict` needs the question's sentence vector."""
+        return self.header.embedder is not None
+
+    def probabilities(self, question: str, embedding: FloatArray | None = None) -> FloatArray:
         index, values = self.vectorize(question)
         logits = self.bias + values @ self.weights[index]
+        if self.embedding_weights is not None:
+            if embedding is None or embedding.shape != (self.header.embedding_dim,):
+                raise CorruptSnapshotError(
+                    f"this router needs a {self.header.embedding_dim}-dim vector from "
+                    f"{self.header.embedder}",
+                    hint="embed the question with the router's encoder",
+                )
+            logits = logits + embedding.astype(np.float32) @ self.embedding_weights
         logits = logits - logits.max()
         exp = np.exp(logits)
         result: FloatArray = (exp / exp.sum()).astype(np.float32)
         return result
 
-    def predict(self, question: str) -> Prediction:
+    def predict(self, question: str, embedding: FloatArray | None = None) -> Prediction:
         """Classify, then abstain unless the best in-scope class clears its threshold."""
-        probs = self.probabilities(question)
+        probs = self.probabilities(question, embedding)
         order = np.argsort(-probs)[:3]
         candidates = tuple((self.header.classes[i], round(float(probs[i]), 4)) for i in order)
         best, confidence = candidates[0]
@@ -161,14 +185,16 @@ class RouterModel:
     def to_bytes(self) -> bytes:
         """The router as one ``.npz`` file (the header as JSON bytes inside it)."""
         out = io.BytesIO()
-        np.savez_compressed(
-            out,
-            header=np.frombuffer(msgspec.json.encode(self.header), dtype=np.uint8),
-            buckets=self.buckets,
-            idf=self.idf,
-            weights=self.weights,
-            bias=self.bias,
-        )
+        arrays: dict[str, npt.NDArray[np.generic]] = {
+            "header": np.frombuffer(msgspec.json.encode(self.header), dtype=np.uint8),
+            "buckets": self.buckets,
+            "idf": self.idf,
+            "weights": self.weights,
+            "bias": self.bias,
+        }
+        if self.embedding_weights is not None:
+            arrays["embedding_weights"] = self.embedding_weights
+        np.savez_compressed(out, allow_pickle=False, **arrays)
         return out.getvalue()
 
     @classmethod
@@ -183,6 +209,9 @@ class RouterModel:
                     arrays["idf"].astype(np.float32),
                     arrays["weights"].astype(np.float32),
                     arrays["bias"].astype(np.float32),
+                    arrays["embedding_weights"].astype(np.float32)
+                    if "embedding_weights" in arrays
+                    else None,
                 )
         except (ValueError, KeyError, OSError, msgspec.DecodeError) as exc:
             raise CorruptSnapshotError(f"router blob cannot be read: {exc}") from exc

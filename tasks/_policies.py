@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, ParamSpec, TypeVar
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from schemas.errors import is_retryable
 
-__all__ = ["RETRY_DELAYS", "retry_on_retryable"]
+__all__ = ["RETRY_DELAYS", "retry_on_retryable", "stage_task"]
 
 RETRY_DELAYS: Final[list[float]] = [1.0, 5.0, 15.0]
 """Seconds between attempts (Prefect's backoff list)."""
@@ -20,3 +24,28 @@ def retry_on_retryable(task: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:  # noqa: BLE001 - the failed state re-raises the task's error
         return is_retryable(exc)
     return False
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def stage_task(name: str, *, retries: int = 2) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A compile stage as a Prefect task: retries with backoff for retryable errors only.
+
+    Stage results are reused through the content-addressed build cache (parses, embeddings and
+    every provider call are keyed by content hashes), not through Prefect's result cache, so the
+    task inputs (clients, caches, indexes) need not be serializable.
+    """
+
+    def wrap(fn: Callable[P, R]) -> Task[P, R]:
+        decorate = task(
+            name=name,
+            retries=retries,
+            retry_delay_seconds=RETRY_DELAYS,
+            retry_condition_fn=retry_on_retryable,
+            cache_policy=NO_CACHE,
+        )
+        return decorate(fn)
+
+    return wrap

@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from prefect import task
-
 from providers._text import content_words
 from providers.base import Passage, Provider
 from schemas.build import Chunk, Entry, IngestReport, Question
 from schemas.keys import content_hash
 from stores.cache import BuildCache
-from tasks._policies import RETRY_DELAYS, retry_on_retryable
+from tasks._policies import stage_task
 from tasks.index import ChunkIndex, embed_cached
 from tasks.synthesize import passage_of
 
@@ -109,12 +107,7 @@ def answer_questions(
     return entries
 
 
-@task(
-    name="generate-answers",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_retryable,
-)
+@stage_task("generate-answers", retries=3)
 def generate_answers(
     report: IngestReport,
     questions: list[Question],

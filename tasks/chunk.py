@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+import msgspec
 from llama_index.core.node_parser import SentenceSplitter
-from prefect import task
 
 from schemas.build import Chunk, IngestReport, SourceDoc
 from schemas.keys import content_hash
+from stores.cache import BuildCache
 from tasks._parse import ParsedSection, parse_document
-from tasks._policies import RETRY_DELAYS, retry_on_retryable
+from tasks._policies import stage_task
 
 __all__ = ["CHUNK_TOKENS", "chunk_documents", "chunk_source", "slugify"]
 
@@ -91,17 +92,28 @@ def faq_chunks(report: IngestReport) -> list[Chunk]:
     ]
 
 
-@task(
-    name="chunk-documents",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_retryable,
-)
-def chunk_documents(root: str, report: IngestReport) -> list[Chunk]:
+CHUNK_VERSION: Final = "1"
+"""Bump when parsing or chunking changes, so cached chunks are rebuilt."""
+
+
+def chunks_cached(root: Path, source: SourceDoc, cache: BuildCache | None) -> list[Chunk]:
+    """A document's chunks, reused from the build cache while its bytes are unchanged."""
+    key = f"{CHUNK_VERSION}:{CHUNK_TOKENS}:{source.sha256}:{source.path}"
+    found = cache.get("chunks", key) if cache else None
+    if found is not None:
+        return msgspec.json.decode(found, type=list[Chunk])
+    chunks = chunk_source(root, source)
+    if cache:
+        cache.put("chunks", key, msgspec.json.encode(chunks))
+    return chunks
+
+
+@stage_task("chunk-documents", retries=2)
+def chunk_documents(root: str, report: IngestReport, cache: BuildCache | None) -> list[Chunk]:
     """Every document's chunks plus the curated FAQ chunks, in source order."""
     chunks: list[Chunk] = []
     for source in report.sources:
         if source.kind not in ("faq", "out_of_scope"):
-            chunks.extend(chunk_source(Path(root), source))
+            chunks.extend(chunks_cached(Path(root), source, cache))
     chunks.extend(faq_chunks(report))
     return chunks

@@ -13,14 +13,13 @@ from typing import Final
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from prefect import task
 from qdrant_client import QdrantClient, models
 
 from providers.embedders import Embedder
 from schemas.build import Chunk
 from schemas.keys import content_hash
 from stores.cache import BuildCache
-from tasks._policies import RETRY_DELAYS, retry_on_retryable
+from tasks._policies import stage_task
 
 __all__ = ["ChunkIndex", "embed_cached", "embed_chunks", "index_chunks"]
 
@@ -97,12 +96,7 @@ def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], cache: BuildCache 
     )
 
 
-@task(
-    name="index-chunks",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_retryable,
-)
+@stage_task("index-chunks", retries=2)
 def index_chunks(embedder: Embedder, chunks: list[Chunk], cache: BuildCache | None) -> ChunkIndex:
     """Embed every chunk and load it into a temporary Qdrant collection."""
     return ChunkIndex(embedder, chunks, embed_chunks(embedder, chunks, cache))

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from prefect import task
-
 from schemas.build import (
     CuratedFaq,
     IngestReport,
@@ -28,7 +26,7 @@ from schemas.build import (
 )
 from schemas.errors import InvalidInputError
 from schemas.records import Source
-from tasks._policies import RETRY_DELAYS, retry_on_retryable
+from tasks._policies import stage_task
 
 __all__ = ["MAX_BYTES", "ingest_folder", "ingest_sources", "read_faq", "regression_path"]
 
@@ -220,12 +218,7 @@ def ingest_folder(root: Path, *, max_bytes: int = MAX_BYTES) -> IngestReport:
     )
 
 
-@task(
-    name="ingest-sources",
-    retries=2,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_retryable,
-)
+@stage_task("ingest-sources", retries=2)
 def ingest_sources(root: str, max_bytes: int = MAX_BYTES) -> IngestReport:
     """Prefect task over :func:`ingest_folder`."""
     return ingest_folder(Path(root), max_bytes=max_bytes)

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
-from prefect import task
 from pydantic import BaseModel, Field
 
 from schemas.build import Entry
 from schemas.rollout import canary_bucket
 from stores.review import ReviewItem, ReviewQueue
+from tasks._policies import stage_task
 
 __all__ = ["ReviewPolicy", "apply_review", "review_answers"]
 
@@ -28,9 +28,9 @@ class ReviewPolicy(BaseModel):
     """How generated answers are approved."""
 
     mode: Literal["auto", "sample", "full"] = "auto"
-    threshold: float = Field(0.8, ge=0.0, le=1.0)
+    threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     """Minimum verification score for automatic approval."""
-    sample_rate: float = Field(0.1, ge=0.0, le=1.0)
+    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
     """Share of auto-approvable answers held for a person in ``sample`` mode."""
 
 
@@ -99,7 +99,7 @@ def apply_review(
     return out
 
 
-@task(name="review-answers")
+@stage_task("review-answers", retries=0)
 def review_answers(
     entries: list[Entry], policy: ReviewPolicy, queue_url: str | None
 ) -> list[Entry]:

@@ -10,12 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from prefect import task
-
 from providers.base import Passage, Provider
 from schemas.build import Chunk, IngestReport, Question, Topic
 from schemas.records import Source
-from tasks._policies import RETRY_DELAYS, retry_on_retryable
+from tasks._policies import stage_task
 
 __all__ = ["QUESTIONS_PER_SECTION", "build_questions", "passage_of", "synthesize_questions"]
 
@@ -94,12 +92,7 @@ def build_questions(
     return questions
 
 
-@task(
-    name="synthesize-questions",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_retryable,
-)
+@stage_task("synthesize-questions", retries=3)
 def synthesize_questions(
     report: IngestReport, chunks: list[Chunk], topics: list[Topic], provider: Provider
 ) -> list[Question]:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
-from prefect import task
 from sklearn.cluster import AgglomerativeClustering
 
 from providers._text import content_words
 from schemas.build import Chunk, Topic
+from tasks._policies import stage_task
 from tasks.index import ChunkIndex
 
 __all__ = ["DISTANCE", "discover_topics", "find_topics", "name_topics"]
@@ -76,7 +76,7 @@ def find_topics(
     return topics
 
 
-@task(name="discover-topics")
+@stage_task("discover-topics", retries=0)
 def discover_topics(chunks: list[Chunk], index: ChunkIndex) -> list[Topic]:
     """Prefect task over :func:`find_topics`."""
     return find_topics(chunks, index)

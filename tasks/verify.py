@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import msgspec
-from prefect import task
 
 from providers.base import Provider
 from schemas.build import Entry
-from tasks._policies import RETRY_DELAYS, retry_on_retryable
+from tasks._policies import stage_task
 from tasks.index import ChunkIndex
 from tasks.synthesize import passage_of
 
@@ -42,12 +41,7 @@ def check_entries(entries: Sequence[Entry], index: ChunkIndex, provider: Provide
     return checked
 
 
-@task(
-    name="verify-answers",
-    retries=3,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_on_retryable,
-)
+@stage_task("verify-answers", retries=3)
 def verify_answers(entries: list[Entry], index: ChunkIndex, provider: Provider) -> list[Entry]:
     """Prefect task over :func:`check_entries`."""
     return check_entries(entries, index, provider)

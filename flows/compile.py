@@ -1,0 +1,178 @@
+"""The ``compile-knowledge`` flow: a knowledge folder in, a gated snapshot (maybe published) out.
+
+Stages run as Prefect tasks in order; the flow only wires them together and times them. A failed
+gate raises before the publish task, so a failed compile never changes what is served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import msgspec
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from schemas.build import Entry, SkippedSource
+from schemas.errors import InvalidInputError
+from schemas.frames import ChunkFrame, EntryFrame, QuestionFrame, validate_records
+from schemas.manifest import GateResult
+from tasks.answer import generate_answers
+from tasks.chunk import chunk_documents
+from tasks.gates import check_gates, gate_snapshot, load_cases
+from tasks.index import index_chunks
+from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
+from tasks.publish import open_resources, publish_snapshot, snapshot_artifacts
+from tasks.review import ReviewPolicy, review_answers
+from tasks.synthesize import synthesize_questions
+from tasks.topics import discover_topics
+from tasks.verify import verify_answers
+
+__all__ = ["CompileParams", "CompileResult", "compile_knowledge"]
+
+T = TypeVar("T")
+
+
+class CompileParams(BaseModel):
+    """Parameters of one compile (also the deployment's parameters)."""
+
+    knowledge: str = Field(description="Folder of documents and FAQ files.")
+    store: str = Field(default="sqlite:///.ragc/knowledge.db", description="Snapshot store URL.")
+    version: str | None = Field(
+        default=None, description="Version label; next free v{n} when absent."
+    )
+    publish: bool = Field(default=False, description="Publish and activate when every gate passes.")
+    provider: Literal["offline", "anthropic"] = "offline"
+    model: str | None = None
+    review: ReviewPolicy = ReviewPolicy()
+    build_dir: str = Field(default=".ragc/build", description="Build cache and snapshot folders.")
+    regression: str | None = Field(
+        default=None, description="Labelled queries (JSONL) for the gate."
+    )
+    max_bytes: int = MAX_BYTES
+
+
+class StageTime(msgspec.Struct, frozen=True):
+    stage: str
+    seconds: float
+
+
+class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a compile produced."""
+
+    version: str
+    published: bool
+    snapshot_dir: str
+    counts: dict[str, int]
+    gates: tuple[GateResult, ...]
+    stages: tuple[StageTime, ...]
+    skipped: tuple[SkippedSource, ...]
+    provider_calls: dict[str, int]
+    """Provider calls that generated (missed the build cache), per stage."""
+    provider_reused: dict[str, int]
+    entries: dict[str, int]
+    """Entries by review status."""
+    seconds: float
+
+
+@contextmanager
+def _timed(times: list[StageTime], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    times.append(StageTime(stage, round(time.perf_counter() - started, 3)))
+
+
+def _run(times: list[StageTime], stage: str, call: Callable[[], T]) -> T:
+    with _timed(times, stage):
+        return call()
+
+
+@flow(name="compile-knowledge", log_prints=True, validate_parameters=True)
+def compile_knowledge(params: CompileParams) -> CompileResult:
+    """Ingest, chunk, index, discover topics, synthesize, answer, verify, review, compile,
+    gate and (with ``publish``) publish a new snapshot version."""
+    started = time.perf_counter()
+    root = Path(params.knowledge)
+    times: list[StageTime] = []
+    with open_resources(
+        build_dir=params.build_dir,
+        store_url=params.store,
+        provider=params.provider,
+        model=params.model,
+        version=params.version,
+    ) as res:
+        report = _run(times, "ingest", lambda: ingest_sources(str(root), params.max_bytes))
+        if not any(s.kind not in ("out_of_scope",) for s in report.sources):
+            reasons = "; ".join(f"{s.path}: {s.reason}" for s in report.skipped) or "no files"
+            raise InvalidInputError(
+                f"nothing in {root} can be compiled ({reasons})",
+                hint="add markdown, HTML, text, PDF, DOCX or faq.jsonl files",
+            )
+        chunks = _run(times, "chunk", lambda: chunk_documents(str(root), report, res.cache))
+        validate_records("chunk", chunks, ChunkFrame)
+        index = _run(times, "index", lambda: index_chunks(res.embedder, chunks, res.cache))
+        try:
+            topics = _run(times, "topics", lambda: discover_topics(chunks, index))
+            questions = _run(
+                times,
+                "synthesize",
+                lambda: synthesize_questions(report, chunks, topics, res.provider),
+            )
+            validate_records("synthesize", questions, QuestionFrame)
+            drafts = _run(
+                times,
+                "answer",
+                lambda: generate_answers(report, questions, index, res.provider, res.cache),
+            )
+            verified = _run(times, "verify", lambda: verify_answers(drafts, index, res.provider))
+        finally:
+            index.close()
+        entries: list[Entry] = _run(
+            times, "review", lambda: review_answers(verified, params.review, res.review_url)
+        )
+        validate_records("review", entries, EntryFrame)
+        snapshot = _run(
+            times,
+            "compile",
+            lambda: snapshot_artifacts(
+                res.version, res.parent, report, chunks, topics, entries, res.embedder, res.cache
+            ),
+        )
+        regression = Path(params.regression) if params.regression else regression_path(root)
+        cases = load_cases(regression) if regression else []
+        gates = _run(
+            times,
+            "gates",
+            lambda: gate_snapshot(
+                snapshot, entries, cases, res.provider, res.embedder, params.review.threshold
+            ),
+        )
+        sealed = msgspec.structs.replace(
+            snapshot, manifest=msgspec.structs.replace(snapshot.manifest, gates=tuple(gates))
+        )
+        folder = Path(params.build_dir) / "snapshots" / res.version
+        check_gates(gates)
+        published = _run(
+            times,
+            "publish",
+            lambda: publish_snapshot(sealed, folder, res.store_url, params.publish),
+        )
+        statuses: dict[str, int] = {}
+        for entry in entries:
+            statuses[entry.status] = statuses.get(entry.status, 0) + 1
+        return CompileResult(
+            version=res.version,
+            published=published,
+            snapshot_dir=str(folder),
+            counts=sealed.manifest.counts,
+            gates=tuple(gates),
+            stages=tuple(times),
+            skipped=report.skipped,
+            provider_calls=dict(res.provider.generated),
+            provider_reused=dict(res.provider.reused),
+            entries=statuses,
+            seconds=round(time.perf_counter() - started, 3),
+        )

@@ -1,0 +1,136 @@
+"""Eval metrics over labelled queries (the definitions of ``../shared/eval/README.md``).
+
+A served answer is correct when it matches any ``accept`` target; a target matches when each of
+its fields does: ``entry_id`` the served entry, ``doc_id`` the file stem of a cited source,
+``section`` that source's heading (compared without case or punctuation). ``accept: []`` marks an
+out-of-scope query: only the fallback is correct, and any served answer to it is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+import msgspec
+
+from schemas.build import RegressionCase
+from schemas.ladder import Answer
+from schemas.normalize import canonical_text
+
+__all__ = ["EvalReport", "Outcome", "is_correct", "outcome_of", "summarize"]
+
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def _same_section(a: str, b: str) -> bool:
+    return canonical_text(_PUNCT.sub(" ", a)) == canonical_text(_PUNCT.sub(" ", b))
+
+
+def _matches(answer: Answer, target: Mapping[str, str]) -> bool:
+    if "entry_id" in target and answer.entry_id != target["entry_id"]:
+        return False
+    if "doc_id" in target or "section" in target:
+        return any(
+            ("doc_id" not in target or s.doc_id == target["doc_id"])
+            and ("section" not in target or _same_section(s.section, target["section"]))
+            for s in answer.sources
+        )
+    return True
+
+
+def is_correct(answer: Answer, case: RegressionCase) -> bool:
+    """Whether the ladder's answer is right for this labelled query."""
+    if not case.accept:
+        return answer.layer == "SAFE"
+    return answer.layer != "SAFE" and any(_matches(answer, t) for t in case.accept)
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """One query's result."""
+
+    query: str
+    layer: str
+    served: bool
+    correct: bool
+    in_scope: bool
+    oos_type: str | None
+    entry_id: str | None
+    expected: tuple[dict[str, str], ...]
+    confidence: float
+    latency_ms: float
+    explanation: str = ""
+
+
+def outcome_of(case: RegressionCase, answer: Answer) -> Outcome:
+    return Outcome(
+        query=case.query,
+        layer=answer.layer,
+        served=answer.layer != "SAFE",
+        correct=is_correct(answer, case),
+        in_scope=bool(case.accept),
+        oos_type=case.oos_type,
+        entry_id=answer.entry_id,
+        expected=case.accept,
+        confidence=answer.confidence,
+        latency_ms=answer.latency_ms,
+        explanation=answer.explanation,
+    )
+
+
+class EvalReport(msgspec.Struct, frozen=True, kw_only=True):
+    """The figures of one query file."""
+
+    queries: int
+    in_scope: int
+    out_of_scope: int
+    coverage: float
+    """Correct answers / in-scope queries."""
+    wrong_rate: float
+    """Served answers that are wrong / all served answers."""
+    rejection: float | None
+    """Fallbacks / out-of-scope queries (``None`` without out-of-scope queries)."""
+    rejection_by_type: dict[str, float]
+    pass_rate: float
+    """Queries with the right outcome (right answer, or the fallback when out of scope)."""
+    layer_share: dict[str, float]
+    latency_p50_ms: dict[str, float]
+    latency_p99_ms: dict[str, float]
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
+
+
+def summarize(outcomes: Iterable[Outcome]) -> EvalReport:
+    """The report's figures from per-query outcomes."""
+    rows = list(outcomes)
+    in_scope = [o for o in rows if o.in_scope]
+    oos = [o for o in rows if not o.in_scope]
+    served = [o for o in rows if o.served]
+    by_type: defaultdict[str, list[Outcome]] = defaultdict(list)
+    for o in oos:
+        by_type[o.oos_type or "unspecified"].append(o)
+    layers = Counter(o.layer for o in rows)
+    latencies: defaultdict[str, list[float]] = defaultdict(list)
+    for o in rows:
+        latencies[o.layer].append(o.latency_ms)
+    return EvalReport(
+        queries=len(rows),
+        in_scope=len(in_scope),
+        out_of_scope=len(oos),
+        coverage=round(sum(o.correct for o in in_scope) / len(in_scope), 4) if in_scope else 0.0,
+        wrong_rate=round(sum(not o.correct for o in served) / len(served), 4) if served else 0.0,
+        rejection=round(sum(not o.served for o in oos) / len(oos), 4) if oos else None,
+        rejection_by_type={
+            t: round(sum(not o.served for o in group) / len(group), 4)
+            for t, group in sorted(by_type.items())
+        },
+        pass_rate=round(sum(o.correct for o in rows) / len(rows), 4) if rows else 1.0,
+        layer_share={layer: round(n / len(rows), 4) for layer, n in sorted(layers.items())},
+        latency_p50_ms={k: _percentile(v, 0.5) for k, v in sorted(latencies.items())},
+        latency_p99_ms={k: _percentile(v, 0.99) for k, v in sorted(latencies.items())},
+    )

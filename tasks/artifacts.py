@@ -1,0 +1,177 @@
+"""Stage 9 — compile artifacts: L1 exact records, L2 intent templates, L3 topic blocks, router.
+
+Only approved entries are compiled. A phrasing whose canonical form belongs to more than one
+entry is ambiguous and becomes no exact key. Topic blocks gather their chunks under headings
+that carry the ``path#anchor`` they came from, bounded by a token budget and token-counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cache
+from typing import Final
+
+from llama_index.core.utils import get_tokenizer
+
+from schemas.build import Chunk, Entry, IngestReport, SourceDoc, Topic
+from schemas.ladder import DEFAULT_FALLBACK
+from schemas.manifest import Manifest, Snapshot, SourceFingerprint
+from schemas.normalize import canonical_text
+from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
+from schemas.router import ROUTER_BLOB, RouterModel
+from tasks.router import Encoder, train_router
+from tasks.synthesize import passage_of
+
+__all__ = ["TOPIC_TOKENS", "build_snapshot", "count_tokens", "router_examples", "topic_blocks"]
+
+TOPIC_TOKENS: Final = 1500
+
+
+@cache
+def _tokenizer() -> object:
+    return get_tokenizer()
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text`` with the cl100k tokenizer llama-index ships (no download)."""
+    encode = _tokenizer()
+    return len(encode(text))  # type: ignore[operator]
+
+
+def _ambiguous(entries: Sequence[Entry]) -> set[str]:
+    owners: dict[str, set[str]] = {}
+    for entry in entries:
+        for phrasing in (entry.question, *entry.paraphrases):
+            owners.setdefault(canonical_text(phrasing), set()).add(entry.id)
+    return {text for text, ids in owners.items() if len(ids) > 1}
+
+
+def router_examples(entries: Sequence[Entry]) -> list[tuple[str, str]]:
+    """``(phrasing, entry id)`` for every approved entry, ambiguous phrasings left out."""
+    ambiguous = _ambiguous(entries)
+    return [
+        (phrasing, entry.id)
+        for entry in entries
+        for phrasing in (entry.question, *entry.paraphrases)
+        if canonical_text(phrasing) not in ambiguous and canonical_text(phrasing)
+    ]
+
+
+def topic_blocks(
+    topics: Sequence[Topic],
+    chunks: Sequence[Chunk],
+    entries: Sequence[Entry],
+    sources: Sequence[SourceDoc],
+    *,
+    budget: int = TOPIC_TOKENS,
+) -> list[TopicBlock]:
+    """One knowledge brief per topic, within ``budget`` tokens."""
+    by_id = {c.id: c for c in chunks}
+    modified = {s.path: s.modified for s in sources}
+    blocks = []
+    for topic in topics:
+        parts: list[str] = []
+        cited: list[Source] = []
+        used = 0
+        for chunk_id in topic.chunk_ids:
+            chunk = by_id[chunk_id]
+            source = passage_of(chunk).source
+            part = f"## {' > '.join(chunk.heading_path)} [{source.ref}]\n{chunk.text}"
+            tokens = count_tokens(part)
+            if parts and used + tokens > budget:
+                break
+            parts.append(part)
+            used += tokens
+            if source not in cited:
+                cited.append(source)
+        context = "\n\n".join(parts)
+        blocks.append(
+            TopicBlock(
+                topic=topic.id,
+                title=topic.name,
+                context=context,
+                tokens=count_tokens(context),
+                freshness=max((modified.get(s.path, "") for s in cited), default=""),
+                sources=tuple(cited),
+                intents=tuple(e.id for e in entries if e.topic == topic.id),
+            )
+        )
+    return blocks
+
+
+def _template(answer: str) -> str:
+    """An approved answer as a template with no slots (braces escaped)."""
+    return answer.replace("{", "{{").replace("}", "}}")
+
+
+def build_snapshot(
+    *,
+    version: str,
+    parent: str | None,
+    report: IngestReport,
+    chunks: Sequence[Chunk],
+    topics: Sequence[Topic],
+    entries: Sequence[Entry],
+    encoder: Encoder | None = None,
+    embedder: str | None = None,
+    fallback: str = DEFAULT_FALLBACK,
+) -> Snapshot:
+    """The sealed snapshot of approved entries, with a router trained on them."""
+    approved = [e for e in entries if e.status == "approved"]
+    ambiguous = _ambiguous(approved)
+    exact = tuple(
+        ExactAnswer(
+            id=e.id,
+            question=e.question,
+            answer=e.answer,
+            sources=e.sources,
+            aliases=tuple(p for p in e.paraphrases if canonical_text(p) not in ambiguous),
+            topic=e.topic,
+            confidence=e.score,
+            approved_by=e.approved_by,
+            approved_at=e.approved_at,
+        )
+        for e in approved
+        if canonical_text(e.question) not in ambiguous
+    )
+    intents = tuple(
+        IntentTemplate(
+            intent=e.id,
+            template=_template(e.answer),
+            examples=(e.question, *e.paraphrases),
+            sources=e.sources,
+            topic=e.topic,
+            confidence=e.score,
+            approved_by=e.approved_by,
+            approved_at=e.approved_at,
+        )
+        for e in approved
+    )
+    blobs: dict[str, bytes] = {}
+    examples = router_examples(approved)
+    if examples:
+        router: RouterModel = train_router(
+            examples,
+            [o.question for o in report.out_of_scope],
+            encoder=encoder,
+            embedder=embedder,
+        )
+        blobs[ROUTER_BLOB] = router.to_bytes()
+    manifest = Manifest(
+        version=version,
+        parent=parent,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        sources=tuple(
+            SourceFingerprint(doc_id=s.doc_id, path=s.path, sha256=s.sha256, bytes=s.bytes)
+            for s in report.sources
+        ),
+    )
+    return Snapshot(
+        manifest=manifest,
+        exact=exact,
+        intents=intents,
+        topics=tuple(topic_blocks(topics, chunks, approved, report.sources)),
+        fallbacks=(FallbackAnswer(domain="general", text=fallback),),
+        blobs=blobs,
+    ).sealed()

@@ -1,0 +1,112 @@
+"""Stage 10b — snapshot & publish, and the resources one compile opens and closes.
+
+The sealed snapshot is written as a versioned folder (the cold, shippable form); with
+``publish`` it is then loaded into the store and activated in one pointer flip. Any failure
+before the flip leaves the active version serving.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from providers import make_provider
+from providers.embedders import Embedder, default_embedder
+from schemas.build import Chunk, Entry, IngestReport, Topic
+from schemas.keys import validate_version
+from schemas.manifest import Snapshot
+from stores import open_store, write_snapshot
+from stores.cache import BuildCache
+from tasks._llm_cache import CachedProvider
+from tasks._policies import stage_task
+from tasks.artifacts import build_snapshot
+from tasks.index import embed_cached
+
+__all__ = ["Resources", "open_resources", "publish_snapshot", "snapshot_artifacts"]
+
+
+class Resources(msgspec.Struct, kw_only=True):
+    """What one compile holds open: caches, models, the provider, and its version label."""
+
+    cache: BuildCache
+    embedder: Embedder
+    provider: CachedProvider
+    store_url: str
+    review_url: str | None
+    version: str
+    parent: str | None
+
+
+@contextmanager
+def open_resources(
+    *, build_dir: str, store_url: str, provider: str, model: str | None, version: str | None
+) -> Iterator[Resources]:
+    """Open the build cache, embedder, provider and store pointer for one compile."""
+    cache = BuildCache(Path(build_dir) / "cache.db")
+    llm = make_provider(provider, model=model)
+    store = open_store(store_url)
+    try:
+        label = validate_version(version) if version else store.next_version()
+        parent = store.active_version()
+    finally:
+        store.close()
+    review_url = store_url if store_url.startswith("sqlite:///") else None
+    try:
+        yield Resources(
+            cache=cache,
+            embedder=default_embedder(),
+            provider=CachedProvider(llm, cache),
+            store_url=store_url,
+            review_url=review_url,
+            version=label,
+            parent=parent,
+        )
+    finally:
+        close = getattr(llm, "close", None)
+        if callable(close):
+            close()
+        cache.close()
+
+
+@stage_task("compile-artifacts", retries=0)
+def snapshot_artifacts(
+    version: str,
+    parent: str | None,
+    report: IngestReport,
+    chunks: Sequence[Chunk],
+    topics: Sequence[Topic],
+    entries: Sequence[Entry],
+    embedder: Embedder,
+    cache: BuildCache | None,
+) -> Snapshot:
+    """Prefect task over :func:`tasks.artifacts.build_snapshot` (router reads sentence vectors)."""
+    return build_snapshot(
+        version=version,
+        parent=parent,
+        report=report,
+        chunks=chunks,
+        topics=topics,
+        entries=entries,
+        encoder=lambda questions: embed_cached(embedder, questions, cache),
+        embedder=embedder.model_id,
+    )
+
+
+@stage_task("publish-snapshot", retries=2)
+def publish_snapshot(snapshot: Snapshot, folder: Path, store_url: str, publish: bool) -> bool:
+    """Write the snapshot folder; with ``publish`` load it into the store and activate it."""
+    if folder.exists():
+        shutil.rmtree(folder)  # an unpublished build of the same label, superseded
+    write_snapshot(snapshot, folder)
+    if not publish:
+        return False
+    store = open_store(store_url)
+    try:
+        store.publish(snapshot, activate=True)
+    finally:
+        store.close()
+    return True

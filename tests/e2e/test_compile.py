@@ -1,0 +1,194 @@
+"""The compile flow end to end on the example knowledge (offline provider, real libraries)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.compile import CompileParams, CompileResult, compile_knowledge
+from schemas.errors import GateFailedError, InvalidInputError
+from serving.runtime import VersionCache
+from stores import open_store, read_snapshot
+from tests.conftest import EXAMPLES
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
+
+
+class Compiled:
+    """A store with the examples compiled and published, and the two compile results."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = f"sqlite:///{root / 'knowledge.db'}"
+        self.build = root / "build"
+        self.first: CompileResult = self.compile()
+        self.second: CompileResult = self.compile()
+
+    def compile(self, knowledge: Path = EXAMPLES / "knowledge", **changes: object) -> CompileResult:
+        params = CompileParams(
+            knowledge=str(knowledge), store=self.url, build_dir=str(self.build), publish=True
+        )
+        return compile_knowledge(params.model_copy(update=changes))
+
+
+@pytest.fixture(scope="session")
+def compiled(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Compiled:
+    return Compiled(tmp_path_factory.mktemp("compiled"))
+
+
+@pytest.fixture
+def versions(compiled: Compiled) -> Iterator[VersionCache]:
+    store = open_store(compiled.url)
+    yield VersionCache(store)
+    store.close()
+
+
+def test_the_examples_compile_pass_every_gate_and_publish(compiled: Compiled) -> None:
+    result = compiled.first
+    assert result.published
+    assert all(g.passed for g in result.gates), result.gates
+    assert {g.name for g in result.gates} >= {
+        "expectations:l1_exact",
+        "expectations:l2_intents",
+        "expectations:l3_topics",
+        "groundedness",
+        "regression",
+        "miss-coverage",
+    }
+    assert result.counts["exact"] >= 40
+    assert result.counts["topics"] >= 3
+    assert result.skipped == ()
+    assert [s.stage for s in result.stages] == [
+        "ingest",
+        "chunk",
+        "index",
+        "topics",
+        "synthesize",
+        "answer",
+        "verify",
+        "review",
+        "compile",
+        "gates",
+        "publish",
+    ]
+    snapshot = read_snapshot(result.snapshot_dir)
+    assert snapshot.manifest.version == result.version
+    assert {s.path for s in snapshot.manifest.sources} >= {
+        "policies/refunds.md",
+        "help/account.html",
+        "help/charging.txt",
+        "help/privacy.pdf",
+    }
+
+
+def test_a_recompile_of_unchanged_knowledge_makes_no_provider_calls(compiled: Compiled) -> None:
+    assert sum(compiled.first.provider_calls.values()) > 0
+    assert compiled.second.provider_calls == {}
+    assert sum(compiled.second.provider_reused.values()) == sum(
+        compiled.first.provider_calls.values()
+    )
+    store = open_store(compiled.url)
+    assert store.active_version() == compiled.second.version
+    store.close()
+
+
+def test_a_curated_question_is_answered_verbatim_with_its_citation(
+    compiled: Compiled, versions: VersionCache
+) -> None:
+    ready = versions.get(compiled.second.version)
+    answer = ready.answer("What's your return window?")
+    assert answer.layer == "L1"
+    assert answer.entry_id == "refund.window"
+    assert answer.answer.startswith("You have 30 days")
+    assert [(s.doc_id, s.path, s.anchor) for s in answer.sources] == [
+        ("faq", "faq.jsonl", "refund.window")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("question", "doc_id", "section"),
+    [
+        ("Tell me about Two-factor authentication", "account", "Two-factor authentication"),
+        ("What about charging times?", "charging", "Charging times"),
+        ("How long we keep your data", "privacy", "How long we keep your data"),
+        ("What should I know about non-returnable items?", "refunds", "Non-returnable items"),
+    ],
+)
+def test_document_sections_are_answered_from_their_own_text(
+    compiled: Compiled, versions: VersionCache, question: str, doc_id: str, section: str
+) -> None:
+    answer = versions.get(compiled.second.version).answer(question)
+    assert answer.layer in ("L1", "L2")
+    assert [(s.doc_id, s.section) for s in answer.sources][:1] == [(doc_id, section)]
+    text_path = {
+        "account": "help/account.html",
+        "charging": "help/charging.txt",
+        "privacy": "help/privacy.pdf",
+        "refunds": "policies/refunds.md",
+    }[doc_id]
+    assert answer.sources[0].path == text_path
+
+
+def test_an_unrelated_question_gets_the_safe_fallback(
+    compiled: Compiled, versions: VersionCache
+) -> None:
+    answer = versions.get(compiled.second.version).answer("who won the world cup in 1998")
+    assert answer.layer == "SAFE"
+    assert answer.sources == ()
+    assert "not sure" in answer.answer
+
+
+def test_broken_documents_are_reported_and_skipped(compiled: Compiled, tmp_path: Path) -> None:
+    knowledge = tmp_path / "knowledge"
+    shutil.copytree(EXAMPLES / "knowledge", knowledge)
+    (knowledge / "junk.md").write_bytes(bytes(range(256)) * 40)
+    (knowledge / "empty.txt").write_text("")
+    (knowledge / "huge.md").write_bytes(b"# Huge\n\n" + b"word " * (4 * 1024 * 1024))
+    (knowledge / "notes.xyz").write_text("unknown format")
+
+    result = compiled.compile(knowledge, publish=False, build_dir=str(tmp_path / "build"))
+
+    reasons = {s.path: s.reason for s in result.skipped}
+    assert set(reasons) == {"junk.md", "empty.txt", "huge.md", "notes.xyz"}
+    assert "NUL" in reasons["junk.md"]
+    assert reasons["empty.txt"] == "empty file"
+    assert "MiB limit" in reasons["huge.md"]
+    assert all(g.passed for g in result.gates)
+    assert not result.published
+
+
+def test_a_failed_gate_publishes_nothing_and_the_active_version_keeps_serving(
+    compiled: Compiled, tmp_path: Path
+) -> None:
+    store = open_store(compiled.url)
+    before = (store.active_version(), [v.version for v in store.versions()])
+    store.close()
+    impossible = tmp_path / "regression.jsonl"
+    impossible.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "query": f"what is the airspeed of swallow {i}",
+                    "accept": [{"entry_id": "refund.window"}],
+                }
+            )
+            for i in range(5)
+        )
+    )
+
+    with pytest.raises(GateFailedError, match="regression"):
+        compiled.compile(regression=str(impossible))
+
+    store = open_store(compiled.url)
+    assert (store.active_version(), [v.version for v in store.versions()]) == before
+    store.close()
+
+
+def test_a_folder_with_nothing_to_compile_is_refused(compiled: Compiled, tmp_path: Path) -> None:
+    (tmp_path / "empty.md").write_text("   \n")
+    with pytest.raises(InvalidInputError, match="nothing in"):
+        compiled.compile(tmp_path, publish=False, build_dir=str(tmp_path / "build"))
