@@ -10,13 +10,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 import msgspec
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from schemas.build import Entry, SkippedSource
+from schemas.build import Entry, SkippedSource, Usage
 from schemas.errors import InvalidInputError
 from schemas.frames import ChunkFrame, EntryFrame, QuestionFrame, validate_records
 from schemas.manifest import GateResult
@@ -31,7 +31,7 @@ from tasks.synthesize import synthesize_questions
 from tasks.topics import discover_topics
 from tasks.verify import verify_answers
 
-__all__ = ["CompileParams", "CompileResult", "compile_knowledge"]
+__all__ = ["STAGES", "CompileParams", "CompileResult", "compile_knowledge", "stage_progress"]
 
 T = TypeVar("T")
 
@@ -73,21 +73,51 @@ class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
     provider_calls: dict[str, int]
     """Provider calls that generated (missed the build cache), per stage."""
     provider_reused: dict[str, int]
+    usage: tuple[Usage, ...] = ()
+    """Tokens the provider spent per stage (input, output, prompt-cache reads and writes)."""
     entries: dict[str, int]
     """Entries by review status."""
     seconds: float
 
 
+STAGES: Final = (
+    "ingest",
+    "chunk",
+    "index",
+    "topics",
+    "synthesize",
+    "answer",
+    "verify",
+    "review",
+    "compile",
+    "gates",
+    "publish",
+)
+StageListener = Callable[[str, float | None], None]
+"""Called with a stage name when it starts (``None``) and with its seconds when it ends."""
+_listeners: list[StageListener] = []
+
+
 @contextmanager
-def _timed(times: list[StageTime], stage: str) -> Iterator[None]:
-    started = time.perf_counter()
-    yield
-    times.append(StageTime(stage, round(time.perf_counter() - started, 3)))
+def stage_progress(listener: StageListener) -> Iterator[None]:
+    """Report stage starts and ends of compiles run in this process to ``listener``."""
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
 
 
 def _run(times: list[StageTime], stage: str, call: Callable[[], T]) -> T:
-    with _timed(times, stage):
-        return call()
+    for listener in _listeners:
+        listener(stage, None)
+    started = time.perf_counter()
+    result = call()
+    seconds = round(time.perf_counter() - started, 3)
+    times.append(StageTime(stage, seconds))
+    for listener in _listeners:
+        listener(stage, seconds)
+    return result
 
 
 @flow(name="compile-knowledge", log_prints=True, validate_parameters=True)
@@ -173,6 +203,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             skipped=report.skipped,
             provider_calls=dict(res.provider.generated),
             provider_reused=dict(res.provider.reused),
+            usage=tuple(u for u in res.provider.usage() if u.calls),
             entries=statuses,
             seconds=round(time.perf_counter() - started, 3),
         )

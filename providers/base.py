@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from schemas.build import Usage
 from schemas.records import Source
 
 __all__ = ["DraftAnswer", "Passage", "Provider", "Usage", "Verdict"]
@@ -41,17 +42,6 @@ class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     supported: bool
     score: float
     reason: str = ""
-
-
-class Usage(msgspec.Struct, kw_only=True):
-    """Calls and tokens one stage spent."""
-
-    stage: str
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
 
 
 @runtime_checkable

@@ -5,14 +5,16 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, ParamSpec, TypeVar
 
 import msgspec
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ragc.settings import Settings
@@ -29,6 +31,9 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
+
+if TYPE_CHECKING:
+    from stores.review import ReviewQueue
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -198,7 +203,7 @@ def _prefect_defaults() -> None:
     for name, value in (
         ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
         ("DO_NOT_TRACK", "1"),
-        ("PREFECT_LOGGING_LEVEL", "WARNING"),
+        ("PREFECT_LOGGING_LEVEL", "CRITICAL"),  # errors reach the user as one line
         ("UNSTRUCTURED_DISABLE_NOTICE", "1"),
         ("TQDM_DISABLE", "1"),
     ):
@@ -208,6 +213,28 @@ def _prefect_defaults() -> None:
 def _not_yet(name: str, *_args: object) -> None:
     err.print(f"[bold red]error:[/] `ragc {name}` is not built yet", highlight=False)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _compile_progress(*, enabled: bool) -> Iterator[None]:
+    """A live stage-by-stage progress display of a compile (rich)."""
+    if not enabled:
+        yield
+        return
+    from flows.compile import STAGES, stage_progress  # noqa: PLC0415 - heavy
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        overall = progress.add_task("compiling", total=len(STAGES))
+
+        def show(stage: str, seconds: float | None) -> None:
+            if seconds is None:
+                progress.update(overall, description=f"{stage} …")
+            else:
+                progress.advance(overall)
+
+        with stage_progress(show):
+            yield
 
 
 @app.command(name="compile")
@@ -252,13 +279,12 @@ def compile_(
             build_dir=str(build_dir),
             regression=str(regression) if regression else None,
         )
-    except ValueError as exc:
+    except ValidationError as exc:
+        problem = exc.errors()[0]
         raise InvalidInputError(
-            f"bad compile option: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}"
+            f"bad compile option {'.'.join(map(str, problem['loc']))}: {problem['msg']}"
         ) from exc
-    with (
-        console.status(f"compiling {knowledge} …", spinner="dots") if not as_json else nullcontext()
-    ):
+    with _compile_progress(enabled=not as_json):
         result = compile_knowledge(params)
     if as_json:
         _emit(result, True, "")
@@ -283,6 +309,112 @@ def compile_(
     )
     where = "published and active" if result.published else f"written to {result.snapshot_dir}"
     console.print(f"[bold green]{result.version}[/] {where}", highlight=False)
+
+
+review_app = typer.Typer(help="The review queue: list, approve, reject or edit answers.")
+app.add_typer(review_app, name="review")
+ByOpt = Annotated[str, typer.Option("--by", help="Reviewer name (default: $USER).")]
+
+
+def _queue(store: str | None) -> ReviewQueue:
+    from stores.review import ReviewQueue  # noqa: PLC0415
+
+    url = store or Settings.from_env().store
+    if not url.startswith("sqlite:///"):
+        raise InvalidInputError(
+            f"the review queue of {url!r} is not available here",
+            hint="the embedded review queue lives in a sqlite:/// store",
+        )
+    return ReviewQueue(url)
+
+
+@review_app.command("list")
+@_fails_cleanly
+def review_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending, approved or rejected (default: all).")
+    ] = "pending",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """List answers in the review queue."""
+    if status not in (None, "pending", "approved", "rejected"):
+        raise InvalidInputError(f"unknown status {status!r}", hint="pending, approved or rejected")
+    queue = _queue(store)
+    try:
+        items = queue.items(status)  # type: ignore[arg-type]
+    finally:
+        queue.close()
+    if as_json:
+        _emit(items, True, "")
+        return
+    table = Table("entry", "status", "score", "question", "answer")
+    for item in items:
+        table.add_row(
+            item.entry_id, item.status, f"{item.score:.2f}", item.question, item.answer[:80]
+        )
+    console.print(table if items else f"no {status or ''} answers in the review queue")
+
+
+def _decide(
+    entry_id: str,
+    status: Literal["approved", "rejected"],
+    by: str,
+    store: str,
+    answer: str | None,
+    as_json: bool,
+) -> None:
+    queue = _queue(store)
+    try:
+        item = queue.decide(
+            entry_id, status, reviewer=by or os.environ.get("USER", "cli"), answer=answer
+        )
+    finally:
+        queue.close()
+    _emit(
+        item,
+        as_json,
+        f"{item.entry_id}: {item.status} by {item.reviewer} (applies from the next compile)",
+    )
+
+
+@review_app.command("approve")
+@_fails_cleanly
+def review_approve(
+    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    by: ByOpt = "",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve an answer; the next compile serves it."""
+    _decide(entry_id, "approved", by, store, None, as_json)
+
+
+@review_app.command("reject")
+@_fails_cleanly
+def review_reject(
+    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    by: ByOpt = "",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject an answer; the next compile leaves it out."""
+    _decide(entry_id, "rejected", by, store, None, as_json)
+
+
+@review_app.command("edit")
+@_fails_cleanly
+def review_edit(
+    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    answer: Annotated[str, typer.Option("--answer", help="The corrected answer text.")],
+    by: ByOpt = "",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace an answer's text and approve it."""
+    if not answer.strip():
+        raise InvalidInputError("the edited answer is empty", hint="pass --answer 'text'")
+    _decide(entry_id, "approved", by, store, answer.strip(), as_json)
 
 
 @app.command()

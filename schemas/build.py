@@ -19,6 +19,7 @@ __all__ = [
     "SkippedSource",
     "SourceDoc",
     "Topic",
+    "Usage",
 ]
 
 SourceKind = Literal["markdown", "html", "text", "pdf", "docx", "faq", "out_of_scope"]
@@ -142,3 +143,14 @@ class RegressionCase(msgspec.Struct, frozen=True, kw_only=True):
     query: str
     accept: tuple[dict[str, str], ...] = ()
     oos_type: str | None = None
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Calls and tokens one stage spent."""
+
+    stage: str
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0

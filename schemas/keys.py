@@ -27,6 +27,7 @@ __all__ = [
     "content_hash",
     "exact_key",
     "intent_key",
+    "make_name",
     "pin_key",
     "question_hash",
     "slot_hash",
@@ -87,6 +88,21 @@ def _validate_name(name: str, what: str) -> str:
             hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
         )
     return name
+
+
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_NAME: Final = 96
+
+
+def make_name(raw: str) -> str:
+    """A valid intent or topic name derived from any text: unsafe runs become ``-``, and a
+    long name is cut and suffixed with a hash of the whole, so distinct inputs stay distinct."""
+    name = _UNSAFE.sub("-", raw).strip(".-_") or "x"
+    if len(name) <= _MAX_NAME and name == raw:
+        return name
+    if len(name) <= _MAX_NAME:
+        return name
+    return f"{name[: _MAX_NAME - 9].rstrip('.-_')}-{content_hash(raw, 8)}"
 
 
 def version_prefix(version: str) -> str:

@@ -100,6 +100,10 @@ def run_gates(
     )
     suite = [*canonical_cases(snapshot), *cases]
     report = evaluate_cases(snapshot, suite, composer, embedder)
+    pending = sum(e.status == "pending" for e in entries)
+    waiting = (
+        f"; {pending} answers wait in the review queue (`ragc review list`)" if pending else ""
+    )
     results.append(
         GateResult(
             name="regression",
@@ -109,7 +113,7 @@ def run_gates(
             detail=(
                 f"{round(report.pass_rate * report.queries)}/{report.queries} right "
                 f"({len(cases)} labelled + {report.queries - len(cases)} canonical); "
-                f"wrong-answer rate {report.wrong_rate:.1%}"
+                f"wrong-answer rate {report.wrong_rate:.1%}{waiting}"
             ),
         )
     )

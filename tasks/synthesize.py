@@ -12,6 +12,7 @@ from typing import Final
 
 from providers.base import Passage, Provider
 from schemas.build import Chunk, IngestReport, Question, Topic
+from schemas.keys import make_name
 from schemas.records import Source
 from tasks._policies import stage_task
 
@@ -30,6 +31,11 @@ def passage_of(chunk: Chunk) -> Passage:
             doc_id=chunk.doc_id, path=chunk.path, section=chunk.section, anchor=chunk.anchor
         ),
     )
+
+
+def entry_id_for(doc_id: str, anchor: str) -> str:
+    """A valid, readable entry id for a document section (``refunds.return-window``)."""
+    return make_name(f"{doc_id}.{anchor}")
 
 
 def sections_of(chunks: Sequence[Chunk]) -> list[list[Chunk]]:
@@ -68,11 +74,12 @@ def build_questions(
     used = {q.entry_id for q in questions}
     for section in sections_of([c for c in chunks if c.path not in faq_paths]):
         first = section[0]
-        entry_id = f"{first.doc_id}.{first.anchor}"
+        base = entry_id_for(first.doc_id, first.anchor)
+        entry_id = base
         suffix = 1
         while entry_id in used:
             suffix += 1
-            entry_id = f"{first.doc_id}.{first.anchor}-{suffix}"
+            entry_id = f"{base}-{suffix}"
         used.add(entry_id)
         asked = provider.synthesize_questions(
             first.section, [passage_of(c) for c in section], per_section

@@ -17,6 +17,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from providers._text import content_words
 from schemas.build import Chunk, Topic
+from schemas.keys import make_name
 from tasks._policies import stage_task
 from tasks.index import ChunkIndex
 
@@ -66,11 +67,12 @@ def find_topics(
     topics: list[Topic] = []
     used: set[str] = set()
     for group, name in zip(groups, name_topics(groups), strict=True):
-        ident = "-".join(name.split()) or "general"
+        base = make_name("-".join(name.split()) or "general")
+        ident = base
         suffix = 1
         while ident in used:
             suffix += 1
-            ident = f"{'-'.join(name.split())}-{suffix}"
+            ident = f"{base}-{suffix}"
         used.add(ident)
         topics.append(Topic(id=ident, name=name, chunk_ids=tuple(c.id for c in group)))
     return topics

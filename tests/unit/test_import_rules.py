@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "providers": {"schemas"},
     "expectations": {"schemas"},
     "tasks": {"schemas", "stores", "providers", "expectations"},
-    "flows": {"tasks", "schemas", "stores"},
+    "flows": {"tasks", "schemas"},
     "serving": {"schemas", "stores", "providers"},
     "ragc": PROJECT,
 }

@@ -1,0 +1,120 @@
+"""Compile benchmark: full compile, unchanged recompile and partial recompile, one run.
+
+    uv run python bench/compile.py [KNOWLEDGE_DIR ...]   (default: examples/knowledge)
+
+For each folder: a full compile with a cold build cache (per-stage seconds), a recompile of the
+unchanged folder, and a partial recompile after one document changed — each as a ratio of the
+full compile measured in the same run. The folder is copied first; nothing in it is modified.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+for _name, _value in (
+    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+    ("DO_NOT_TRACK", "1"),
+    ("PREFECT_LOGGING_LEVEL", "CRITICAL"),
+    ("UNSTRUCTURED_DISABLE_NOTICE", "1"),
+    ("TQDM_DISABLE", "1"),
+):
+    os.environ.setdefault(_name, _value)
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ragc-bench-prefect-"))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from flows.compile import CompileResult  # noqa: E402
+from flows.recompile import RecompileParams, recompile_knowledge  # noqa: E402
+
+console = Console()
+
+
+def _touch_one(folder: Path) -> str:
+    """Change one document (append a sentence) and return its relative path."""
+    docs = sorted(
+        p for p in folder.rglob("*") if p.suffix in (".md", ".html", ".txt") and p.is_file()
+    )
+    if docs:
+        target = docs[len(docs) // 2]
+        with target.open("a", encoding="utf-8") as out:
+            out.write("\n\nThis paragraph was added to measure a partial recompile.\n")
+    else:  # an FAQ-only folder: change one answer
+        target = next(folder.rglob("faq.jsonl"))
+        lines = target.read_text("utf-8").splitlines()
+        lines[0] = lines[0].replace('"answer": "', '"answer": "Updated: ', 1)
+        target.write_text("\n".join(lines) + "\n", "utf-8")
+    return target.relative_to(folder).as_posix()
+
+
+def _compile(folder: Path, work: Path, changed: list[str]) -> tuple[CompileResult, float]:
+    params = RecompileParams(
+        knowledge=str(folder),
+        store=f"sqlite:///{work / 'knowledge.db'}",
+        build_dir=str(work / "build"),
+        changed=changed,
+    )
+    started = time.perf_counter()
+    result = recompile_knowledge(params)
+    return result, time.perf_counter() - started
+
+
+def bench(source: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="ragc-bench-") as tmp:
+        work = Path(tmp)
+        folder = work / "knowledge"
+        shutil.copytree(source, folder)
+        regression = source.parent / "regression.jsonl"
+        if regression.is_file():
+            shutil.copy(regression, work / "regression.jsonl")
+        full, full_s = _compile(folder, work, [])
+        unchanged, unchanged_s = _compile(folder, work, [])
+        changed_path = _touch_one(folder)
+        partial, partial_s = _compile(folder, work, [changed_path])
+
+    stages = Table(title=f"{source} — full compile by stage (cold build cache)")
+    stages.add_column("stage")
+    stages.add_column("full s", justify="right")
+    stages.add_column("unchanged s", justify="right")
+    stages.add_column("partial s", justify="right")
+    full_t, same_t, part_t = (
+        {s.stage: s.seconds for s in r.stages} for r in (full, unchanged, partial)
+    )
+    for stage, seconds in full_t.items():
+        stages.add_row(
+            stage, f"{seconds:.2f}", f"{same_t.get(stage, 0):.2f}", f"{part_t.get(stage, 0):.2f}"
+        )
+    console.print(stages)
+    summary = Table(title=f"{source} — wall time, ratio to the full compile in this run")
+    for column in ("run", "wall s", "ratio", "provider calls", "reused", "version"):
+        summary.add_column(column, justify="right" if column != "run" else "left")
+    for name, result, seconds in (
+        ("full (cold cache)", full, full_s),
+        ("recompile, unchanged", unchanged, unchanged_s),
+        (f"partial: {changed_path} changed", partial, partial_s),
+    ):
+        summary.add_row(
+            name,
+            f"{seconds:.2f}",
+            f"{seconds / full_s:.1%}",
+            str(sum(result.provider_calls.values())),
+            str(sum(result.provider_reused.values())),
+            result.version,
+        )
+    console.print(summary)
+    console.print(f"artifacts {full.counts}; entries {full.entries}; skipped {len(full.skipped)}")
+
+
+def main(argv: list[str]) -> None:
+    folders = [Path(a) for a in argv] or [Path("examples/knowledge")]
+    for folder in folders:
+        bench(folder)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
