@@ -123,9 +123,10 @@ def _scoped(table: Mapping[str, T], keys: tuple[str | None, str]) -> tuple[str, 
 
 
 def _attribute(block: TopicBlock, composed: str) -> tuple[Source, ...]:
-    """The block sources whose section holds a composed sentence (all of them when none does,
-    as for an LLM's own wording)."""
+    """The block sources whose section text the composed answer quotes (all of them when it
+    quotes none, as with an LLM's own wording)."""
     by_ref = {source.ref: source for source in block.sources}
+    flat = " ".join(composed.split())
     cited: list[Source] = []
     for part in block.context.split("## "):
         header, _, body = part.partition("\n")
@@ -133,7 +134,8 @@ def _attribute(block: TopicBlock, composed: str) -> tuple[Source, ...]:
         source = by_ref.get(ref)
         if source is None or source in cited:
             continue
-        if any(len(s) > 20 and s in body for s in _SENTENCE.split(composed)):
+        pieces = (" ".join(p.split()) for line in body.splitlines() for p in _SENTENCE.split(line))
+        if any(len(piece) > 20 and piece in flat for piece in pieces):
             cited.append(source)
     return tuple(cited) or block.sources
 

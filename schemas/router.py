@@ -9,6 +9,7 @@ JSON header (never pickle) and predicts with numpy alone, so the service needs n
 from __future__ import annotations
 
 import io
+import zipfile
 import zlib
 from itertools import pairwise
 from typing import Final
@@ -213,5 +214,14 @@ class RouterModel:
                     if "embedding_weights" in arrays
                     else None,
                 )
-        except (ValueError, KeyError, OSError, msgspec.DecodeError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            OSError,
+            EOFError,
+            NotImplementedError,
+            zipfile.BadZipFile,
+            zlib.error,
+            msgspec.DecodeError,
+        ) as exc:
             raise CorruptSnapshotError(f"router blob cannot be read: {exc}") from exc

@@ -76,7 +76,7 @@ class ReviewQueue:
             sql += " WHERE status = ?"
             args = (status,)
         with self._lock:
-            rows = self._db.execute(sql + " ORDER BY updated_at DESC, entry_id", args).fetchall()
+            rows = self._db.execute(sql + " ORDER BY rowid DESC", args).fetchall()
         return [msgspec.json.decode(r[0], type=ReviewItem) for r in rows]
 
     def decisions(self) -> dict[tuple[str, str], ReviewItem]:
@@ -94,7 +94,8 @@ class ReviewQueue:
         """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT item FROM reviews WHERE entry_id = ? ORDER BY updated_at DESC LIMIT 1",
+                # The newest submitted fingerprint: rowids only grow (timestamps tie in a second).
+                "SELECT item FROM reviews WHERE entry_id = ? ORDER BY rowid DESC LIMIT 1",
                 (entry_id,),
             ).fetchone()
         if row is None:

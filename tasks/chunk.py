@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -37,17 +37,33 @@ def slugify(heading: str) -> str:
     return _NOT_SLUG.sub("", text).replace(" ", "-") or "section"
 
 
-def _anchors(sections: Iterable[ParsedSection], fallback: str) -> list[tuple[str, str]]:
-    """``(section title, unique anchor)`` for each section, in order."""
-    used: dict[str, int] = {}
-    out = []
-    for section in sections:
-        title = section.heading_path[-1] if section.heading_path else fallback
-        anchor = slugify(title)
-        count = used.get(anchor, 0)
-        used[anchor] = count + 1
-        out.append((title, anchor if count == 0 else f"{anchor}-{count}"))
-    return out
+def _unique(slug: str, used: set[str]) -> str:
+    """``slug``, or the first ``slug-N`` not yet used (GitHub's rule for repeated headings)."""
+    anchor, n = slug, 0
+    while anchor in used:
+        n += 1
+        anchor = f"{slug}-{n}"
+    used.add(anchor)
+    return anchor
+
+
+def _anchors(sections: Sequence[ParsedSection], fallback: str) -> list[tuple[str, str]]:
+    """``(section title, unique anchor)`` for each section, in order.
+
+    Headed sections get their anchors first, in document order, so a heading keeps the anchor
+    a renderer gives it; text before the first heading is filed under ``fallback`` with an
+    anchor that avoids theirs.
+    """
+    used: set[str] = set()
+    anchors: dict[int, tuple[str, str]] = {}
+    for i, section in enumerate(sections):
+        if section.heading_path:
+            title = section.heading_path[-1]
+            anchors[i] = (title, _unique(slugify(title), used))
+    for i, section in enumerate(sections):
+        if not section.heading_path:
+            anchors[i] = (fallback, _unique(slugify(fallback), used))
+    return [anchors[i] for i in range(len(sections))]
 
 
 def chunk_source(root: Path, source: SourceDoc, *, chunk_tokens: int = CHUNK_TOKENS) -> list[Chunk]:

@@ -73,7 +73,7 @@ def _problem(kind: SourceKind, data: bytes) -> str | None:
     return None
 
 
-def _faq_lines(path: Path, text: str) -> list[tuple[int, dict[str, object]]]:
+def _faq_lines(path: Path, text: str, rel: str) -> list[tuple[int, dict[str, object]]]:
     if path.suffix == ".csv":
         rows = csv.DictReader(io.StringIO(text))
         return [
@@ -95,11 +95,11 @@ def _faq_lines(path: Path, text: str) -> list[tuple[int, dict[str, object]]]:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(
-                    f"{path.name}:{number}: not JSON ({exc.msg})",
+                    f"{rel}:{number}: not JSON ({exc.msg})",
                     hint='each line must be {"id", "question", "answer", "paraphrases"?}',
                 ) from exc
             if not isinstance(value, dict):
-                raise InvalidInputError(f"{path.name}:{number}: a line must be a JSON object")
+                raise InvalidInputError(f"{rel}:{number}: a line must be a JSON object")
             lines.append((number, value))
     return lines
 
@@ -109,7 +109,7 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
     text = path.read_bytes().decode("utf-8-sig")
     faqs: list[CuratedFaq] = []
     seen: set[str] = set()
-    for number, row in _faq_lines(path, text):
+    for number, row in _faq_lines(path, text, rel):
         where = f"{rel}:{number}"
         ident, question, answer = row.get("id"), row.get("question"), row.get("answer")
         for name, value in (("id", ident), ("question", question), ("answer", answer)):
@@ -118,7 +118,8 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
         assert isinstance(ident, str)
         assert isinstance(question, str)
         assert isinstance(answer, str)
-        if not _ENTRY_ID.match(ident.strip()):
+        ident = ident.strip()
+        if not _ENTRY_ID.match(ident):
             raise InvalidInputError(
                 f"{where}: FAQ id {ident!r} is not usable as an entry id",
                 hint="use up to 128 letters, digits, '.', '_' or '-' (starting alphanumeric)",
@@ -131,7 +132,7 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
             raise InvalidInputError(f"{where}: 'paraphrases' must be a list of strings")
         faqs.append(
             CuratedFaq(
-                id=ident.strip(),
+                id=ident,
                 question=question.strip(),
                 answer=answer.strip(),
                 paraphrases=tuple(dict.fromkeys(p.strip() for p in paraphrases if p.strip())),
@@ -141,12 +142,12 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
     return tuple(faqs)
 
 
-def _out_of_scope(path: Path) -> tuple[OutOfScopeExample, ...]:
+def _out_of_scope(path: Path, rel: str) -> tuple[OutOfScopeExample, ...]:
     examples = []
-    for number, row in _faq_lines(path, path.read_bytes().decode("utf-8-sig")):
+    for number, row in _faq_lines(path, path.read_bytes().decode("utf-8-sig"), rel):
         question = row.get("question")
         if not isinstance(question, str) or not question.strip():
-            raise InvalidInputError(f"{path.name}:{number}: 'question' is missing")
+            raise InvalidInputError(f"{rel}:{number}: 'question' is missing")
         examples.append(OutOfScopeExample(question=question.strip()))
     return tuple(examples)
 
@@ -205,7 +206,7 @@ def ingest_folder(root: Path, *, max_bytes: int = MAX_BYTES) -> IngestReport:
         if kind == "faq":
             faqs.extend(read_faq(path, rel, doc_id))
         elif kind == "out_of_scope":
-            out_of_scope.extend(_out_of_scope(path))
+            out_of_scope.extend(_out_of_scope(path, rel))
         modified = datetime.fromtimestamp(path.stat().st_mtime, UTC).date().isoformat()
         sources.append(
             SourceDoc(

@@ -93,6 +93,8 @@ class StubAnthropic:
 
     def __init__(self, *, model: str = "claude-stub") -> None:
         self.model = model
+        self.responder: Callable[[RecordedRequest], Reply | str] | None = None
+        """Answers requests once the scripted queue is empty (e.g. a whole compile)."""
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
         self._cached_prefixes: set[str] = set()
@@ -149,6 +151,9 @@ class StubAnthropic:
             self.requests.append(request)
             if self._replies:
                 return self._replies.popleft()
+        if self.responder is not None:
+            reply = self.responder(request)
+            return Reply(text=reply) if isinstance(reply, str) else reply
         return Reply(status=418, body=error_body(418, "the stub has no scripted reply left"))
 
     def _message(self, request: RecordedRequest, text: str) -> dict[str, Any]:
