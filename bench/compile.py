@@ -3,8 +3,10 @@
     uv run python bench/compile.py [KNOWLEDGE_DIR ...]   (default: examples/knowledge)
 
 For each folder: a full compile with a cold build cache (per-stage seconds), a recompile of the
-unchanged folder, and a partial recompile after one document changed — each as a ratio of the
-full compile measured in the same run. The folder is copied first; nothing in it is modified.
+unchanged folder, a partial recompile after the body of one document changed, and one after a
+heading changed (which changes the router's training questions, so the router is retrained) —
+each as a ratio of the full compile measured in the same run. The folder is copied first;
+nothing in the original is modified.
 """
 
 from __future__ import annotations
@@ -35,19 +37,24 @@ from flows.recompile import RecompileParams, recompile_knowledge  # noqa: E402
 console = Console()
 
 
-def _touch_one(folder: Path) -> str:
-    """Change one document (append a sentence) and return its relative path."""
-    docs = sorted(
-        p for p in folder.rglob("*") if p.suffix in (".md", ".html", ".txt") and p.is_file()
-    )
+def _touch_one(folder: Path, *, heading: bool) -> str:
+    """Change one document and return its relative path: its body (a paragraph appended) or,
+    with ``heading``, its first heading (which changes the questions the router learns)."""
+    docs = sorted(p for p in folder.rglob("*.md") if p.is_file())
     if docs:
-        target = docs[len(docs) // 2]
-        with target.open("a", encoding="utf-8") as out:
-            out.write("\n\nThis paragraph was added to measure a partial recompile.\n")
-    else:  # an FAQ-only folder: change one answer
+        target = docs[len(docs) // 3 if heading else len(docs) // 2]
+        text = target.read_text("utf-8")
+        if heading:
+            text = text.replace("# ", "# Revised: ", 1)
+        else:
+            text += "\n\nThis paragraph was added to measure a partial recompile.\n"
+        target.write_text(text, "utf-8")
+    else:  # an FAQ-only folder: change one answer, or one question
         target = next(folder.rglob("faq.jsonl"))
         lines = target.read_text("utf-8").splitlines()
-        lines[0] = lines[0].replace('"answer": "', '"answer": "Updated: ', 1)
+        field = '"question": "' if heading else '"answer": "'
+        index = 1 if heading else 0
+        lines[index] = lines[index].replace(field, f"{field}Revised: ", 1)
         target.write_text("\n".join(lines) + "\n", "utf-8")
     return target.relative_to(folder).as_posix()
 
@@ -74,20 +81,27 @@ def bench(source: Path) -> None:
             shutil.copy(regression, work / "regression.jsonl")
         full, full_s = _compile(folder, work, [])
         unchanged, unchanged_s = _compile(folder, work, [])
-        changed_path = _touch_one(folder)
+        changed_path = _touch_one(folder, heading=False)
         partial, partial_s = _compile(folder, work, [changed_path])
+        retitled_path = _touch_one(folder, heading=True)
+        retitled, retitled_s = _compile(folder, work, [retitled_path])
 
     stages = Table(title=f"{source} — full compile by stage (cold build cache)")
     stages.add_column("stage")
     stages.add_column("full s", justify="right")
     stages.add_column("unchanged s", justify="right")
     stages.add_column("partial s", justify="right")
-    full_t, same_t, part_t = (
-        {s.stage: s.seconds for s in r.stages} for r in (full, unchanged, partial)
+    stages.add_column("retitled s", justify="right")
+    full_t, same_t, part_t, title_t = (
+        {s.stage: s.seconds for s in r.stages} for r in (full, unchanged, partial, retitled)
     )
     for stage, seconds in full_t.items():
         stages.add_row(
-            stage, f"{seconds:.2f}", f"{same_t.get(stage, 0):.2f}", f"{part_t.get(stage, 0):.2f}"
+            stage,
+            f"{seconds:.2f}",
+            f"{same_t.get(stage, 0):.2f}",
+            f"{part_t.get(stage, 0):.2f}",
+            f"{title_t.get(stage, 0):.2f}",
         )
     console.print(stages)
     summary = Table(title=f"{source} — wall time, ratio to the full compile in this run")
@@ -96,7 +110,8 @@ def bench(source: Path) -> None:
     for name, result, seconds in (
         ("full (cold cache)", full, full_s),
         ("recompile, unchanged", unchanged, unchanged_s),
-        (f"partial: {changed_path} changed", partial, partial_s),
+        (f"partial: body of {changed_path} changed", partial, partial_s),
+        (f"partial: heading of {retitled_path} changed", retitled, retitled_s),
     ):
         summary.add_row(
             name,

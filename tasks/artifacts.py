@@ -12,15 +12,18 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Final
 
+import msgspec
 from llama_index.core.utils import get_tokenizer
 
 from schemas.build import Chunk, Entry, IngestReport, SourceDoc, Topic
+from schemas.keys import content_hash
 from schemas.ladder import DEFAULT_FALLBACK
 from schemas.manifest import Manifest, Snapshot, SourceFingerprint
 from schemas.normalize import canonical_text
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
-from schemas.router import ROUTER_BLOB, RouterModel
-from tasks.router import Encoder, train_router
+from schemas.router import ROUTER_BLOB
+from stores.cache import BuildCache
+from tasks.router import Encoder, Tuning, example_digests, train_router
 from tasks.synthesize import passage_of
 
 __all__ = ["TOPIC_TOKENS", "build_snapshot", "count_tokens", "router_examples", "topic_blocks"]
@@ -100,6 +103,47 @@ def topic_blocks(
     return blocks
 
 
+ROUTER_VERSION: Final = "3"
+"""Bump when router features or training change, so cached routers are retrained."""
+
+
+def router_blob(
+    examples: Sequence[tuple[str, str]],
+    out_of_scope: Sequence[str],
+    *,
+    encoder: Encoder | None,
+    embedder: str | None,
+    cache: BuildCache | None,
+) -> bytes:
+    """The trained router as bytes, reused from the build cache when it was trained on exactly
+    these examples, out-of-scope questions and encoder before."""
+    key = content_hash(
+        msgspec.json.encode([ROUTER_VERSION, embedder, sorted(examples), sorted(out_of_scope)]),
+        40,
+    )
+    found = cache.get("router", key) if cache else None
+    if found is not None:
+        return found
+    last = cache.get("router-tuning", str(embedder)) if cache else None
+    previous = msgspec.json.decode(last, type=Tuning) if last else None
+    router = train_router(
+        examples, out_of_scope, encoder=encoder, embedder=embedder, previous=previous
+    )
+    blob = router.to_bytes()
+    if cache:
+        cache.put("router", key, blob)
+        tuning = Tuning(
+            digests=example_digests(examples, out_of_scope),
+            threshold=router.header.threshold,
+            metrics={
+                k: v for k, v in router.header.metrics.items() if k != "threshold_reused_overlap"
+            },
+        )
+        if previous is None or "threshold_reused_overlap" not in router.header.metrics:
+            cache.put("router-tuning", str(embedder), msgspec.json.encode(tuning))
+    return blob
+
+
 def _template(answer: str) -> str:
     """An approved answer as a template with no slots (braces escaped)."""
     return answer.replace("{", "{{").replace("}", "}}")
@@ -115,6 +159,7 @@ def build_snapshot(
     entries: Sequence[Entry],
     encoder: Encoder | None = None,
     embedder: str | None = None,
+    cache: BuildCache | None = None,
     fallback: str = DEFAULT_FALLBACK,
 ) -> Snapshot:
     """The sealed snapshot of approved entries, with a router trained on them."""
@@ -151,13 +196,13 @@ def build_snapshot(
     blobs: dict[str, bytes] = {}
     examples = router_examples(approved)
     if examples:
-        router: RouterModel = train_router(
+        blobs[ROUTER_BLOB] = router_blob(
             examples,
             [o.question for o in report.out_of_scope],
             encoder=encoder,
             embedder=embedder,
+            cache=cache,
         )
-        blobs[ROUTER_BLOB] = router.to_bytes()
     manifest = Manifest(
         version=version,
         parent=parent,

@@ -102,6 +102,7 @@ def snapshot_artifacts(
         entries=entries,
         encoder=lambda questions: embed_cached(embedder, questions, cache),
         embedder=embedder.model_id,
+        cache=cache,
     )
 
 

@@ -26,14 +26,23 @@ from sklearn.linear_model import LogisticRegression
 from schemas.keys import content_hash
 from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
 
-__all__ = ["WRONG_TARGET", "Encoder", "fit_router", "train_router"]
+__all__ = [
+    "REUSE_OVERLAP",
+    "WRONG_TARGET",
+    "Encoder",
+    "Tuning",
+    "example_digests",
+    "fit_router",
+    "train_router",
+]
 
 WRONG_TARGET: Final = 0.02
 DEFAULT_THRESHOLD: Final = 0.5
 C: Final = 20.0
 PROBE_ITERATIONS: Final = 100
 _HOLDOUT_EVERY: Final = 5
-_FOLDS: Final = 4
+_FOLDS: Final = 2
+REUSE_OVERLAP: Final = 0.95
 _LARGE: Final = 4000
 _GRID: Final = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -121,8 +130,9 @@ def fit_router(
 def _folds(examples: Sequence[tuple[str, str]]) -> list[int]:
     """A held-out fold per example (-1: always trained on).
 
-    The first (canonical) phrasing of each class is always trained on. Small sets use four
-    folds over all the rest (every phrasing is held out once); large ones hold out a fifth.
+    The first (canonical) phrasing of each class is always trained on. Small sets use two-fold
+    cross-validation over all the rest (every phrasing is held out once); large ones hold out a
+    fifth.
     """
     seen: set[str] = set()
     large = len(examples) > _LARGE
@@ -164,20 +174,58 @@ def _tune(
     return _GRID[-1], {"heldout_size": float(len(scored))}
 
 
+class Tuning(msgspec.Struct, frozen=True, kw_only=True):
+    """A tuned threshold and the training examples it was tuned on (as digests)."""
+
+    digests: tuple[str, ...]
+    threshold: float
+    metrics: dict[str, float]
+
+
+def example_digests(
+    examples: Sequence[tuple[str, str]], out_of_scope: Sequence[str]
+) -> tuple[str, ...]:
+    """Sorted digests of every training pair (the identity of a training set)."""
+    pairs = [*examples, *((q, OUT_OF_SCOPE) for q in out_of_scope)]
+    return tuple(sorted({content_hash(f"{c}\x1f{q}", 12) for q, c in pairs}))
+
+
+def overlap(a: Sequence[str], b: Sequence[str]) -> float:
+    """Jaccard overlap of two digest sets."""
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
 def train_router(
     examples: Sequence[tuple[str, str]],
     out_of_scope: Sequence[str],
     *,
     encoder: Encoder | None = None,
     embedder: str | None = None,
+    previous: Tuning | None = None,
 ) -> RouterModel:
-    """Tune the threshold on held-out examples, then fit on everything."""
+    """Tune the threshold on held-out examples, then fit on everything.
+
+    A threshold tuned on a training set that shares at least :data:`REUSE_OVERLAP` of its
+    examples with this one (``previous``, e.g. the last compile's) is reused: one changed
+    document hardly moves it, and a partial recompile then fits the router only once.
+    """
     everything = list(dict.fromkeys(examples))
     everything += [(q, OUT_OF_SCOPE) for q in dict.fromkeys(out_of_scope)]
     vectors = encoder([q for q, _ in everything]) if encoder is not None else None
+    digests = example_digests(examples, out_of_scope)
+    if previous is not None and (shared := overlap(previous.digests, digests)) >= REUSE_OVERLAP:
+        model = fit_router(
+            everything, vectors=vectors, embedder=embedder, threshold=previous.threshold
+        )
+        metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
+        header = msgspec.structs.replace(model.header, metrics=metrics)
+        return RouterModel(
+            header, model.buckets, model.idf, model.weights, model.bias, model.embedding_weights
+        )
     folds = _folds(everything)
     threshold: float = DEFAULT_THRESHOLD
-    metrics: dict[str, float] = {}
+    metrics = {}
     held: list[tuple[str, str]] = []
     probabilities: list[npt.NDArray[np.float32]] = []
     classes = sorted({c for _, c in everything})
