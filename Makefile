@@ -27,7 +27,7 @@ $(UV):
 install: $(UV) ## Install the pinned toolchain and the locked environment into .venv.
 	$(UV) sync --frozen
 
-demo: install ## Compile examples/knowledge, serve it, and ask it questions.
+demo: install ## Compile examples, serve it, and ask it questions.
 	$(RUN) bash scripts/demo.sh
 
 test: install ## Lint, type-check and run the test suite.

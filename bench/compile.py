@@ -1,6 +1,6 @@
 """Compile benchmark: full compile, unchanged recompile and partial recompile, one run.
 
-    uv run python bench/compile.py [KNOWLEDGE_DIR ...]   (default: examples/knowledge)
+    uv run python bench/compile.py [KNOWLEDGE_DIR ...]   (default: examples)
 
 For each folder: a full compile with a cold build cache (per-stage seconds), a recompile of the
 unchanged folder, a partial recompile after the body of one document changed, and one after a
@@ -126,7 +126,7 @@ def bench(source: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    folders = [Path(a) for a in argv] or [Path("examples/knowledge")]
+    folders = [Path(a) for a in argv] or [Path("examples")]
     for folder in folders:
         bench(folder)
 

@@ -8,11 +8,11 @@ export RAGC_STORE="${RAGC_STORE:-sqlite:///.ragc/knowledge.db}"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Compile examples/knowledge (offline provider) and publish it"
-ragc compile examples/knowledge --publish
+say "Compile examples (offline provider) and publish it"
+ragc compile examples --publish
 
 say "Compile again: unchanged knowledge, so every provider call comes from the build cache"
-ragc compile examples/knowledge --publish
+ragc compile examples --publish
 
 say "Ask: a curated question, word for word (L1)"
 ragc ask "What's your return window?"

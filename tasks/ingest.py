@@ -9,10 +9,12 @@ are reported with the reason and skipped; nothing is silently dropped.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import hashlib
 import io
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -29,7 +31,15 @@ from schemas.errors import InvalidInputError
 from schemas.records import Source
 from tasks._policies import stage_task
 
-__all__ = ["MAX_BYTES", "ingest_folder", "ingest_sources", "read_faq", "regression_path"]
+__all__ = [
+    "MAX_BYTES",
+    "ignore_patterns",
+    "ingest_folder",
+    "ingest_sources",
+    "is_ignored",
+    "read_faq",
+    "regression_path",
+]
 
 MAX_BYTES: Final = 10 * 1024 * 1024
 _DOCUMENTS: Final[dict[str, SourceKind]] = {
@@ -44,6 +54,7 @@ _DOCUMENTS: Final[dict[str, SourceKind]] = {
 _TEXT_KINDS: Final = {"markdown", "html", "text"}
 _ENTRY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 REGRESSION_FILE: Final = "regression.jsonl"
+IGNORE_FILE: Final = ".ragcignore"
 OUT_OF_SCOPE_FILE: Final = "out_of_scope.jsonl"
 
 
@@ -160,8 +171,39 @@ def regression_path(root: Path) -> Path | None:
     return None
 
 
+def ignore_patterns(root: Path) -> tuple[str, ...]:
+    """Patterns of ``.ragcignore`` in the knowledge folder (gitignore-style, one per line)."""
+    path = root / IGNORE_FILE
+    if not path.is_file():
+        return ()
+    lines = (line.strip() for line in path.read_text("utf-8").splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def is_ignored(rel: str, patterns: Sequence[str]) -> bool:
+    """Whether a folder-relative path matches a pattern: a pattern without ``/`` matches a name
+    anywhere, one with ``/`` matches from the root, and ``dir/`` matches everything below."""
+    parts = rel.split("/")
+    for raw in patterns:
+        pattern = raw.strip("/")
+        if raw.endswith("/") and any(
+            fnmatch.fnmatchcase("/".join(parts[: i + 1]), pattern)
+            or fnmatch.fnmatchcase(part, pattern)
+            for i, part in enumerate(parts[:-1])
+        ):
+            return True
+        if "/" in pattern and fnmatch.fnmatchcase(rel, pattern):
+            return True
+        if "/" not in pattern and any(fnmatch.fnmatchcase(part, pattern) for part in parts):
+            return True
+    return False
+
+
 def ingest_folder(root: Path, *, max_bytes: int = MAX_BYTES) -> IngestReport:
-    """Walk ``root`` and sort every file into sources, FAQ entries, examples or skips."""
+    """Walk ``root`` and sort every file into sources, FAQ entries, examples or skips.
+
+    Hidden files, the regression suite and whatever ``.ragcignore`` names are not knowledge.
+    """
     if not root.is_dir():
         raise InvalidInputError(
             f"knowledge folder {root} does not exist or is not a folder",
@@ -171,9 +213,12 @@ def ingest_folder(root: Path, *, max_bytes: int = MAX_BYTES) -> IngestReport:
     faqs: list[CuratedFaq] = []
     out_of_scope: list[OutOfScopeExample] = []
     skipped: list[SkippedSource] = []
+    ignored = ignore_patterns(root)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if is_ignored(rel, ignored):
             continue
         if path.name == REGRESSION_FILE:
             continue

@@ -28,7 +28,7 @@ class Compiled:
         self.first: CompileResult = self.compile()
         self.second: CompileResult = self.compile()
 
-    def compile(self, knowledge: Path = EXAMPLES / "knowledge", **changes: object) -> CompileResult:
+    def compile(self, knowledge: Path = EXAMPLES, **changes: object) -> CompileResult:
         params = CompileParams(
             knowledge=str(knowledge), store=self.url, build_dir=str(self.build), publish=True
         )
@@ -144,7 +144,7 @@ def test_an_unrelated_question_gets_the_safe_fallback(
 
 def test_broken_documents_are_reported_and_skipped(compiled: Compiled, tmp_path: Path) -> None:
     knowledge = tmp_path / "knowledge"
-    shutil.copytree(EXAMPLES / "knowledge", knowledge)
+    shutil.copytree(EXAMPLES, knowledge)
     (knowledge / "junk.md").write_bytes(bytes(range(256)) * 40)
     (knowledge / "empty.txt").write_text("")
     (knowledge / "huge.md").write_bytes(b"# Huge\n\n" + b"word " * (4 * 1024 * 1024))

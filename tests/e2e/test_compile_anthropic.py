@@ -63,7 +63,7 @@ def test_compiling_with_anthropic_caches_the_knowledge_block_and_every_call(
         + "\n"
     )
     params = CompileParams(
-        knowledge=str(EXAMPLES / "knowledge"),
+        knowledge=str(EXAMPLES),
         store=f"sqlite:///{tmp_path / 'k.db'}",
         build_dir=str(tmp_path / "build"),
         provider="anthropic",

@@ -303,3 +303,37 @@ def test_regression_path_prefers_the_knowledge_folder(tmp_path: Path) -> None:
     assert regression_path(root) == beside
     inside = _write(root, "regression.jsonl", "")
     assert regression_path(root) == inside
+
+
+def test_ragcignore_keeps_listed_files_out_of_the_knowledge(tmp_path: Path) -> None:
+    (tmp_path / ".ragcignore").write_text("# not knowledge\nREADME.md\ndrafts/\n*.tmp\n")
+    (tmp_path / "README.md").write_text("# About this folder\n\nNot knowledge.\n")
+    (tmp_path / "drafts").mkdir()
+    (tmp_path / "drafts" / "idea.md").write_text("# Draft\n\nUnpublished.\n")
+    (tmp_path / "scratch.tmp").write_text("scratch")
+    (tmp_path / "policy.md").write_text("# Policy\n\nReal knowledge.\n")
+
+    report = ingest_folder(tmp_path)
+
+    assert [s.path for s in report.sources] == ["policy.md"]
+    assert report.skipped == ()
+
+
+@pytest.mark.parametrize(
+    ("rel", "ignored"),
+    [
+        ("README.md", True),
+        ("help/README.md", True),
+        ("drafts/a.md", True),
+        ("x/drafts/b.md", True),
+        ("archive/old.md", True),
+        ("policies/refunds.md", False),
+        ("drafts.md", False),
+    ],
+)
+def test_ignore_patterns_match_names_anywhere_and_paths_from_the_root(
+    rel: str, ignored: bool
+) -> None:
+    from tasks.ingest import is_ignored
+
+    assert is_ignored(rel, ("README.md", "drafts/", "archive/*.md")) is ignored
