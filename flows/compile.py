@@ -16,6 +16,7 @@ import msgspec
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows._defaults import store_url
 from schemas.build import Entry, SkippedSource, Usage
 from schemas.errors import InvalidInputError
 from schemas.frames import ChunkFrame, EntryFrame, QuestionFrame, validate_records
@@ -40,7 +41,10 @@ class CompileParams(BaseModel):
     """Parameters of one compile (also the deployment's parameters)."""
 
     knowledge: str = Field(description="Folder of documents and FAQ files.")
-    store: str = Field(default="sqlite:///.ragc/knowledge.db", description="Snapshot store URL.")
+    store: str = Field(
+        default_factory=store_url,
+        description="Snapshot store URL (default: $RAGC_STORE, else the embedded SQLite file).",
+    )
     version: str | None = Field(
         default=None, description="Version label; next free v{n} when absent."
     )

@@ -296,7 +296,7 @@ async def main() -> None:
         params = run.parameters["params"]
         print(f"recompile run {run.name}: params={params} state={run.state_type.value}")
         assert params["changed"] in BURST, params  # whichever event the trigger saw first
-        assert params["knowledge"] == "examples/knowledge" and params["publish"] is True, params
+        assert params["knowledge"] == "examples" and params["publish"] is True, params
         assert run.state is not None and run.state.is_scheduled(), run.state
         delay = run.expected_start_time - run.created
         assert timedelta(seconds=50) < delay <= timedelta(seconds=70), delay

@@ -12,7 +12,7 @@ import pytest
 from schemas.build import CuratedFaq, IngestReport
 from schemas.errors import InvalidInputError
 from schemas.records import Source
-from tasks.ingest import ingest_folder, read_faq, regression_path
+from tasks.ingest import ingest_folder, is_ignored, read_faq, regression_path
 
 DOCUMENTS: dict[str, tuple[bytes, str]] = {
     "policies/refunds.md": (b"# Refunds\n\nYou can return a bike within 30 days.\n", "markdown"),
@@ -334,6 +334,4 @@ def test_ragcignore_keeps_listed_files_out_of_the_knowledge(tmp_path: Path) -> N
 def test_ignore_patterns_match_names_anywhere_and_paths_from_the_root(
     rel: str, ignored: bool
 ) -> None:
-    from tasks.ingest import is_ignored
-
     assert is_ignored(rel, ("README.md", "drafts/", "archive/*.md")) is ignored
