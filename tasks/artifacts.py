@@ -21,7 +21,7 @@ from schemas.ladder import DEFAULT_FALLBACK
 from schemas.manifest import Manifest, Snapshot, SourceFingerprint
 from schemas.normalize import canonical_text
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
-from schemas.router import ROUTER_BLOB
+from schemas.router import ROUTER_BLOB, RouterModel
 from stores.cache import BuildCache
 from tasks.router import Encoder, Tuning, example_digests, train_router
 from tasks.synthesize import passage_of
@@ -126,12 +126,19 @@ def router_blob(
         return found
     last = cache.get("router-tuning", str(embedder)) if cache else None
     previous = msgspec.json.decode(last, type=Tuning) if last else None
+    latest = cache.get("router-latest", str(embedder)) if cache else None
     router = train_router(
-        examples, out_of_scope, encoder=encoder, embedder=embedder, previous=previous
+        examples,
+        out_of_scope,
+        encoder=encoder,
+        embedder=embedder,
+        previous=previous,
+        start=RouterModel.from_bytes(latest) if latest else None,
     )
     blob = router.to_bytes()
     if cache:
         cache.put("router", key, blob)
+        cache.put("router-latest", str(embedder), blob)
         tuning = Tuning(
             digests=example_digests(examples, out_of_scope),
             threshold=router.header.threshold,
