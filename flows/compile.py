@@ -19,7 +19,14 @@ from pydantic import BaseModel, Field
 from flows._defaults import store_url
 from schemas.build import Entry, SkippedSource, Usage
 from schemas.errors import InvalidInputError
-from schemas.frames import ChunkFrame, EntryFrame, QuestionFrame, validate_records
+from schemas.frames import (
+    ChunkFrame,
+    EntryFrame,
+    QuestionFrame,
+    SourceFrame,
+    TopicFrame,
+    validate_records,
+)
 from schemas.manifest import GateResult
 from tasks.answer import generate_answers
 from tasks.chunk import chunk_documents
@@ -145,11 +152,13 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
                 f"nothing in {root} can be compiled ({reasons})",
                 hint="add markdown, HTML, text, PDF, DOCX or faq.jsonl files",
             )
+        validate_records("ingest", report.sources, SourceFrame)
         chunks = _run(times, "chunk", lambda: chunk_documents(str(root), report, res.cache))
         validate_records("chunk", chunks, ChunkFrame)
         index = _run(times, "index", lambda: index_chunks(res.embedder, chunks, res.cache))
         try:
             topics = _run(times, "topics", lambda: discover_topics(chunks, index))
+            validate_records("topics", topics, TopicFrame)
             questions = _run(
                 times,
                 "synthesize",
@@ -161,7 +170,9 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
                 "answer",
                 lambda: generate_answers(report, questions, index, res.provider, res.cache),
             )
+            validate_records("answer", drafts, EntryFrame)
             verified = _run(times, "verify", lambda: verify_answers(drafts, index, res.provider))
+            validate_records("verify", verified, EntryFrame)
         finally:
             index.close()
         entries: list[Entry] = _run(

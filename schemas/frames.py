@@ -17,7 +17,31 @@ from pandera.typing.pandas import Series
 
 from schemas.errors import GateFailedError
 
-__all__ = ["ChunkFrame", "EntryFrame", "QuestionFrame", "to_frame", "validate_records"]
+__all__ = [
+    "ChunkFrame",
+    "EntryFrame",
+    "QuestionFrame",
+    "SourceFrame",
+    "TopicFrame",
+    "to_frame",
+    "validate_records",
+]
+
+
+class SourceFrame(pa.DataFrameModel):
+    """Sources after ingest."""
+
+    path: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    doc_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    sha256: Series[str] = pa.Field(str_matches=r"^[0-9a-f]{64}$")
+    bytes: Series[int] = pa.Field(gt=0)
+
+
+class TopicFrame(pa.DataFrameModel):
+    """Topics after discovery."""
+
+    id: Series[str] = pa.Field(unique=True, str_matches=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: Series[str] = pa.Field(str_length={"min_value": 1})
 
 
 class ChunkFrame(pa.DataFrameModel):
