@@ -70,6 +70,10 @@ class VersionCache:
         self._encoders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
 
+    def __contains__(self, version: object) -> bool:
+        with self._lock:
+            return version in self._versions
+
     def get(self, version: str) -> LoadedVersion:
         """The loaded version, reading it from the store on first use."""
         with self._lock:

@@ -1,0 +1,81 @@
+"""``/v1/admin``: the CLI's version operations over HTTP, behind the admin credential."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, post
+
+from schemas.rollout import RolloutRecord
+from serving.dependencies import admin_guard
+from serving.dto import (
+    GcReport,
+    GcRequest,
+    MissesResponse,
+    PinRequest,
+    PinResponse,
+    RolloutRequest,
+    VersionsResponse,
+)
+from serving.service import AnswerService
+
+__all__ = ["AdminController"]
+
+
+class AdminController(Controller):
+    """List versions, roll out, roll back, pin tenants, collect old versions, read misses."""
+
+    path = "/v1"
+    guards = [admin_guard]  # noqa: RUF012 - Litestar's declared class attribute
+    tags = ["admin"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get("/admin/versions", operation_id="list_versions", sync_to_thread=True)
+    def versions(self, service: AnswerService) -> VersionsResponse:
+        """Published versions with their pointers."""
+        return VersionsResponse(versions=service.store.versions())
+
+    @post("/admin/rollout", operation_id="rollout", status_code=200, sync_to_thread=True)
+    def rollout(self, data: RolloutRequest, service: AnswerService) -> RolloutRecord:
+        """Serve a version to a share of sessions (100 makes it active)."""
+        record = service.store.rollout(data.version, data.percent)
+        service.pointers.refresh()
+        return record
+
+    @post("/admin/rollback", operation_id="rollback", status_code=200, sync_to_thread=True)
+    def rollback(self, service: AnswerService) -> RolloutRecord:
+        """End a canary, or return to the previously active version."""
+        record = service.store.rollback()
+        service.pointers.refresh()
+        return record
+
+    @post("/admin/pins", operation_id="pin_tenant", status_code=200, sync_to_thread=True)
+    def pin(self, data: PinRequest, service: AnswerService) -> PinResponse:
+        """Pin a tenant to a version (``version: null`` removes the pin)."""
+        service.store.pin(data.tenant, data.version)
+        service.pointers.refresh()
+        return PinResponse(tenant=data.tenant, version=data.version)
+
+    @post("/admin/gc", operation_id="gc", status_code=200, sync_to_thread=True)
+    def gc(self, data: GcRequest, service: AnswerService) -> GcReport:
+        """Delete old versions (never one in use) and dead partial loads."""
+        return service.store.gc(data.keep)
+
+    @get("/misses", operation_id="list_misses", sync_to_thread=True)
+    def misses(
+        self,
+        service: AnswerService,
+        tenant: str | None = None,
+        limit: int = 50,
+        since: float = 0.0,
+    ) -> MissesResponse:
+        """Misses grouped by question, most frequent first, with auto-FAQ suggestions."""
+        if service.audit is not None:
+            service.audit.flush()
+        found = (
+            service.audit_log.misses(tenant=tenant, since=since, limit=max(1, min(limit, 1000)))
+            if service.audit_log
+            else []
+        )
+        return MissesResponse(
+            total=sum(m.count for m in found),
+            misses=found,
+            suggestions=[m for m in found if m.count >= 2][:10],
+        )

@@ -1,0 +1,57 @@
+"""``/v1/answer``: the answer ladder over HTTP."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated
+
+import anyio.to_thread
+from litestar import Controller, post
+from litestar.params import Parameter
+
+from schemas.ladder import Answer
+from serving.dto import AnswerRequest, BatchRequest, BatchResponse
+from serving.service import AnswerService
+
+__all__ = ["AnswerController"]
+
+SessionHeader = Annotated[
+    str | None, Parameter(header="X-Session-Id", required=False, max_length=128)
+]
+
+
+def _answer(service: AnswerService, data: AnswerRequest, session: str | None) -> Answer:
+    return service.answer(
+        data.question,
+        tenant=data.tenant,
+        language=data.language,
+        slots=data.slots,
+        session=data.session or session,
+    )
+
+
+class AnswerController(Controller):
+    """Answers from the active snapshot: L1 exact, L2 intent, L3 topic block, or SAFE."""
+
+    path = "/v1/answer"
+    tags = ["answers"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post("/", operation_id="answer", status_code=200)
+    async def answer(
+        self, data: AnswerRequest, service: AnswerService, session: SessionHeader = None
+    ) -> Answer:
+        """Answer one question."""
+        if service.composer.name == "offline":  # no I/O anywhere on the ladder: stay on the loop
+            return _answer(service, data, session)
+        return await anyio.to_thread.run_sync(partial(_answer, service, data, session))
+
+    @post("/batch", operation_id="answer_batch", status_code=200)
+    async def batch(
+        self, data: BatchRequest, service: AnswerService, session: SessionHeader = None
+    ) -> BatchResponse:
+        """Answer up to 1,000 questions in order (for evaluations)."""
+
+        def run() -> BatchResponse:
+            return BatchResponse(answers=[_answer(service, q, session) for q in data.questions])
+
+        return await anyio.to_thread.run_sync(run)

@@ -1,0 +1,44 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from litestar import Controller, MediaType, Response, get
+from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+
+from serving.dto import Health
+from serving.service import AnswerService
+
+__all__ = ["HealthController"]
+
+
+class HealthController(Controller):
+    """Probes for load balancers and Kubernetes, and the metrics endpoint."""
+
+    tags = ["health"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get("/healthz", operation_id="healthz", sync_to_thread=False)
+    def healthz(self) -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @get("/readyz", operation_id="readyz", sync_to_thread=False)
+    def readyz(self, service: AnswerService) -> Response[Health]:
+        """Ready only when an active version is loaded."""
+        rollout = service.pointers.state.rollout
+        ready = service.ready
+        return Response(
+            Health(
+                status="ready" if ready else "not ready: no active version loaded",
+                version=rollout.stable,
+                canary=rollout.canary,
+            ),
+            status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    @get("/metrics", operation_id="metrics", sync_to_thread=False, media_type=MediaType.TEXT)
+    def metrics(self, service: AnswerService) -> Response[bytes]:
+        """Prometheus metrics: answers and latency per layer, misses, active version."""
+        return Response(
+            service.metrics.render(),
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )

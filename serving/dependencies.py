@@ -1,0 +1,43 @@
+"""Dependency providers and guards shared by the controllers."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from serving.service import AnswerService
+from serving.settings import ServeSettings
+
+__all__ = ["admin_guard", "provide_service", "provide_settings"]
+
+
+def provide_service(state: State) -> AnswerService:
+    """The process's :class:`AnswerService` (built in the lifespan)."""
+    service: AnswerService = state.service
+    return service
+
+
+def provide_settings(state: State) -> ServeSettings:
+    settings: ServeSettings = state.settings
+    return settings
+
+
+def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Admit only ``Authorization: Bearer $RAGC_ADMIN_TOKEN``."""
+    settings: ServeSettings = connection.app.state.settings
+    if not settings.admin_token:
+        raise PermissionDeniedException("the admin API is disabled: set RAGC_ADMIN_TOKEN to use it")
+    del handler
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        token.strip().encode(), settings.admin_token.encode()
+    ):
+        raise NotAuthorizedException(
+            "admin credentials required: send Authorization: Bearer <RAGC_ADMIN_TOKEN>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )

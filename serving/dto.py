@@ -1,0 +1,103 @@
+"""Request and response bodies of the HTTP API (msgspec structs; validated by Litestar)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from schemas.ladder import Answer
+from schemas.rollout import RolloutRecord, VersionInfo
+from stores.audit import MissSummary
+from stores.base import GcReport
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_QUESTION",
+    "Answer",
+    "AnswerRequest",
+    "BatchRequest",
+    "BatchResponse",
+    "ErrorBody",
+    "GcReport",
+    "GcRequest",
+    "Health",
+    "MissesResponse",
+    "PinRequest",
+    "PinResponse",
+    "RolloutRecord",
+    "RolloutRequest",
+    "VersionInfo",
+    "VersionsResponse",
+]
+
+MAX_QUESTION = 2000
+MAX_BATCH = 1000
+SlotValue = str | int | float | bool
+
+
+class AnswerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/answer``."""
+
+    question: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_QUESTION)]
+    tenant: str | None = None
+    language: Annotated[str, msgspec.Meta(max_length=35)] | None = None
+    slots: dict[Annotated[str, msgspec.Meta(max_length=64)], SlotValue] | None = None
+    session: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    """Session id for canary assignment (else the ``X-Session-Id`` header)."""
+
+
+class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/answer/batch``: up to 1,000 questions, answered in order."""
+
+    questions: Annotated[list[AnswerRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchResponse(msgspec.Struct, frozen=True, kw_only=True):
+    answers: list[Answer]
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Every error response: what went wrong and what to do."""
+
+    status_code: int
+    detail: str
+    hint: str | None = None
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    status: str
+    version: str | None = None
+    canary: str | None = None
+
+
+class VersionsResponse(msgspec.Struct, frozen=True, kw_only=True):
+    versions: list[VersionInfo]
+
+
+class RolloutRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: str
+    percent: Annotated[float, msgspec.Meta(ge=0, le=100)] = 100.0
+
+
+class PinRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tenant: str
+    version: str | None = None
+    """``None`` removes the pin."""
+
+
+class PinResponse(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    version: str | None
+
+
+class GcRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    keep: Annotated[int, msgspec.Meta(ge=1)] = 3
+
+
+class MissesResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Misses grouped by question; ``suggestions`` are the most frequent ones, worth an FAQ."""
+
+    total: int
+    misses: list[MissSummary]
+    suggestions: list[MissSummary]

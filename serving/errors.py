@@ -1,0 +1,110 @@
+"""The one place where errors become HTTP responses (no stack trace ever reaches a client)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+from schemas.errors import (
+    ImmutableVersionError,
+    InvalidInputError,
+    RagcError,
+    RetryableError,
+    VersionNotFoundError,
+)
+from serving.dto import ErrorBody
+
+__all__ = ["NotReadyError", "exception_handlers"]
+
+logger = logging.getLogger(__name__)
+
+
+class NotReadyError(RetryableError):
+    """No version is active yet, so there is nothing to answer from."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no knowledge version is active yet",
+            hint="publish one: `ragc compile DIR --publish` or `ragc rollout VERSION`",
+        )
+
+
+def _status(exc: RagcError) -> int:
+    if isinstance(exc, InvalidInputError):
+        return HTTP_400_BAD_REQUEST
+    if isinstance(exc, VersionNotFoundError):
+        return HTTP_404_NOT_FOUND
+    if isinstance(exc, RetryableError):
+        return HTTP_503_SERVICE_UNAVAILABLE
+    if isinstance(exc, ImmutableVersionError):
+        return HTTP_409_CONFLICT
+    return HTTP_409_CONFLICT
+
+
+def _ragc_error(_: Request[Any, Any, Any], exc: RagcError) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(status_code=_status(exc), detail=exc.message, hint=exc.hint),
+        status_code=_status(exc),
+        media_type=MediaType.JSON,
+    )
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    detail = exc.detail
+    if isinstance(exc, ValidationException) and exc.extra:
+        problems = exc.extra if isinstance(exc.extra, list) else [exc.extra]
+        detail = f"{exc.detail}: " + "; ".join(_problem(p) for p in problems)
+    return Response(
+        ErrorBody(status_code=exc.status_code, detail=detail),
+        status_code=exc.status_code,
+        media_type=MediaType.JSON,
+        headers=exc.headers,
+    )
+
+
+def _problem(problem: object) -> str:
+    """One validation problem as ``message (at field)``."""
+    if not isinstance(problem, dict):
+        return str(problem)
+    message = str(problem.get("message", problem))
+    key = problem.get("key")
+    return f"{message} (in {key})" if key and key != "data" else message
+
+
+def _bad_encoding(_: Request[Any, Any, Any], exc: UnicodeDecodeError) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(
+            status_code=HTTP_400_BAD_REQUEST,
+            detail=f"the request body is not valid UTF-8 (byte {exc.start})",
+            hint="send JSON encoded as UTF-8",
+        ),
+        status_code=HTTP_400_BAD_REQUEST,
+        media_type=MediaType.JSON,
+    )
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    logger.exception("unexpected error", exc_info=exc)
+    return Response(
+        ErrorBody(status_code=HTTP_500_INTERNAL_SERVER_ERROR, detail="internal error"),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+        media_type=MediaType.JSON,
+    )
+
+
+exception_handlers = {
+    UnicodeDecodeError: _bad_encoding,
+    RagcError: _ragc_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

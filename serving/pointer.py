@@ -1,0 +1,54 @@
+"""Watch the version pointers so a flip is seen within a second, without a restart.
+
+A background thread re-reads the rollout record and pins every ``interval`` seconds; requests
+read the last state from memory. A request that has picked its version keeps it to the end, so
+in-flight requests finish on the version they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from schemas.errors import RagcError
+from schemas.rollout import PointerState, RolloutRecord
+from stores.base import SnapshotStore
+
+__all__ = ["PointerWatcher"]
+
+logger = logging.getLogger(__name__)
+
+
+class PointerWatcher:
+    """The latest :class:`PointerState` of a store, refreshed in the background."""
+
+    def __init__(self, store: SnapshotStore, *, interval: float = 0.25) -> None:
+        self.store = store
+        self.interval = interval
+        self.state = PointerState(rollout=RolloutRecord())
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refresh()
+
+    def refresh(self) -> PointerState:
+        """Read the pointers now (also done by the background thread)."""
+        try:
+            self.state = self.store.pointers()
+        except RagcError as exc:  # keep serving the last known state
+            logger.warning("cannot read version pointers: %s", exc)
+        return self.state
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ragc-pointers", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

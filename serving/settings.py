@@ -1,0 +1,61 @@
+"""Service settings, read from the environment (``RAGC_*``); secrets only from there."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+from schemas.errors import InvalidInputError
+
+__all__ = ["ServeSettings"]
+
+DEFAULT_STORE = "sqlite:///.ragc/knowledge.db"
+
+
+class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the answer service reads from its environment."""
+
+    store: str = DEFAULT_STORE
+    """Snapshot store URL (``RAGC_STORE``)."""
+    admin_token: str | None = None
+    """Bearer token of the admin API (``RAGC_ADMIN_TOKEN``); without it admin routes refuse."""
+    webhook_secret: str | None = None
+    """HMAC key of the knowledge-changed webhook (``RAGC_WEBHOOK_SECRET``)."""
+    provider: str = "offline"
+    """L3 composer: ``offline`` or ``anthropic`` (``RAGC_PROVIDER``)."""
+    l3_budget: int | None = None
+    """L3 answers a tenant may get per calendar month (``RAGC_L3_BUDGET``); none: unlimited."""
+    poll_interval: float = 0.25
+    """Seconds between reads of the version pointers (``RAGC_POINTER_POLL_S``)."""
+    knowledge: str | None = None
+    """Knowledge folder the webhook recompiles in embedded mode (``RAGC_KNOWLEDGE``)."""
+    audit: bool = True
+    """Record every answer in the audit log (``RAGC_AUDIT``, default on)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
+        env = os.environ if environ is None else environ
+
+        def number(name: str, kind: type[int] | type[float]) -> float | int | None:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return None
+            try:
+                return kind(raw)
+            except ValueError as exc:
+                raise InvalidInputError(f"{name}={raw!r} is not a number") from exc
+
+        budget = number("RAGC_L3_BUDGET", int)
+        poll = number("RAGC_POINTER_POLL_S", float)
+        return cls(
+            store=env.get("RAGC_STORE") or DEFAULT_STORE,
+            admin_token=env.get("RAGC_ADMIN_TOKEN") or None,
+            webhook_secret=env.get("RAGC_WEBHOOK_SECRET") or None,
+            provider=env.get("RAGC_PROVIDER") or "offline",
+            l3_budget=int(budget) if budget is not None else None,
+            poll_interval=float(poll) if poll is not None else 0.25,
+            knowledge=env.get("RAGC_KNOWLEDGE") or None,
+            audit=(env.get("RAGC_AUDIT") or "1").lower() not in ("0", "false", "no", "off"),
+        )

@@ -1,0 +1,193 @@
+"""The audit log of served answers and the miss log, embedded in the store's SQLite file.
+
+Every answer is recorded (layer, version, cache key, tenant, latency); every SAFE answer is
+also a miss, kept with the question, its normalized form and the router's best guesses so the
+next compile can fold frequent misses back in. Writes arrive in batches from the service's
+background writer, never on the answer path.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from stores.sqlite import path_from_url
+
+__all__ = ["AuditEvent", "MissSummary", "SqliteAuditLog"]
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One served answer."""
+
+    ts: float
+    tenant: str | None
+    version: str
+    layer: str
+    cache_key: str | None
+    entry_id: str | None
+    latency_ms: float
+    question: str
+    normalized: str
+    confidence: float
+    candidates: tuple[tuple[str, float], ...] = ()
+
+
+class MissSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """Misses grouped by their normalized question: what the next compile should answer."""
+
+    normalized: str
+    example: str
+    count: int
+    last_seen: str
+    tenants: tuple[str, ...]
+    best_guess: str | None
+    best_score: float
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_answers (
+    ts REAL NOT NULL, tenant TEXT, version TEXT NOT NULL, layer TEXT NOT NULL,
+    cache_key TEXT, entry_id TEXT, latency_ms REAL NOT NULL, normalized TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_answers_by_tenant ON audit_answers (tenant, layer, ts);
+CREATE TABLE IF NOT EXISTS audit_misses (
+    ts REAL NOT NULL, tenant TEXT, version TEXT NOT NULL, question TEXT NOT NULL,
+    normalized TEXT NOT NULL, best_guess TEXT, best_score REAL NOT NULL, candidates BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_misses_by_text ON audit_misses (normalized);
+"""
+
+
+def _month_start(now: datetime) -> float:
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class SqliteAuditLog:
+    """Audit and miss log in a SQLite file (``sqlite:///`` URL, usually the store's)."""
+
+    def __init__(self, url: str) -> None:
+        path = path_from_url(url)
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def record(self, events: Sequence[AuditEvent]) -> None:
+        """Append a batch of answers (SAFE ones also to the miss log) in one transaction."""
+        if not events:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO audit_answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.ts,
+                        e.tenant,
+                        e.version,
+                        e.layer,
+                        e.cache_key,
+                        e.entry_id,
+                        e.latency_ms,
+                        e.normalized,
+                    )
+                    for e in events
+                ],
+            )
+            self._db.executemany(
+                "INSERT INTO audit_misses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.ts,
+                        e.tenant,
+                        e.version,
+                        e.question[:2000],
+                        e.normalized,
+                        e.candidates[0][0] if e.candidates else None,
+                        e.candidates[0][1] if e.candidates else 0.0,
+                        msgspec.json.encode(e.candidates),
+                    )
+                    for e in events
+                    if e.layer == "SAFE"
+                ],
+            )
+            self._db.execute("COMMIT")
+
+    def misses(
+        self, *, tenant: str | None = None, since: float = 0.0, limit: int = 50
+    ) -> list[MissSummary]:
+        """The most frequent misses (optionally of one tenant), most frequent first."""
+        sql = (
+            "SELECT normalized, MIN(question), COUNT(*), MAX(ts), "
+            "GROUP_CONCAT(DISTINCT COALESCE(tenant, '')), "
+            "(SELECT best_guess FROM audit_misses m2 WHERE m2.normalized = m.normalized "
+            " ORDER BY ts DESC LIMIT 1), MAX(best_score) "
+            "FROM audit_misses m WHERE ts >= ? AND (? IS NULL OR tenant = ?) GROUP BY normalized "
+            "ORDER BY COUNT(*) DESC, MAX(ts) DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (since, tenant, tenant, limit)).fetchall()
+        return [
+            MissSummary(
+                normalized=str(r[0]),
+                example=str(r[1]),
+                count=int(r[2]),
+                last_seen=datetime.fromtimestamp(float(r[3]), UTC).isoformat(timespec="seconds"),
+                tenants=tuple(sorted(t for t in str(r[4] or "").split(",") if t)),
+                best_guess=r[5],
+                best_score=round(float(r[6] or 0.0), 4),
+            )
+            for r in rows
+        ]
+
+    def miss_questions(self, limit: int = 1000) -> list[str]:
+        """One example question per distinct missed question, most frequent first."""
+        return [m.example for m in self.misses(limit=limit)]
+
+    def l3_spent(self, *, now: datetime | None = None) -> dict[str | None, int]:
+        """L3 answers per tenant since the start of the current month (UTC)."""
+        start = _month_start(now or datetime.now(UTC))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT tenant, COUNT(*) FROM audit_answers WHERE layer = 'L3' AND ts >= ? "
+                "GROUP BY tenant",
+                (start,),
+            ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def answers(self, *, limit: int = 100) -> list[AuditEvent]:
+        """The newest audited answers (for inspection and tests)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts, tenant, version, layer, cache_key, entry_id, latency_ms, normalized "
+                "FROM audit_answers ORDER BY ts DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [
+            AuditEvent(
+                ts=r[0],
+                tenant=r[1],
+                version=r[2],
+                layer=r[3],
+                cache_key=r[4],
+                entry_id=r[5],
+                latency_ms=r[6],
+                question="",
+                normalized=r[7],
+                confidence=0.0,
+            )
+            for r in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
