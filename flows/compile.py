@@ -192,7 +192,13 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             times,
             "gates",
             lambda: gate_snapshot(
-                snapshot, entries, cases, res.provider, res.embedder, params.review.threshold
+                snapshot,
+                entries,
+                cases,
+                res.provider,
+                res.embedder,
+                params.review.threshold,
+                params.store,
             ),
         )
         sealed = msgspec.structs.replace(

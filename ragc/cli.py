@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from ragc.settings import Settings
-from schemas.errors import InvalidInputError, PermanentError, RagcError
+from schemas.errors import InvalidInputError, RagcError
 from schemas.rollout import RolloutRecord
 from stores import DEFAULT_STORE_URL, SnapshotStore, open_store, read_snapshot
 
@@ -418,9 +418,34 @@ def review_edit(
 
 
 @app.command()
-def serve(store: StoreOpt = "") -> None:
-    """Serve the active snapshot over HTTP."""
-    _not_yet("serve", store)
+@_fails_cleanly
+def serve(
+    store: StoreOpt = "",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the active snapshot over HTTP (Litestar on granian, uvloop)."""
+    from granian import Granian  # noqa: PLC0415 - the server only when serving
+    from granian.constants import Interfaces, Loops  # noqa: PLC0415
+
+    from serving.settings import ServeSettings  # noqa: PLC0415
+
+    os.environ["RAGC_STORE"] = store or Settings.from_env().store
+    ServeSettings.from_env()  # fail here, in one line, on a bad setting
+    probe = open_store(os.environ["RAGC_STORE"])
+    probe.close()
+    err.print(f"ragc serving {os.environ['RAGC_STORE']} on http://{host}:{port}", highlight=False)
+    Granian(
+        "serving.app:create_app_from_env",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=workers,
+        loop=Loops.uvloop,
+        log_access=False,
+    ).serve()
 
 
 @app.command()
@@ -434,24 +459,19 @@ def ask(
     as_json: JsonOpt = False,
 ) -> None:
     """Answer one question in-process with the serving ladder."""
-    from providers import OfflineProvider  # noqa: PLC0415
-    from schemas.keys import validate_tenant  # noqa: PLC0415
-    from schemas.rollout import choose_version  # noqa: PLC0415
-    from serving.runtime import VersionCache  # noqa: PLC0415
+    from serving.service import AnswerService  # noqa: PLC0415
+    from serving.settings import ServeSettings  # noqa: PLC0415
 
-    if tenant is not None:
-        validate_tenant(tenant)
     s = _store(store)
     try:
-        version = choose_version(s.pointers(), tenant=tenant, session=session)
-        if version is None:
-            raise PermanentError(
-                "no version is active", hint="compile with --publish or run `ragc rollout VERSION`"
-            )
-        ready = VersionCache(s).get(version)
+        settings = ServeSettings.from_env()
+        service = AnswerService(msgspec.structs.replace(settings, store=s.url), s)
+        try:
+            answer = service.answer(question, tenant=tenant, language=language, session=session)
+        finally:
+            service.close()
     finally:
         s.close()
-    answer = ready.answer(question, tenant=tenant, language=language, composer=OfflineProvider())
     if as_json:
         _emit(answer, True, "")
         return
@@ -462,6 +482,42 @@ def ask(
         f"confidence {answer.confidence:.2f} · sources: {cites}[/]",
         highlight=False,
     )
+
+
+@app.command()
+@_fails_cleanly
+def misses(
+    store: StoreOpt = "",
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's misses.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most frequent N.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Questions answered with the fallback, most frequent first (fold them into the next
+    compile: the frequent ones are auto-FAQ suggestions)."""
+    from stores.audit import SqliteAuditLog  # noqa: PLC0415
+
+    url = store or Settings.from_env().store
+    if not url.startswith("sqlite:///"):
+        raise InvalidInputError(f"the miss log of {url!r} is not available here")
+    log = SqliteAuditLog(url)
+    try:
+        found = log.misses(tenant=tenant, limit=limit)
+    finally:
+        log.close()
+    if as_json:
+        _emit(found, True, "")
+        return
+    table = Table("count", "question", "best guess", "score", "tenants", "last seen")
+    for miss in found:
+        table.add_row(
+            str(miss.count),
+            miss.example,
+            miss.best_guess or "-",
+            f"{miss.best_score:.2f}",
+            ",".join(miss.tenants) or "-",
+            miss.last_seen,
+        )
+    console.print(table if found else "no misses logged")
 
 
 @app.command(name="eval")

@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.records import Source
+from schemas.records import SlotSpec, Source
 
 __all__ = [
     "Chunk",
@@ -54,6 +54,9 @@ class CuratedFaq(msgspec.Struct, frozen=True, kw_only=True):
     answer: str
     paraphrases: tuple[str, ...] = ()
     source: Source
+    template: str | None = None
+    """An L2 template with ``{slot}`` placeholders, used when the question fills its slots."""
+    slots: tuple[SlotSpec, ...] = ()
 
 
 class OutOfScopeExample(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,6 +138,8 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     this is unchanged."""
     note: str = ""
     """Why the entry was dropped or held, when it was."""
+    template: str | None = None
+    slots: tuple[SlotSpec, ...] = ()
 
 
 class RegressionCase(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,8 +23,16 @@ from schemas.manifest import Snapshot
 from schemas.normalize import normalize_question
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
 from schemas.router import ROUTER_BLOB, Prediction, RouterModel
+from schemas.slots import extract_slots
 
-__all__ = ["Answer", "Composer", "LoadedSnapshot", "answer_question", "render_template"]
+__all__ = [
+    "Answer",
+    "Composer",
+    "LoadedSnapshot",
+    "answer_question",
+    "fill_template",
+    "render_template",
+]
 
 Layer = Literal["L1", "L2", "L3", "SAFE"]
 T = TypeVar("T")
@@ -113,6 +121,19 @@ def render_template(template: IntentTemplate, slots: Mapping[str, object]) -> st
     values = _SlotDict({s.name: s.default for s in template.slots if s.default is not None})
     values.update({k: str(v) for k, v in slots.items()})
     return template.template.format_map(values)
+
+
+def fill_template(
+    template: IntentTemplate, question: str, given: Mapping[str, object] | None
+) -> tuple[str, dict[str, str]]:
+    """The L2 answer text and the slot values used: the template rendered with slots read from
+    the question (or given), or the plain approved answer when a required slot is missing."""
+    if not template.slots:
+        return render_template(template, {}), {}
+    values, missing = extract_slots(question, template.slots, given)
+    if missing and template.static_context:
+        return template.static_context, {}
+    return render_template(template, values), values
 
 
 def _scoped(table: Mapping[str, T], keys: tuple[str | None, str]) -> tuple[str, T] | None:
@@ -213,14 +234,19 @@ def answer_question(
         found = _scoped(loaded.intents, keys)
         if found is not None:
             key, template = found
+            text, filled = fill_template(template, question, slots)
+            if filled:
+                key = intent_key(
+                    version, template.intent, language=lang, tenant=template.tenant, slots=filled
+                )
             return done(
                 "L2",
-                render_template(template, slots or {}),
+                text,
                 entry_id=template.intent,
                 sources=template.sources,
                 cache_key=key,
                 confidence=prediction.confidence,
-                explanation=prediction.reason,
+                explanation=prediction.reason + (f"; slots {filled}" if filled else ""),
                 candidates=prediction.candidates,
             )
 

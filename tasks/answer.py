@@ -72,6 +72,8 @@ def answer_questions(
                     paraphrases=faq.paraphrases,
                     topic=question.topic,
                     origin="faq",
+                    template=faq.template,
+                    slots=faq.slots,
                     score=1.0,
                     evidence=(anchor.id,) if anchor else (),
                     fingerprint=fingerprint(faq.answer, [anchor] if anchor else []),

@@ -190,7 +190,9 @@ def build_snapshot(
     intents = tuple(
         IntentTemplate(
             intent=e.id,
-            template=_template(e.answer),
+            template=e.template or _template(e.answer),
+            slots=e.slots,
+            static_context=e.answer if e.slots else "",
             examples=(e.question, *e.paraphrases),
             sources=e.sources,
             topic=e.topic,

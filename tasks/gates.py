@@ -21,6 +21,7 @@ from schemas.errors import GateFailedError, InvalidInputError
 from schemas.evaluation import EvalReport, outcome_of, summarize
 from schemas.ladder import Composer, LoadedSnapshot, answer_question
 from schemas.manifest import GateResult, Snapshot
+from stores.audit import SqliteAuditLog
 from tasks._policies import stage_task
 
 __all__ = ["REGRESSION_TARGET", "check_gates", "evaluate_cases", "load_cases", "run_gates"]
@@ -152,8 +153,26 @@ def gate_snapshot(
     composer: Composer | None,
     embedder: Embedder | None,
     threshold: float,
+    store_url: str | None = None,
 ) -> list[GateResult]:
-    """Prefect task over :func:`run_gates`."""
+    """Prefect task over :func:`run_gates`, with the misses logged by the service so far."""
     return run_gates(
-        snapshot, entries, cases, composer=composer, embedder=embedder, threshold=threshold
+        snapshot,
+        entries,
+        cases,
+        composer=composer,
+        embedder=embedder,
+        threshold=threshold,
+        misses=logged_misses(store_url) if store_url else (),
     )
+
+
+def logged_misses(store_url: str, limit: int = 1000) -> list[str]:
+    """The distinct questions the service answered with the fallback (embedded store only)."""
+    if not store_url.startswith("sqlite:///"):
+        return []
+    log = SqliteAuditLog(store_url)
+    try:
+        return log.miss_questions(limit)
+    finally:
+        log.close()

@@ -14,10 +14,13 @@ import hashlib
 import io
 import json
 import re
+import string
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
+
+import msgspec
 
 from schemas.build import (
     CuratedFaq,
@@ -28,7 +31,7 @@ from schemas.build import (
     SourceKind,
 )
 from schemas.errors import InvalidInputError
-from schemas.records import Source
+from schemas.records import SlotSpec, Source
 from tasks._policies import stage_task
 
 __all__ = [
@@ -115,6 +118,34 @@ def _faq_lines(path: Path, text: str, rel: str) -> list[tuple[int, dict[str, obj
     return lines
 
 
+def _template(row: dict[str, object], where: str) -> tuple[str | None, tuple[SlotSpec, ...]]:
+    """The optional ``template`` and ``slots`` of a FAQ line, checked against each other."""
+    template, raw = row.get("template"), row.get("slots") or []
+    if template is None and not raw:
+        return None, ()
+    try:
+        slots = msgspec.convert(raw, type=tuple[SlotSpec, ...])
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(
+            f"{where}: 'slots' is not valid ({exc})",
+            hint='each slot is {"name", "kind": number|duration|date|enum, "values"?, '
+            '"required"?, "default"?}',
+        ) from exc
+    if not isinstance(template, str) or not template.strip():
+        raise InvalidInputError(f"{where}: 'slots' need a 'template' that uses them")
+    try:
+        used = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as exc:
+        raise InvalidInputError(f"{where}: 'template' is not a valid template ({exc})") from exc
+    unknown = used - {s.name for s in slots}
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: 'template' uses undeclared slots {sorted(unknown)}",
+            hint="declare every {placeholder} in 'slots'",
+        )
+    return template, slots
+
+
 def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
     """Curated entries of one FAQ file; raises :class:`InvalidInputError` on a bad line."""
     text = path.read_bytes().decode("utf-8-sig")
@@ -141,8 +172,11 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
         paraphrases = row.get("paraphrases") or []
         if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
             raise InvalidInputError(f"{where}: 'paraphrases' must be a list of strings")
+        template, slots = _template(row, where)
         faqs.append(
             CuratedFaq(
+                template=template,
+                slots=slots,
                 id=ident,
                 question=question.strip(),
                 answer=answer.strip(),
