@@ -138,15 +138,17 @@ def _first(spec: SlotSpec, text: str) -> str | None:
 
 def parse_value(spec: SlotSpec, raw: object) -> str | None:
     """A caller-given value in the slot's canonical form, or ``None`` when it does not fit."""
-    text = canonical_text(str(raw))
     if spec.kind == "enum":
-        return next((v for v in spec.values if canonical_text(v) == text), None)
-    if (
-        spec.kind in ("number", "duration")
-        and isinstance(raw, int | float)
-        and not isinstance(raw, bool)
-    ):
-        return _format(float(raw))
+        if not spec.values:  # an open enumeration takes any given value
+            return str(raw).strip() or None
+        wanted = canonical_text(str(raw))
+        return next((v for v in spec.values if canonical_text(v) == wanted), None)
+    numeric = isinstance(raw, int | float) and not isinstance(raw, bool)
+    if spec.kind in ("number", "duration") and numeric:
+        return _format(float(raw))  # type: ignore[arg-type]
+    text = str(raw).casefold()
+    if spec.kind == "duration" and _PLAIN_NUMBER.fullmatch(text.strip()):
+        return _format(float(text))  # a bare number given for a duration is in days
     return _first(spec, text)
 
 

@@ -346,7 +346,7 @@ def test_l2_renders_the_template_of_the_routed_intent(trained_router: RouterMode
     assert answer.answer == "You can return a cargo bike within 30 days."
     assert answer.entry_id == "refund.window"
     assert answer.sources == (RETURN_WINDOW,)
-    assert answer.cache_key == intent_key("v9", "refund.window")
+    assert answer.cache_key == intent_key("v9", "refund.window", slots={"product": "cargo bike"})
     assert answer.confidence >= trained_router.header.threshold
     assert answer.candidates[0][0] == "refund.window"
 
