@@ -6,7 +6,7 @@ Run it with ``ragc serve`` (granian) or any ASGI server via ``serving.app:create
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -17,12 +17,15 @@ from providers.base import Provider
 from serving.controllers.admin import AdminController
 from serving.controllers.answer import AnswerController
 from serving.controllers.health import HealthController
-from serving.dependencies import provide_service, provide_settings
+from serving.controllers.webhooks import WebhookController
+from serving.dependencies import provide_dispatcher, provide_service, provide_settings
 from serving.errors import exception_handlers
 from serving.service import AnswerService
 from serving.settings import ServeSettings
+from serving.webhook import Dispatcher, RecompileCommand, recompile_command
 from stores import SnapshotStore, open_store
 from stores.audit import SqliteAuditLog
+from stores.ledger import SqliteChangeLedger
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -36,33 +39,48 @@ def create_app(
     store: SnapshotStore | None = None,
     provider: Provider | None = None,
     audit_log: SqliteAuditLog | None = None,
+    recompile: RecompileCommand = recompile_command,
 ) -> Litestar:
-    """The answer service. Injected parts are the caller's to close; the rest it opens itself."""
+    """The answer service. Injected parts are the caller's to close; the rest it opens itself.
+
+    ``recompile`` builds the webhook's embedded-mode recompile command (tests run a quick one).
+    """
     config = settings or ServeSettings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        own_store = store is None
-        opened = store or open_store(config.store)
-        own_log = audit_log is None and config.audit and config.store.startswith("sqlite:///")
-        log = audit_log or (SqliteAuditLog(config.store) if own_log else None)
-        service = AnswerService(config, opened, provider=provider, audit_log=log)
-        service.start()
-        app.state.service = service
-        try:
+        with ExitStack() as resources:  # closes, in reverse, whatever was opened so far
+            opened = store
+            if opened is None:
+                opened = open_store(config.store)
+                resources.callback(opened.close)
+            url = opened.url
+            log = audit_log
+            if log is None and config.audit and url.startswith("sqlite:///"):
+                log = SqliteAuditLog(url)
+                resources.callback(log.close)
+            service = AnswerService(config, opened, provider=provider, audit_log=log)
+            resources.callback(service.close)
+            service.start()
+            app.state.service = service
+            dispatcher = None
+            if config.webhook_secret:
+                ledger = SqliteChangeLedger(url)
+                resources.callback(ledger.close)
+                dispatcher = Dispatcher(
+                    ledger, store=url, knowledge=config.knowledge, command=recompile
+                )
+                resources.callback(dispatcher.close)
+                dispatcher.dispatch_pending()
+            app.state.dispatcher = dispatcher
             yield
-        finally:
-            service.close()
-            if own_log and log is not None:
-                log.close()
-            if own_store:
-                opened.close()
 
     return Litestar(
-        route_handlers=[AnswerController, AdminController, HealthController],
+        route_handlers=[AnswerController, AdminController, HealthController, WebhookController],
         dependencies={
             "service": Provide(provide_service, sync_to_thread=False),
             "settings": Provide(provide_settings, sync_to_thread=False),
+            "dispatcher": Provide(provide_dispatcher, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],

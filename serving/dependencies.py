@@ -12,8 +12,9 @@ from litestar.handlers.base import BaseRouteHandler
 
 from serving.service import AnswerService
 from serving.settings import ServeSettings
+from serving.webhook import Dispatcher
 
-__all__ = ["admin_guard", "provide_service", "provide_settings"]
+__all__ = ["admin_guard", "provide_dispatcher", "provide_service", "provide_settings"]
 
 
 def provide_service(state: State) -> AnswerService:
@@ -25,6 +26,16 @@ def provide_service(state: State) -> AnswerService:
 def provide_settings(state: State) -> ServeSettings:
     settings: ServeSettings = state.settings
     return settings
+
+
+def provide_dispatcher(state: State) -> Dispatcher:
+    """The webhook's :class:`Dispatcher` (opened in the lifespan when the webhook is enabled)."""
+    dispatcher: Dispatcher | None = state.get("dispatcher")
+    if dispatcher is None:
+        raise PermissionDeniedException(
+            "the knowledge-changed webhook is disabled: set RAGC_WEBHOOK_SECRET to enable it"
+        )
+    return dispatcher
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated
 
 import msgspec
 
 from schemas.ladder import Answer
 from schemas.rollout import RolloutRecord, VersionInfo
+from serving.webhook import DispatchMode
 from stores.audit import MissSummary
 from stores.base import GcReport
+from stores.ledger import DeliveryStatus
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_CHANGED",
     "MAX_QUESTION",
     "Answer",
     "AnswerRequest",
@@ -22,6 +26,8 @@ __all__ = [
     "GcReport",
     "GcRequest",
     "Health",
+    "KnowledgeChangedRequest",
+    "KnowledgeChangedResponse",
     "MissesResponse",
     "PinRequest",
     "PinResponse",
@@ -101,3 +107,56 @@ class MissesResponse(msgspec.Struct, frozen=True, kw_only=True):
     total: int
     misses: list[MissSummary]
     suggestions: list[MissSummary]
+
+
+MAX_CHANGED = 1000
+"""Most changed paths one knowledge-changed delivery may list."""
+ChangedPath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+KnowledgeName = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", max_length=64)
+]
+
+
+def _path_problem(path: str) -> str | None:
+    """Why ``path`` is not a path relative to the knowledge folder (``None`` when it is)."""
+    pure = PurePosixPath(path)
+    if not path.strip() or "\x00" in path:
+        return "is empty or has a NUL byte"
+    if "\\" in path:
+        return "uses backslashes (write paths with '/')"
+    if pure.is_absolute() or (len(path) > 1 and path[1] == ":"):
+        return "is absolute"
+    if ".." in pure.parts:
+        return "contains '..'"
+    return None
+
+
+class KnowledgeChangedRequest(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
+):
+    """``POST /v1/webhooks/knowledge-changed``: documents that changed in a knowledge folder."""
+
+    changed: Annotated[list[ChangedPath], msgspec.Meta(min_length=1, max_length=MAX_CHANGED)]
+    """Paths relative to the knowledge folder, without '..'."""
+    knowledge: KnowledgeName | None = None
+    """Knowledge source name (event resource ``ragc.knowledge.<name>``); default: the folder's."""
+
+    def __post_init__(self) -> None:
+        for path in self.changed:
+            if (problem := _path_problem(path)) is not None:
+                raise ValueError(
+                    f"changed path {path[:200]!r} {problem}: give paths relative to the "
+                    "knowledge folder, without '..'"
+                )
+
+
+class KnowledgeChangedResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The accepted delivery and what was done with it."""
+
+    delivery: str
+    """Delivery id (SHA-256 of the signed payload); a replay of it is refused with 409."""
+    status: DeliveryStatus
+    """``dispatched``: event emitted or recompile started; ``recorded``: queued behind the
+    running recompile; ``done``; ``failed`` (see ``detail``)."""
+    mode: DispatchMode
+    detail: str | None = None

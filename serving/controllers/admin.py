@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromQuery, JSONBody
 
 from schemas.rollout import RolloutRecord
 from serving.dependencies import admin_guard
@@ -28,43 +30,47 @@ class AdminController(Controller):
     tags = ["admin"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @get("/admin/versions", operation_id="list_versions", sync_to_thread=True)
-    def versions(self, service: AnswerService) -> VersionsResponse:
+    def versions(self, service: NamedDependency[AnswerService]) -> VersionsResponse:
         """Published versions with their pointers."""
         return VersionsResponse(versions=service.store.versions())
 
     @post("/admin/rollout", operation_id="rollout", status_code=200, sync_to_thread=True)
-    def rollout(self, data: RolloutRequest, service: AnswerService) -> RolloutRecord:
+    def rollout(
+        self, data: JSONBody[RolloutRequest], service: NamedDependency[AnswerService]
+    ) -> RolloutRecord:
         """Serve a version to a share of sessions (100 makes it active)."""
         record = service.store.rollout(data.version, data.percent)
         service.pointers.refresh()
         return record
 
     @post("/admin/rollback", operation_id="rollback", status_code=200, sync_to_thread=True)
-    def rollback(self, service: AnswerService) -> RolloutRecord:
+    def rollback(self, service: NamedDependency[AnswerService]) -> RolloutRecord:
         """End a canary, or return to the previously active version."""
         record = service.store.rollback()
         service.pointers.refresh()
         return record
 
     @post("/admin/pins", operation_id="pin_tenant", status_code=200, sync_to_thread=True)
-    def pin(self, data: PinRequest, service: AnswerService) -> PinResponse:
+    def pin(
+        self, data: JSONBody[PinRequest], service: NamedDependency[AnswerService]
+    ) -> PinResponse:
         """Pin a tenant to a version (``version: null`` removes the pin)."""
         service.store.pin(data.tenant, data.version)
         service.pointers.refresh()
         return PinResponse(tenant=data.tenant, version=data.version)
 
     @post("/admin/gc", operation_id="gc", status_code=200, sync_to_thread=True)
-    def gc(self, data: GcRequest, service: AnswerService) -> GcReport:
+    def gc(self, data: JSONBody[GcRequest], service: NamedDependency[AnswerService]) -> GcReport:
         """Delete old versions (never one in use) and dead partial loads."""
         return service.store.gc(data.keep)
 
     @get("/misses", operation_id="list_misses", sync_to_thread=True)
     def misses(
         self,
-        service: AnswerService,
-        tenant: str | None = None,
-        limit: int = 50,
-        since: float = 0.0,
+        service: NamedDependency[AnswerService],
+        tenant: FromQuery[str | None] = None,
+        limit: FromQuery[int] = 50,
+        since: FromQuery[float] = 0.0,
     ) -> MissesResponse:
         """Misses grouped by question, most frequent first, with auto-FAQ suggestions."""
         if service.audit is not None:

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import anyio.to_thread
 from litestar import Controller, post
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import HeaderParameter, JSONBody
 
 from schemas.ladder import Answer
 from serving.dto import AnswerRequest, BatchRequest, BatchResponse
@@ -16,11 +17,13 @@ from serving.service import AnswerService
 __all__ = ["AnswerController"]
 
 SessionHeader = Annotated[
-    str | None, Parameter(header="X-Session-Id", required=False, max_length=128)
+    str | None, HeaderParameter(name="X-Session-Id", required=False, max_length=128)
 ]
 
 
-def _answer(service: AnswerService, data: AnswerRequest, session: str | None) -> Answer:
+def _answer(
+    service: NamedDependency[AnswerService], data: JSONBody[AnswerRequest], session: str | None
+) -> Answer:
     return service.answer(
         data.question,
         tenant=data.tenant,
@@ -38,7 +41,10 @@ class AnswerController(Controller):
 
     @post("/", operation_id="answer", status_code=200)
     async def answer(
-        self, data: AnswerRequest, service: AnswerService, session: SessionHeader = None
+        self,
+        data: JSONBody[AnswerRequest],
+        service: NamedDependency[AnswerService],
+        session: SessionHeader = None,
     ) -> Answer:
         """Answer one question."""
         if service.composer.name == "offline":  # no I/O anywhere on the ladder: stay on the loop
@@ -47,7 +53,10 @@ class AnswerController(Controller):
 
     @post("/batch", operation_id="answer_batch", status_code=200)
     async def batch(
-        self, data: BatchRequest, service: AnswerService, session: SessionHeader = None
+        self,
+        data: JSONBody[BatchRequest],
+        service: NamedDependency[AnswerService],
+        session: SessionHeader = None,
     ) -> BatchResponse:
         """Answer up to 1,000 questions in order (for evaluations)."""
 

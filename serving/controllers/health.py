@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, MediaType, Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from serving.dto import Health
@@ -22,7 +23,7 @@ class HealthController(Controller):
         return Health(status="ok")
 
     @get("/readyz", operation_id="readyz", sync_to_thread=False)
-    def readyz(self, service: AnswerService) -> Response[Health]:
+    def readyz(self, service: NamedDependency[AnswerService]) -> Response[Health]:
         """Ready only when an active version is loaded."""
         rollout = service.pointers.state.rollout
         ready = service.ready
@@ -36,7 +37,7 @@ class HealthController(Controller):
         )
 
     @get("/metrics", operation_id="metrics", sync_to_thread=False, media_type=MediaType.TEXT)
-    def metrics(self, service: AnswerService) -> Response[bytes]:
+    def metrics(self, service: NamedDependency[AnswerService]) -> Response[bytes]:
         """Prometheus metrics: answers and latency per layer, misses, active version."""
         return Response(
             service.metrics.render(),

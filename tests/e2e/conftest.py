@@ -30,5 +30,3 @@ class Compiled:
 @pytest.fixture(scope="session")
 def compiled(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> Compiled:
     return Compiled(tmp_path_factory.mktemp("compiled"))
-
-

@@ -1,0 +1,291 @@
+"""The answer service end to end: compiled examples, served by the Litestar app, asked over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from providers import OfflineProvider
+from serving.app import create_app
+from serving.settings import ServeSettings
+from stores import open_store
+from tests.e2e.conftest import Compiled
+
+Client = AsyncTestClient[Litestar]
+
+pytestmark = [pytest.mark.e2e]
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+L1 = "What's your return window?"
+L2 = "how long does the 500 wh battery take to charge from empty"
+L3 = "who pays customs duties for UK orders"
+OFF_TOPIC = "who won the world cup in 1998"
+
+
+@pytest.fixture
+def store_url(compiled: Compiled, tmp_path: Path) -> str:
+    """A private copy of the compiled store (tests move its pointers)."""
+    copy = tmp_path / "knowledge.db"
+    source = sqlite3.connect(compiled.root / "knowledge.db")
+    target = sqlite3.connect(copy)
+    source.backup(target)
+    source.close()
+    target.close()
+    return f"sqlite:///{copy}"
+
+
+def settings(url: str, **changes: object) -> ServeSettings:
+    base = ServeSettings(store=url, admin_token="admin-secret", poll_interval=0.05)
+    return ServeSettings(**{**{f: getattr(base, f) for f in base.__struct_fields__}, **changes})
+
+
+@pytest.fixture
+async def client(store_url: str) -> AsyncIterator[Client]:
+    async with AsyncTestClient(create_app(settings(store_url))) as test_client:
+        yield test_client
+
+
+async def ask(client: Client, question: str, **fields: object) -> dict[str, Any]:
+    response = await client.post("/v1/answer", json={"question": question, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_each_layer_answers_with_its_entry_and_sources(client: Client) -> None:
+    exact = await ask(client, L1)
+    routed = await ask(client, L2)
+    composed = await ask(client, L3)
+
+    assert (exact["layer"], exact["entry_id"]) == ("L1", "refund.window")
+    assert exact["sources"] == [
+        {
+            "doc_id": "faq",
+            "path": "faq.jsonl",
+            "section": "How long do I have to return my order?",
+            "anchor": "refund.window",
+        }
+    ]
+    assert exact["cache_key"].startswith(f"knowledge:{exact['version']}:en:exact:")
+    assert (routed["layer"], routed["entry_id"]) == ("L2", "battery.charging_time")
+    assert routed["cache_key"] == f"knowledge:{routed['version']}:en:intent:battery.charging_time"
+    assert composed["layer"] == "L3"
+    assert composed["entry_id"] is None
+    assert ("shipping", "Customs and duties") in {
+        (s["doc_id"], s["section"]) for s in composed["sources"]
+    }
+    assert "customs" in composed["answer"].lower()
+    for body in (exact, routed, composed):
+        assert set(body) >= {
+            "answer",
+            "layer",
+            "entry_id",
+            "sources",
+            "version",
+            "cache_key",
+            "confidence",
+            "latency_ms",
+        }
+
+
+async def test_an_unrelated_question_gets_safe_and_lands_in_the_miss_log(
+    client: Client,
+) -> None:
+    first = await ask(client, OFF_TOPIC)
+    await ask(client, OFF_TOPIC.upper() + "?", tenant="acme")
+
+    assert first["layer"] == "SAFE"
+    assert first["sources"] == []
+    assert first["cache_key"] is None
+    misses = (await client.get("/v1/misses", headers=ADMIN)).json()
+    top = misses["misses"][0]
+    assert (top["normalized"], top["count"], top["tenants"]) == (
+        "who won the world cup in 1998",
+        2,
+        ["acme"],
+    )
+    assert misses["suggestions"][0]["normalized"] == top["normalized"]
+
+
+async def test_batch_answers_in_order(client: Client) -> None:
+    response = await client.post(
+        "/v1/answer/batch", json={"questions": [{"question": q} for q in (L1, L2, OFF_TOPIC)]}
+    )
+    assert response.status_code == 200
+    assert [a["layer"] for a in response.json()["answers"]] == ["L1", "L2", "SAFE"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        ({"question": ""}, 400, "length >= 1"),
+        ({"question": "x" * 100_000}, 400, "length <= 2000"),
+        ({"question": 42}, 400, "Expected `str`, got `int`"),
+        ({"question": "hi", "tenant": "Not A Tenant"}, 400, "tenant id"),
+        ({"question": "hi", "language": "klingon"}, 400, "BCP 47"),
+        ({"question": "hi", "slots": {"a": [1, 2]}}, 400, "Expected"),
+        ({"question": "hi", "extra": True}, 400, "unknown field"),
+        ({"questions": []}, 400, "question"),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(
+    client: Client,
+    body: dict[str, Any],
+    status: int,
+    says: str,
+) -> None:
+    response = await client.post("/v1/answer", json=body)
+
+    assert response.status_code == status
+    assert says in response.json()["detail"]
+    assert (await ask(client, L1))["layer"] == "L1"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'{"question": "caf\xe9"}', "not valid UTF-8"),
+        (b'{"question": ', "truncated"),
+        (b"x" * (2 * 1024 * 1024), "Request Entity Too Large"),
+    ],
+)
+async def test_broken_bodies_are_refused(
+    client: Client,
+    content: bytes,
+    says: str,
+) -> None:
+    response = await client.post(
+        "/v1/answer", content=content, headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500
+    assert says.lower() in response.text.lower()
+    assert (await ask(client, L1))["layer"] == "L1"
+
+
+async def test_health_readiness_metrics_and_openapi(client: Client) -> None:
+    await ask(client, L1)
+    await ask(client, OFF_TOPIC)
+
+    assert (await client.get("/healthz")).json() == {
+        "status": "ok",
+        "version": None,
+        "canary": None,
+    }
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    metrics = (await client.get("/metrics")).text
+    assert 'ragc_answers_total{layer="L1"} 1.0' in metrics
+    assert "ragc_misses_total 1.0" in metrics
+    assert f'ragc_active_version{{version="{ready.json()["version"]}"}} 1.0' in metrics
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    assert {"/v1/answer", "/v1/answer/batch", "/v1/admin/rollout", "/v1/misses"} <= set(paths)
+
+
+async def test_not_ready_without_an_active_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    async with AsyncTestClient(create_app(settings(url))) as client:
+        assert (await client.get("/readyz")).status_code == 503
+        response = await client.post("/v1/answer", json={"question": L1})
+        assert response.status_code == 503
+        assert "no knowledge version is active" in response.json()["detail"]
+
+
+async def test_admin_routes_need_the_credential(client: Client, store_url: str) -> None:
+    assert (await client.get("/v1/admin/versions")).status_code == 401
+    wrong = {"Authorization": "Bearer guess"}
+    assert (await client.post("/v1/admin/rollback", headers=wrong)).status_code == 401
+    listed = (await client.get("/v1/admin/versions", headers=ADMIN)).json()["versions"]
+    assert [v["version"] for v in listed] == ["v1", "v2"]
+    async with AsyncTestClient(create_app(settings(store_url, admin_token=None))) as closed:
+        response = await closed.get("/v1/admin/versions", headers=ADMIN)
+        assert response.status_code == 403
+        assert "RAGC_ADMIN_TOKEN" in response.json()["detail"]
+
+
+async def _versions_seen(client: Client, sessions: range, **fields: object) -> list[str]:
+    response = await client.post(
+        "/v1/answer/batch",
+        json={"questions": [{"question": L1, "session": f"s{i}", **fields} for i in sessions]},
+    )
+    return [a["version"] for a in response.json()["answers"]]
+
+
+async def test_canary_rollout_rollback_and_pins(client: Client) -> None:
+    rollout = await client.post(
+        "/v1/admin/rollout", json={"version": "v1", "percent": 10}, headers=ADMIN
+    )
+    assert rollout.json() | {"updated_at": ""} == {
+        "stable": "v2",
+        "canary": "v1",
+        "percent": 10.0,
+        "updated_at": "",
+    }
+    await client.post("/v1/admin/pins", json={"tenant": "acme", "version": "v2"}, headers=ADMIN)
+
+    seen = await _versions_seen(client, range(1000))
+    again = await _versions_seen(client, range(1000))
+    pinned = await _versions_seen(client, range(200), tenant="acme")
+
+    assert 0.06 < seen.count("v1") / len(seen) < 0.14
+    assert seen == again
+    assert set(pinned) == {"v2"}
+
+    await client.post("/v1/admin/rollback", headers=ADMIN)
+    assert set(await _versions_seen(client, range(1000))) == {"v2"}
+
+
+async def test_a_flip_by_another_process_is_seen_within_a_second(
+    client: Client,
+    store_url: str,
+) -> None:
+    assert (await ask(client, L1))["version"] == "v2"
+    other = open_store(store_url)  # as the CLI or a compile on another machine would
+    other.rollback()
+    other.close()
+
+    flipped = time.monotonic()
+    while (await ask(client, L1))["version"] != "v1":
+        assert time.monotonic() - flipped < 1.0, "the flip was not seen within a second"
+        await asyncio.sleep(0.02)
+
+
+class _FlippingComposer(OfflineProvider):
+    """Moves the pointer while a request is being answered."""
+
+    def __init__(self, store_url: str) -> None:
+        super().__init__()
+        self.store_url = store_url
+
+    def compose(self, question: str, context: str, *, max_tokens: int) -> str:
+        store = open_store(self.store_url)
+        store.rollback()
+        store.close()
+        time.sleep(0.2)  # the watcher sees the flip before this request ends
+        return super().compose(question, context, max_tokens=max_tokens)
+
+
+async def test_an_in_flight_request_finishes_on_the_version_it_started_with(
+    store_url: str,
+) -> None:
+    app = create_app(settings(store_url), provider=_FlippingComposer(store_url))
+    async with AsyncTestClient(app) as client:
+        during = await ask(client, L3)
+        after = await ask(client, L1)
+    assert (during["layer"], during["version"]) == ("L3", "v2")
+    assert after["version"] == "v1"
+
+
+async def test_a_spent_llm_budget_skips_l3_but_not_l1_or_l2(store_url: str) -> None:
+    async with AsyncTestClient(create_app(settings(store_url, l3_budget=0))) as client:
+        composed = await ask(client, L3, tenant="acme")
+        exact = await ask(client, L1, tenant="acme")
+        routed = await ask(client, L2, tenant="acme")
+    assert (composed["layer"], composed["faq_only"]) == ("SAFE", True)
+    assert (exact["layer"], routed["layer"]) == ("L1", "L2")
