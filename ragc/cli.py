@@ -521,6 +521,57 @@ def misses(
 
 
 @app.command(name="eval")
-def eval_(queries: Annotated[Path, typer.Argument(help="Queries JSONL.")]) -> None:
-    """Measure coverage, wrong answers and rejection on a query file."""
-    _not_yet("eval", queries)
+@_fails_cleanly
+def eval_(
+    queries: Annotated[Path, typer.Argument(help="Labelled queries (JSONL, eval format).")],
+    knowledge: Annotated[
+        Path, typer.Option("--knowledge", help="Knowledge folder (compiled first if needed).")
+    ],
+    store: Annotated[
+        str,
+        typer.Option(
+            "--store", help="Store to compile into and answer from (default: one per folder)."
+        ),
+    ] = "",
+    build_dir: Annotated[
+        Path | None, typer.Option(help="Build cache (default: .ragc/eval/build).")
+    ] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure coverage, wrong answers, rejection and latency per layer on labelled queries,
+    through the same ladder the service runs."""
+    _prefect_defaults()
+    from ragc.evaluate import run_eval  # noqa: PLC0415 - heavy
+
+    with _compile_progress(enabled=not as_json):
+        result = run_eval(
+            queries, knowledge, store=store or None, build_dir=build_dir, report_path=report
+        )
+    if as_json:
+        _emit(result.report, True, "")
+        return
+    figures = result.report
+    table = Table(
+        title=f"ragc eval — {queries} on {result.version}"
+        + (" (compiled now)" if result.compiled else "")
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("queries", f"{figures.queries} ({figures.in_scope} in scope)")
+    table.add_row("coverage", f"{figures.coverage:.1%}")
+    table.add_row("wrong-answer rate", f"{figures.wrong_rate:.1%}")
+    if figures.rejection is not None:
+        table.add_row("out-of-scope rejection", f"{figures.rejection:.1%}")
+    for kind, share in figures.rejection_by_type.items():
+        table.add_row(f"  rejection, {kind}", f"{share:.1%}")
+    for layer, share in figures.layer_share.items():
+        table.add_row(
+            f"layer {layer}",
+            f"{share:.1%}  p50 {figures.latency_p50_ms[layer]:.2f} ms  "
+            f"p99 {figures.latency_p99_ms[layer]:.2f} ms",
+        )
+    table.add_row("router threshold", f"{result.threshold}")
+    console.print(table)
+    if report:
+        console.print(f"report written to {report}", highlight=False)

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import msgspec
 
 from schemas.build import RegressionCase
-from schemas.ladder import Answer
+from schemas.ladder import Answer, Composer, LoadedSnapshot, Vector, answer_question
 from schemas.normalize import canonical_text
+from schemas.router import OUT_OF_SCOPE
 
-__all__ = ["EvalReport", "Outcome", "is_correct", "outcome_of", "summarize"]
+__all__ = [
+    "CurvePoint",
+    "EvalReport",
+    "Outcome",
+    "evaluate",
+    "is_correct",
+    "outcome_of",
+    "summarize",
+    "threshold_curve",
+]
 
 _PUNCT = re.compile(r"[^\w\s]")
 
@@ -37,6 +47,23 @@ def _matches(answer: Answer, target: Mapping[str, str]) -> bool:
             for s in answer.sources
         )
     return True
+
+
+def _would_be_correct(loaded: LoadedSnapshot, intent: str, case: RegressionCase) -> bool:
+    template = next((t for t in loaded.intents.values() if t.intent == intent), None)
+    if template is None or not case.accept:
+        return False
+    probe = Answer(
+        answer="",
+        layer="L2",
+        entry_id=intent,
+        sources=template.sources,
+        version="",
+        cache_key=None,
+        confidence=0.0,
+        latency_ms=0.0,
+    )
+    return is_correct(probe, case)
 
 
 def is_correct(answer: Answer, case: RegressionCase) -> bool:
@@ -60,10 +87,28 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
     latency_ms: float
     explanation: str = ""
+    candidate: str | None = None
+    """The router's best in-scope guess (what L2 would serve at a lower threshold)."""
+    candidate_confidence: float = 0.0
+    candidate_correct: bool = False
+    """Whether serving ``candidate`` would have been right."""
 
 
-def outcome_of(case: RegressionCase, answer: Answer) -> Outcome:
+def outcome_of(
+    case: RegressionCase, answer: Answer, loaded: LoadedSnapshot | None = None
+) -> Outcome:
+    """One query's outcome; with ``loaded``, also what the router's best guess would give."""
+    candidate, confidence, right = None, 0.0, False
+    if answer.candidates:
+        candidate, confidence = answer.candidates[0]
+        if candidate == OUT_OF_SCOPE:
+            candidate = None
+        elif loaded is not None:
+            right = _would_be_correct(loaded, candidate, case)
     return Outcome(
+        candidate=candidate,
+        candidate_confidence=confidence,
+        candidate_correct=right,
         query=case.query,
         layer=answer.layer,
         served=answer.layer != "SAFE",
@@ -103,6 +148,61 @@ def _percentile(values: Sequence[float], q: float) -> float:
     if not ordered:
         return 0.0
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
+
+
+def evaluate(
+    loaded: LoadedSnapshot,
+    cases: Iterable[RegressionCase],
+    *,
+    composer: Composer | None = None,
+    embed: Callable[[str], Vector] | None = None,
+) -> list[Outcome]:
+    """Every case through the answer ladder: the eval harness and the regression gate."""
+    return [
+        outcome_of(
+            case, answer_question(loaded, case.query, composer=composer, embed=embed), loaded
+        )
+        for case in cases
+    ]
+
+
+class CurvePoint(msgspec.Struct, frozen=True, kw_only=True):
+    """Coverage and wrong-answer rate if L2 answered at ``threshold`` (L1 as it is, no L3)."""
+
+    threshold: float
+    coverage: float
+    wrong_rate: float
+    rejection: float | None
+
+
+def threshold_curve(
+    outcomes: Sequence[Outcome], thresholds: Sequence[float] | None = None
+) -> list[CurvePoint]:
+    """The coverage / wrong-answer trade-off across router thresholds."""
+    points = []
+    in_scope = [o for o in outcomes if o.in_scope]
+    oos = [o for o in outcomes if not o.in_scope]
+    for t in thresholds or [round(0.05 * i, 2) for i in range(1, 20)]:
+        served = correct = wrong = rejected = 0
+        for o in outcomes:
+            if o.layer == "L1":
+                is_served, is_right = True, o.correct
+            else:
+                is_served = o.candidate is not None and o.candidate_confidence >= t
+                is_right = o.candidate_correct if is_served else not o.in_scope
+            served += is_served
+            wrong += is_served and not is_right
+            correct += is_served and is_right and o.in_scope
+            rejected += (not is_served) and not o.in_scope
+        points.append(
+            CurvePoint(
+                threshold=t,
+                coverage=round(correct / len(in_scope), 4) if in_scope else 0.0,
+                wrong_rate=round(wrong / served, 4) if served else 0.0,
+                rejection=round(rejected / len(oos), 4) if oos else None,
+            )
+        )
+    return points
 
 
 def summarize(outcomes: Iterable[Outcome]) -> EvalReport:

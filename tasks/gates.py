@@ -18,7 +18,7 @@ from expectations.gate import run_expectations
 from providers.embedders import Embedder
 from schemas.build import Entry, RegressionCase
 from schemas.errors import GateFailedError, InvalidInputError
-from schemas.evaluation import EvalReport, outcome_of, summarize
+from schemas.evaluation import EvalReport, evaluate, summarize
 from schemas.ladder import Composer, LoadedSnapshot, answer_question
 from schemas.manifest import GateResult, Snapshot
 from stores.audit import SqliteAuditLog
@@ -70,10 +70,7 @@ def evaluate_cases(
     """Run ``cases`` through the answer ladder and summarize."""
     loaded = snapshot if isinstance(snapshot, LoadedSnapshot) else LoadedSnapshot(snapshot)
     embed = (lambda q: embedder.embed([q])[0]) if embedder is not None else None
-    return summarize(
-        outcome_of(case, answer_question(loaded, case.query, composer=composer, embed=embed))
-        for case in cases
-    )
+    return summarize(evaluate(loaded, cases, composer=composer, embed=embed))
 
 
 def run_gates(

@@ -1,0 +1,104 @@
+"""``ragc eval``: compile a knowledge folder if needed, answer labelled queries, report figures."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import msgspec
+
+from flows.compile import CompileParams, compile_knowledge
+from providers import OfflineProvider
+from ragc.report import render_report
+from schemas.errors import InvalidInputError
+from schemas.evaluation import EvalReport, Outcome, evaluate, summarize, threshold_curve
+from serving.runtime import VersionCache
+from stores import open_store
+from tasks.gates import load_cases
+from tasks.ingest import ingest_folder
+
+__all__ = ["EvalResult", "run_eval"]
+
+
+class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
+    version: str
+    compiled: bool
+    threshold: float | None
+    report: EvalReport
+    outcomes: list[Outcome]
+
+
+def _default_store(knowledge: Path) -> str:
+    digest = hashlib.sha256(str(knowledge.resolve()).encode()).hexdigest()[:10]
+    return f"sqlite:///.ragc/eval/{knowledge.resolve().name}-{digest}.db"
+
+
+def _up_to_date(url: str, knowledge: Path) -> str | None:
+    """The active version when it was compiled from exactly the folder's current files."""
+    store = open_store(url)
+    try:
+        active = store.active_version()
+        if active is None:
+            return None
+        compiled = {(s.path, s.sha256) for s in store.manifest(active).sources}
+    finally:
+        store.close()
+    current = {(s.path, s.sha256) for s in ingest_folder(knowledge).sources}
+    return active if compiled == current else None
+
+
+def run_eval(
+    queries: Path,
+    knowledge: Path,
+    *,
+    store: str | None = None,
+    build_dir: Path | None = None,
+    report_path: Path | None = None,
+) -> EvalResult:
+    """Evaluate ``queries`` against the knowledge compiled from ``knowledge``."""
+    if not queries.is_file():
+        raise InvalidInputError(f"query file {queries} does not exist")
+    cases = load_cases(queries)
+    url = store or _default_store(knowledge)
+    version = _up_to_date(url, knowledge)
+    compiled = version is None
+    if version is None:
+        result = compile_knowledge(
+            CompileParams(
+                knowledge=str(knowledge),
+                store=url,
+                publish=True,
+                build_dir=str(build_dir or Path(".ragc/eval/build")),
+            )
+        )
+        version = result.version
+    opened = open_store(url)
+    try:
+        ready = VersionCache(opened).get(version)
+    finally:
+        opened.close()
+    embedder = ready.embedder
+    outcomes = evaluate(
+        ready.loaded,
+        cases,
+        composer=OfflineProvider(),
+        embed=(lambda q: embedder.embed([q])[0]) if embedder is not None else None,
+    )
+    figures = summarize(outcomes)
+    router = ready.loaded.router
+    threshold = router.header.threshold if router else None
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(
+            render_report(
+                f"ragc eval: {queries.name} on {knowledge.name} ({version})",
+                figures,
+                outcomes,
+                threshold_curve(outcomes),
+                threshold,
+            ),
+            "utf-8",
+        )
+    return EvalResult(
+        version=version, compiled=compiled, threshold=threshold, report=figures, outcomes=outcomes
+    )
