@@ -5,11 +5,13 @@ from __future__ import annotations
 from schemas.errors import StoreConfigError
 from stores.base import GcReport, SnapshotStore, plan_gc, rollback_target
 from stores.files import read_snapshot, write_snapshot
+from stores.redis import RedisStore
 from stores.sqlite import SqliteStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "GcReport",
+    "RedisStore",
     "SnapshotStore",
     "SqliteStore",
     "open_store",
@@ -27,7 +29,9 @@ def open_store(url: str) -> SnapshotStore:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme == "sqlite":
         return SqliteStore(url)
+    if scheme in {"redis", "rediss"}:
+        return RedisStore(url)
     raise StoreConfigError(
         f"unknown store URL scheme {scheme or url!r} in {url!r}",
-        hint="use sqlite:///path/to/knowledge.db",
+        hint="use sqlite:///path/to/knowledge.db or redis[s]://host:6379/0[?prefix=name]",
     )
