@@ -14,6 +14,7 @@ from schemas.errors import InvalidInputError
 from schemas.evaluation import EvalReport, Outcome, evaluate, summarize, threshold_curve
 from serving.runtime import VersionCache
 from stores import open_store
+from tasks.artifacts import compiler_id
 from tasks.gates import load_cases
 from tasks.ingest import ingest_folder
 
@@ -40,7 +41,10 @@ def _up_to_date(url: str, knowledge: Path) -> str | None:
         active = store.active_version()
         if active is None:
             return None
-        compiled = {(s.path, s.sha256) for s in store.manifest(active).sources}
+        manifest = store.manifest(active)
+        if manifest.compiler != compiler_id():
+            return None
+        compiled = {(s.path, s.sha256) for s in manifest.sources}
     finally:
         store.close()
     current = {(s.path, s.sha256) for s in ingest_folder(knowledge).sources}

@@ -58,6 +58,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """Name of each binary artifact (router weights, ...) to its SHA-256."""
     checksum: str = ""
     """SHA-256 over every artifact record and blob; see :func:`snapshot_checksum`."""
+    compiler: str = ""
+    """What compiled it (package and stage versions): a different compiler recompiles."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
+from importlib import metadata
 from typing import Final
 
 import msgspec
@@ -151,6 +152,18 @@ def router_blob(
     return blob
 
 
+def compiler_id() -> str:
+    """The compiler's identity: the package version and every stage version that shapes output."""
+    from tasks._llm_cache import STAGE_VERSION  # noqa: PLC0415
+    from tasks.chunk import CHUNK_VERSION  # noqa: PLC0415
+
+    try:
+        package = metadata.version("ragc")
+    except metadata.PackageNotFoundError:
+        package = "dev"
+    return f"ragc-{package}/chunk-{CHUNK_VERSION}/llm-{STAGE_VERSION}/router-{ROUTER_VERSION}"
+
+
 def _template(answer: str) -> str:
     """An approved answer as a template with no slots (braces escaped)."""
     return answer.replace("{", "{{").replace("}", "}}")
@@ -213,6 +226,7 @@ def build_snapshot(
             cache=cache,
         )
     manifest = Manifest(
+        compiler=compiler_id(),
         version=version,
         parent=parent,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
