@@ -17,7 +17,7 @@ from typing import Final
 import msgspec
 
 from schemas.errors import InvalidInputError
-from schemas.normalize import language_tag, normalize_question
+from schemas.normalize import NormalizedQuestion, language_tag, normalize_question
 
 __all__ = [
     "ACTIVE_KEY",
@@ -26,6 +26,7 @@ __all__ = [
     "KeyKind",
     "content_hash",
     "exact_key",
+    "exact_key_of",
     "intent_key",
     "make_name",
     "pin_key",
@@ -43,7 +44,8 @@ ROLLOUT_KEY: Final = f"{PREFIX}:rollout"
 
 _VERSION: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TENANT: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME: Final = re.compile(r"^[^\s:]{1,128}$")
+"""Intent and topic names: 1-128 characters, no white space and no ``:`` (the separator)."""
 _HASH_LEN: Final = 16
 
 
@@ -85,7 +87,7 @@ def _validate_name(name: str, what: str) -> str:
     if not _NAME.match(name):
         raise InvalidInputError(
             f"{what} {name!r} is not valid",
-            hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            hint="use 1-128 characters without spaces or ':'",
         )
     return name
 
@@ -126,6 +128,11 @@ def exact_key(
 ) -> str:
     """L1 key of a raw question (normalized here, so callers cannot skip normalization)."""
     normalized = normalize_question(question, language)
+    return _key(version, normalized.language, tenant, KeyKind.EXACT, question_hash(normalized.text))
+
+
+def exact_key_of(version: str, normalized: NormalizedQuestion, *, tenant: str | None = None) -> str:
+    """L1 key of an already normalized question (the answer path normalizes once)."""
     return _key(version, normalized.language, tenant, KeyKind.EXACT, question_hash(normalized.text))
 
 

@@ -18,7 +18,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from schemas.keys import exact_key, intent_key, topic_key
+from schemas.keys import exact_key, exact_key_of, intent_key, topic_key
 from schemas.manifest import Snapshot
 from schemas.normalize import normalize_question
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
@@ -205,8 +205,8 @@ def answer_question(
         )
 
     lang = normalized.language
-    scoped = exact_key(version, question, language=lang, tenant=tenant) if tenant else None
-    hit = _scoped(loaded.exact, (scoped, exact_key(version, question, language=lang)))
+    scoped = exact_key_of(version, normalized, tenant=tenant) if tenant else None
+    hit = _scoped(loaded.exact, (scoped, exact_key_of(version, normalized)))
     if hit is not None:
         key, record = hit
         return done(

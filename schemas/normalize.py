@@ -85,8 +85,26 @@ def _expand(match: re.Match[str]) -> str:
     return word.replace("'", "")
 
 
+class _PunctuationTable(dict[int, str | None]):
+    """``str.translate`` table mapping punctuation, separators and control characters to a space
+    (apostrophes kept); each code point's category is looked up once, then cached."""
+
+    def __missing__(self, code: int) -> str | None:
+        ch = chr(code)
+        value = " " if unicodedata.category(ch)[0] in "PZC" and ch != "'" else None
+        if value is None:
+            value = ch
+        if len(self) < _TABLE_LIMIT:  # bounded: hostile input cannot grow it without end
+            self[code] = value
+        return value
+
+
+_TABLE_LIMIT: Final = 1 << 16
+_PUNCTUATION: Final = _PunctuationTable()
+
+
 def _strip_punctuation(text: str) -> str:
-    return "".join(" " if unicodedata.category(ch)[0] in "PZC" and ch != "'" else ch for ch in text)
+    return text.translate(_PUNCTUATION)
 
 
 def canonical_text(question: str) -> str:

@@ -34,10 +34,13 @@ class Metrics:
             registry=self.registry,
         )
         self._active: str | None = None
+        layers = ("L1", "L2", "L3", "SAFE")
+        self._answers = {layer: self.answers.labels(layer) for layer in layers}
+        self._latency = {layer: self.latency.labels(layer) for layer in layers}
 
     def observe(self, layer: str, seconds: float) -> None:
-        self.answers.labels(layer).inc()
-        self.latency.labels(layer).observe(seconds)
+        self._answers[layer].inc()
+        self._latency[layer].observe(seconds)
         if layer == "SAFE":
             self.misses.inc()
 

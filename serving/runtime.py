@@ -6,6 +6,7 @@ by every request (and by ``ragc ask``), keyed by store URL and version label.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 from typing import Final
@@ -90,6 +91,8 @@ class VersionCache:
             if embedder is None:
                 embedder = embedder_for(model_id)
         ready = LoadedVersion(loaded, embedder)
+        gc.collect()  # a new version is long-lived: keep it out of later collections
+        gc.freeze()
         with self._lock:
             if embedder is not None:
                 self._encoders.setdefault(embedder.model_id, embedder)

@@ -55,7 +55,7 @@ _DOCUMENTS: Final[dict[str, SourceKind]] = {
     ".docx": "docx",
 }
 _TEXT_KINDS: Final = {"markdown", "html", "text"}
-_ENTRY_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ENTRY_ID: Final = re.compile(r"^[^\s:]{1,128}$")
 REGRESSION_FILE: Final = "regression.jsonl"
 IGNORE_FILE: Final = ".ragcignore"
 OUT_OF_SCOPE_FILE: Final = "out_of_scope.jsonl"
@@ -164,7 +164,7 @@ def read_faq(path: Path, rel: str, doc_id: str) -> tuple[CuratedFaq, ...]:
         if not _ENTRY_ID.match(ident):
             raise InvalidInputError(
                 f"{where}: FAQ id {ident!r} is not usable as an entry id",
-                hint="use up to 128 letters, digits, '.', '_' or '-' (starting alphanumeric)",
+                hint="use up to 128 characters without spaces or ':'",
             )
         if ident in seen:
             raise InvalidInputError(f"{where}: duplicate FAQ id {ident!r}", hint="ids are unique")

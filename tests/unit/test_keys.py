@@ -79,7 +79,7 @@ def test_intent_and_topic_keys_never_collide_with_exact_keys(
         (lambda: exact_key("v1", "q", tenant="a:b"), "tenant id"),
         (lambda: exact_key("v1", "q", language="english"), "BCP 47"),
         (lambda: intent_key("v1", "refund:eligibility"), "intent"),
-        (lambda: topic_key("v1", "../etc"), "topic"),
+        (lambda: topic_key("v1", "refund policy"), "topic"),
     ],
 )
 def test_bad_key_parts_are_refused_with_a_clear_message(call: object, message: str) -> None:
