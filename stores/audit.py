@@ -8,15 +8,13 @@ background writer, never on the answer path.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 
-from stores.sqlite import path_from_url
+from stores.sqlite import connect
 
 __all__ = ["AuditEvent", "MissSummary", "SqliteAuditLog"]
 
@@ -71,14 +69,7 @@ class SqliteAuditLog:
     """Audit and miss log in a SQLite file (``sqlite:///`` URL, usually the store's)."""
 
     def __init__(self, url: str) -> None:
-        path = path_from_url(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(url, _SCHEMA)
         self._lock = threading.Lock()
 
     def record(self, events: Sequence[AuditEvent]) -> None:

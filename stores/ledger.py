@@ -15,13 +15,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Final, Literal, get_args
 
 import msgspec
 
 from schemas.errors import InvalidInputError, PermanentError
-from stores.sqlite import path_from_url
+from stores.sqlite import connect
 
 __all__ = ["Delivery", "DeliveryStatus", "DuplicateDeliveryError", "SqliteChangeLedger"]
 
@@ -103,14 +102,7 @@ class SqliteChangeLedger:
     """
 
     def __init__(self, url: str) -> None:
-        path = path_from_url(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = connect(url, _SCHEMA)
         self._lock = threading.Lock()
 
     def seen(self, delivery: str) -> bool:

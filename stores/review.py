@@ -7,17 +7,15 @@ snapshots for the embedded setup.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 import msgspec
 
 from schemas.errors import InvalidInputError
-from stores.sqlite import path_from_url
+from stores.sqlite import connect
 
 __all__ = ["ReviewItem", "ReviewQueue"]
 
@@ -42,13 +40,7 @@ class ReviewQueue:
     """Review items in a SQLite file (the store's file by default)."""
 
     def __init__(self, url: str) -> None:
-        path = path_from_url(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(url)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS reviews (entry_id TEXT NOT NULL, fingerprint TEXT NOT NULL,"
             " item BLOB NOT NULL, status TEXT NOT NULL, updated_at TEXT NOT NULL,"

@@ -34,7 +34,7 @@ from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, TopicBl
 from schemas.rollout import PointerState, RolloutRecord, VersionInfo
 from stores.base import GcReport, check_percent, plan_gc, rollback_target
 
-__all__ = ["SqliteStore"]
+__all__ = ["SqliteStore", "connect", "path_from_url"]
 
 _BATCH: Final = 500
 _SCHEMA: Final = """
@@ -102,6 +102,20 @@ def path_from_url(url: str) -> str:
     if not path:
         raise StoreConfigError(f"store URL {url!r} names no file", hint="sqlite:///path.db")
     return path
+
+
+def connect(url: str, schema: str = "") -> sqlite3.Connection:
+    """A connection to the SQLite file of a ``sqlite:///`` URL, shared by the embedded stores:
+    autocommit (transactions are explicit), WAL so readers never block the writer, usable
+    from several threads (each class serializes its own use), ``schema`` applied."""
+    path = path_from_url(url)
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    if schema:
+        db.executescript(schema)
+    return db
 
 
 class SqliteStore:
