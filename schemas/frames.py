@@ -51,7 +51,7 @@ class ChunkFrame(pa.DataFrameModel):
     doc_id: Series[str] = pa.Field(str_length={"min_value": 1})
     path: Series[str] = pa.Field(str_length={"min_value": 1})
     section: Series[str] = pa.Field(str_length={"min_value": 1})
-    anchor: Series[str] = pa.Field(str_matches=r"^[\w.-]+$")
+    anchor: Series[str] = pa.Field(str_matches=r"^[^\s#]+$")
     text: Series[str] = pa.Field(str_length={"min_value": 1})
     order: Series[int] = pa.Field(ge=0)
 
