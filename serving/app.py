@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -15,6 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from providers.base import Provider
+from schemas.errors import StoreConfigError
 from serving.controllers.admin import AdminController
 from serving.controllers.answer import AnswerController
 from serving.controllers.health import HealthController
@@ -25,8 +27,11 @@ from serving.service import AnswerService
 from serving.settings import ServeSettings
 from serving.webhook import Dispatcher, RecompileCommand, recompile_command
 from stores import SnapshotStore, open_store
-from stores.audit import SqliteAuditLog
-from stores.ledger import SqliteChangeLedger
+from stores.audit import AuditLog, SqliteAuditLog
+from stores.ledger import ChangeLedger, SqliteChangeLedger
+
+if TYPE_CHECKING:
+    from stores._pg import Pool
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -39,7 +44,7 @@ def create_app(
     *,
     store: SnapshotStore | None = None,
     provider: Provider | None = None,
-    audit_log: SqliteAuditLog | None = None,
+    audit_log: AuditLog | None = None,
     recompile: RecompileCommand = recompile_command,
 ) -> Litestar:
     """The answer service. Injected parts are the caller's to close; the rest it opens itself.
@@ -56,17 +61,24 @@ def create_app(
                 opened = open_store(config.store)
                 resources.callback(opened.close)
             url = opened.url
+            pool = None
+            if config.warm_dsn:  # the Postgres warm tier holds the logs and the ledger
+                from stores.postgres import open_pool  # noqa: PLC0415 - only when configured
+
+                pool = open_pool(config.warm_dsn)
+                resources.callback(pool.close)
             log = audit_log
-            if log is None and config.audit and url.startswith("sqlite:///"):
-                log = SqliteAuditLog(url)
-                resources.callback(log.close)
+            if log is None and config.audit:
+                log = _audit_log(url, pool)
+                if log is not None:
+                    resources.callback(log.close)
             service = AnswerService(config, opened, provider=provider, audit_log=log)
             resources.callback(service.close)
             service.start()
             app.state.service = service
             dispatcher = None
             if config.webhook_secret:
-                ledger = SqliteChangeLedger(url)
+                ledger = _ledger(url, pool)
                 resources.callback(ledger.close)
                 dispatcher = Dispatcher(
                     ledger, store=url, knowledge=config.knowledge, command=recompile
@@ -99,6 +111,29 @@ def create_app(
         request_max_body_size=MAX_BODY,
         debug=False,
     )
+
+
+def _audit_log(url: str, pool: Pool | None) -> AuditLog | None:
+    """The warm tier's audit log, else the store's SQLite file's, else none (e.g. Redis only)."""
+    if pool is not None:
+        from stores.postgres import PostgresAuditLog  # noqa: PLC0415
+
+        return PostgresAuditLog(pool=pool)
+    return SqliteAuditLog(url) if url.startswith("sqlite:///") else None
+
+
+def _ledger(url: str, pool: Pool | None) -> ChangeLedger:
+    """Where webhook deliveries are recorded durably."""
+    if pool is not None:
+        from stores.postgres import PostgresChangeLedger  # noqa: PLC0415
+
+        return PostgresChangeLedger(pool=pool)
+    if not url.startswith("sqlite:///"):
+        raise StoreConfigError(
+            "the knowledge-changed webhook needs a durable ledger",
+            hint="set RAGC_WARM_DSN (Postgres) when the store is not a SQLite file",
+        )
+    return SqliteChangeLedger(url)
 
 
 def create_app_from_env() -> Litestar:

@@ -19,7 +19,7 @@ from serving.metrics import Metrics
 from serving.pointer import PointerWatcher
 from serving.runtime import LoadedVersion, VersionCache
 from serving.settings import ServeSettings
-from stores.audit import AuditEvent, SqliteAuditLog
+from stores.audit import AuditEvent, AuditLog
 from stores.base import SnapshotStore
 
 __all__ = ["AnswerService"]
@@ -34,7 +34,7 @@ class AnswerService:
         store: SnapshotStore,
         *,
         provider: Provider | None = None,
-        audit_log: SqliteAuditLog | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         self.settings = settings
         self.store = store

@@ -33,6 +33,9 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Knowledge folder the webhook recompiles in embedded mode (``RAGC_KNOWLEDGE``)."""
     audit: bool = True
     """Record every answer in the audit log (``RAGC_AUDIT``, default on)."""
+    warm_dsn: str | None = None
+    """Postgres warm tier (``RAGC_WARM_DSN``): audit log, miss log and webhook ledger go there
+    instead of the store's SQLite file."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
@@ -58,4 +61,5 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
             poll_interval=float(poll) if poll is not None else 0.25,
             knowledge=env.get("RAGC_KNOWLEDGE") or None,
             audit=(env.get("RAGC_AUDIT") or "1").lower() not in ("0", "false", "no", "off"),
+            warm_dsn=env.get("RAGC_WARM_DSN") or None,
         )

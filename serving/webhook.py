@@ -40,7 +40,7 @@ from typing import IO, Final, Literal
 import msgspec
 
 from schemas.errors import PermanentError
-from stores.ledger import Delivery, DeliveryStatus, SqliteChangeLedger
+from stores.ledger import ChangeLedger, Delivery, DeliveryStatus
 
 __all__ = [
     "DEFAULT_TOLERANCE",
@@ -237,7 +237,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        ledger: SqliteChangeLedger,
+        ledger: ChangeLedger,
         *,
         store: str,
         knowledge: str | None,

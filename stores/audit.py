@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
 from stores.sqlite import connect
 
-__all__ = ["AuditEvent", "MissSummary", "SqliteAuditLog"]
+__all__ = ["AuditEvent", "AuditLog", "MissSummary", "SqliteAuditLog"]
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +64,22 @@ CREATE INDEX IF NOT EXISTS audit_misses_by_text ON audit_misses (normalized);
 
 def _month_start(now: datetime) -> float:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+class AuditLog(Protocol):
+    """The audit and miss log, embedded (SQLite) or warm (Postgres)."""
+
+    def record(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def misses(
+        self, *, tenant: str | None = None, since: float = 0.0, limit: int = 50
+    ) -> list[MissSummary]: ...
+
+    def miss_questions(self, limit: int = 1000) -> list[str]: ...
+
+    def l3_spent(self, *, now: datetime | None = None) -> dict[str | None, int]: ...
+
+    def close(self) -> None: ...
 
 
 class SqliteAuditLog:

@@ -15,14 +15,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from typing import Final, Literal, get_args
+from typing import Final, Literal, Protocol, get_args
 
 import msgspec
 
 from schemas.errors import InvalidInputError, PermanentError
 from stores.sqlite import connect
 
-__all__ = ["Delivery", "DeliveryStatus", "DuplicateDeliveryError", "SqliteChangeLedger"]
+__all__ = [
+    "ChangeLedger",
+    "Delivery",
+    "DeliveryStatus",
+    "DuplicateDeliveryError",
+    "SqliteChangeLedger",
+]
 
 DeliveryStatus = Literal["recorded", "dispatched", "done", "failed"]
 STATUSES: Final[tuple[str, ...]] = get_args(DeliveryStatus)
@@ -93,6 +99,32 @@ def _row(row: Sequence[object]) -> Delivery:
         },
         Delivery,
     )
+
+
+class ChangeLedger(Protocol):
+    """Where webhook deliveries are recorded: the store's SQLite file, or the warm tier."""
+
+    def seen(self, delivery: str) -> bool: ...
+
+    def record(
+        self,
+        delivery: str,
+        *,
+        signed_at: int,
+        knowledge: str,
+        changed: Sequence[str],
+        received_at: float | None = None,
+    ) -> Delivery: ...
+
+    def mark(self, delivery: str, status: DeliveryStatus, detail: str | None = None) -> None: ...
+
+    def get(self, delivery: str) -> Delivery | None: ...
+
+    def pending(self) -> list[Delivery]: ...
+
+    def entries(self, limit: int = 100) -> list[Delivery]: ...
+
+    def close(self) -> None: ...
 
 
 class SqliteChangeLedger:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from typer.testing import CliRunner
 
 from ragc.cli import app
@@ -49,15 +46,11 @@ from stores.postgres import (
     migration_status,
     migrations,
     open_pool,
-    redact_dsn,
 )
 from stores.review import ReviewItem, ReviewQueue
 
 pytestmark = pytest.mark.integration
 
-ADMIN_DSN = os.environ.get(
-    "RAGC_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
-)
 WARM_TABLES = {
     "schema_migrations",
     "versions",
@@ -69,49 +62,6 @@ WARM_TABLES = {
 }
 NOW = 1_790_000_000
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def admin_dsn() -> str:
-    """The server's DSN, or a skip (a failure under CI=true) when it does not answer."""
-    try:
-        psycopg.connect(ADMIN_DSN, autocommit=True).close()
-    except psycopg.OperationalError as exc:
-        why = " ".join(str(exc).split())
-        reason = f"PostgreSQL is not reachable at {redact_dsn(ADMIN_DSN)}: {why}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason + " (set RAGC_TEST_PG_DSN, or start it: pg_ctlcluster 15 main start)")
-    return ADMIN_DSN
-
-
-@pytest.fixture
-def blank_dsn(admin_dsn: str) -> Iterator[str]:
-    """A DSN of a fresh, empty database of its own, dropped after the test."""
-    name = f"ragc_test_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-@pytest.fixture
-def dsn(blank_dsn: str) -> str:
-    """A DSN of a fresh database migrated to the newest revision."""
-    migrate(blank_dsn)
-    return blank_dsn
-
-
-@pytest.fixture
-def pool(dsn: str) -> Iterator[Pool]:
-    opened = open_pool(dsn)
-    yield opened
-    opened.close()
 
 
 def _tables(dsn: str) -> set[str]:
