@@ -6,6 +6,7 @@ gate raises before the publish task, so a failed compile never changes what is s
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +65,11 @@ class CompileParams(BaseModel):
         default=None, description="Labelled queries (JSONL) for the gate."
     )
     max_bytes: int = MAX_BYTES
+    archive: str | None = Field(
+        default_factory=lambda: os.environ.get("RAGC_ARCHIVE_URL") or None,
+        description="Archive (local path or fsspec URL) that published snapshots are copied to "
+        "as {archive}/{version} (default: $RAGC_ARCHIVE_URL).",
+    )
 
 
 class StageTime(msgspec.Struct, frozen=True):
@@ -209,7 +215,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
         published = _run(
             times,
             "publish",
-            lambda: publish_snapshot(sealed, folder, res.store_url, params.publish),
+            lambda: publish_snapshot(sealed, folder, res.store_url, params.publish, params.archive),
         )
         statuses: dict[str, int] = {}
         for entry in entries:

@@ -111,15 +111,30 @@ def versions(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
 @app.command()
 @_fails_cleanly
 def publish(
-    snapshot: Annotated[Path, typer.Argument(help="Snapshot folder (manifest.json + JSONL).")],
+    snapshot: Annotated[
+        Path | None, typer.Argument(help="Snapshot folder (manifest.json + JSONL).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Snapshot folder as a local path or fsspec URL (s3://bucket/archive/v3, ...), "
+            "instead of SNAPSHOT.",
+            show_default=False,
+        ),
+    ] = None,
     activate: Annotated[
         bool, typer.Option("--activate/--no-activate", help="Make it the active version.")
     ] = False,
     store: StoreOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Publish a snapshot folder as a new immutable version."""
-    loaded = read_snapshot(snapshot)
+    """Publish a snapshot folder (or --from URL) as a new immutable version."""
+    where = source if source is not None else snapshot
+    if where is None or (snapshot is not None and source is not None):
+        err.print("[bold red]error:[/] give a SNAPSHOT folder or --from URL (one)", highlight=False)
+        raise typer.Exit(2)
+    loaded = read_snapshot(where)
     s = _store(store)
     try:
         info = s.publish(loaded, activate=activate)
@@ -260,6 +275,15 @@ def compile_(
     build_dir: Annotated[Path, typer.Option(help="Build cache and snapshot folders.")] = Path(
         ".ragc/build"
     ),
+    archive: Annotated[
+        str,
+        typer.Option(
+            "--archive",
+            envvar="RAGC_ARCHIVE_URL",
+            help="Copy a published snapshot to ARCHIVE/VERSION (local path or fsspec URL).",
+            show_default=False,
+        ),
+    ] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Compile a knowledge folder into a gated snapshot (and publish it with --publish)."""
@@ -278,6 +302,7 @@ def compile_(
             review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
             build_dir=str(build_dir),
             regression=str(regression) if regression else None,
+            archive=archive or None,
         )
     except ValidationError as exc:
         problem = exc.errors()[0]

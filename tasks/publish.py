@@ -22,6 +22,7 @@ from schemas.manifest import Snapshot
 from schemas.rollout import RolloutRecord
 from stores import GcReport, open_store, write_snapshot
 from stores.cache import BuildCache
+from stores.files import archive_snapshot
 from tasks._llm_cache import CachedProvider
 from tasks._policies import stage_task
 from tasks.artifacts import build_snapshot
@@ -107,13 +108,18 @@ def snapshot_artifacts(
 
 
 @stage_task("publish-snapshot", retries=2)
-def publish_snapshot(snapshot: Snapshot, folder: Path, store_url: str, publish: bool) -> bool:
-    """Write the snapshot folder; with ``publish`` load it into the store and activate it."""
+def publish_snapshot(
+    snapshot: Snapshot, folder: Path, store_url: str, publish: bool, archive_url: str | None = None
+) -> bool:
+    """Write the snapshot folder; with ``publish`` copy it to the archive (when given: the cold
+    tier, ``{archive_url}/{version}``), then load it into the store and activate it."""
     if folder.exists():
         shutil.rmtree(folder)  # an unpublished build of the same label, superseded
     write_snapshot(snapshot, folder)
     if not publish:
         return False
+    if archive_url:
+        archive_snapshot(snapshot, archive_url)  # idempotent, so a retried publish passes
     store = open_store(store_url)
     try:
         store.publish(snapshot, activate=True)
