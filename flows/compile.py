@@ -182,7 +182,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
         finally:
             index.close()
         entries: list[Entry] = _run(
-            times, "review", lambda: review_answers(verified, params.review, res.review_url)
+            times, "review", lambda: review_answers(verified, params.review, params.store)
         )
         validate_records("review", entries, EntryFrame)
         snapshot = _run(

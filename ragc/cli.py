@@ -33,6 +33,7 @@ console = Console()
 err = Console(stderr=True)
 
 if TYPE_CHECKING:
+    from stores.postgres import PostgresReviewQueue
     from stores.review import ReviewQueue
 
 P = ParamSpec("P")
@@ -341,14 +342,20 @@ app.add_typer(review_app, name="review")
 ByOpt = Annotated[str, typer.Option("--by", help="Reviewer name (default: $USER).")]
 
 
-def _queue(store: str | None) -> ReviewQueue:
+def _queue(store: str | None) -> ReviewQueue | PostgresReviewQueue:
+    """The review queue: the warm tier's (``RAGC_WARM_DSN``), else the SQLite store's."""
     from stores.review import ReviewQueue  # noqa: PLC0415
 
+    dsn = os.environ.get("RAGC_WARM_DSN")
+    if dsn:
+        from stores.postgres import PostgresReviewQueue  # noqa: PLC0415
+
+        return PostgresReviewQueue(dsn)
     url = store or Settings.from_env().store
     if not url.startswith("sqlite:///"):
         raise InvalidInputError(
             f"the review queue of {url!r} is not available here",
-            hint="the embedded review queue lives in a sqlite:/// store",
+            hint="set RAGC_WARM_DSN (Postgres), or use a sqlite:/// store",
         )
     return ReviewQueue(url)
 
@@ -519,12 +526,22 @@ def misses(
 ) -> None:
     """Questions answered with the fallback, most frequent first (fold them into the next
     compile: the frequent ones are auto-FAQ suggestions)."""
-    from stores.audit import SqliteAuditLog  # noqa: PLC0415
+    from stores.audit import AuditLog, SqliteAuditLog  # noqa: PLC0415
 
     url = store or Settings.from_env().store
-    if not url.startswith("sqlite:///"):
-        raise InvalidInputError(f"the miss log of {url!r} is not available here")
-    log = SqliteAuditLog(url)
+    dsn = os.environ.get("RAGC_WARM_DSN")
+    log: AuditLog
+    if dsn:
+        from stores.postgres import PostgresAuditLog  # noqa: PLC0415
+
+        log = PostgresAuditLog(dsn)
+    elif url.startswith("sqlite:///"):
+        log = SqliteAuditLog(url)
+    else:
+        raise InvalidInputError(
+            f"the miss log of {url!r} is not available here",
+            hint="set RAGC_WARM_DSN (Postgres), or use a sqlite:/// store",
+        )
     try:
         found = log.misses(tenant=tenant, limit=limit)
     finally:

@@ -21,8 +21,8 @@ from schemas.errors import GateFailedError, InvalidInputError
 from schemas.evaluation import EvalReport, evaluate, summarize
 from schemas.ladder import Composer, LoadedSnapshot, answer_question
 from schemas.manifest import GateResult, Snapshot
-from stores.audit import SqliteAuditLog
 from tasks._policies import stage_task
+from tasks._warm import logged_misses
 
 __all__ = ["REGRESSION_TARGET", "check_gates", "evaluate_cases", "load_cases", "run_gates"]
 
@@ -162,14 +162,3 @@ def gate_snapshot(
         threshold=threshold,
         misses=logged_misses(store_url) if store_url else (),
     )
-
-
-def logged_misses(store_url: str, limit: int = 1000) -> list[str]:
-    """The distinct questions the service answered with the fallback (embedded store only)."""
-    if not store_url.startswith("sqlite:///"):
-        return []
-    log = SqliteAuditLog(store_url)
-    try:
-        return log.miss_questions(limit)
-    finally:
-        log.close()

@@ -25,6 +25,7 @@ from stores.cache import BuildCache
 from stores.files import archive_snapshot
 from tasks._llm_cache import CachedProvider
 from tasks._policies import stage_task
+from tasks._warm import record_catalogue
 from tasks.artifacts import build_snapshot
 from tasks.index import embed_cached
 
@@ -46,7 +47,6 @@ class Resources(msgspec.Struct, kw_only=True):
     embedder: Embedder
     provider: CachedProvider
     store_url: str
-    review_url: str | None
     version: str
     parent: str | None
 
@@ -64,14 +64,12 @@ def open_resources(
         parent = store.active_version()
     finally:
         store.close()
-    review_url = store_url if store_url.startswith("sqlite:///") else None
     try:
         yield Resources(
             cache=cache,
             embedder=default_embedder(),
             provider=CachedProvider(llm, cache),
             store_url=store_url,
-            review_url=review_url,
             version=label,
             parent=parent,
         )
@@ -125,6 +123,7 @@ def publish_snapshot(
         store.publish(snapshot, activate=True)
     finally:
         store.close()
+    record_catalogue(snapshot)
     return True
 
 

@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field
 
 from schemas.build import Entry
 from schemas.rollout import canary_bucket
-from stores.review import ReviewItem, ReviewQueue
+from stores.review import ReviewItem
 from tasks._policies import stage_task
+from tasks._warm import Queue, open_review_queue
 
 __all__ = ["ReviewPolicy", "apply_review", "review_answers"]
 
@@ -46,7 +47,7 @@ def _item(entry: Entry) -> ReviewItem:
 
 
 def apply_review(
-    entries: Sequence[Entry], policy: ReviewPolicy, queue: ReviewQueue | None
+    entries: Sequence[Entry], policy: ReviewPolicy, queue: Queue | None
 ) -> list[Entry]:
     """Entries with their review status; held ones are submitted to ``queue``."""
     now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -100,11 +101,9 @@ def apply_review(
 
 
 @stage_task("review-answers", retries=0)
-def review_answers(
-    entries: list[Entry], policy: ReviewPolicy, queue_url: str | None
-) -> list[Entry]:
+def review_answers(entries: list[Entry], policy: ReviewPolicy, store_url: str) -> list[Entry]:
     """Prefect task over :func:`apply_review` (opens and closes the queue itself)."""
-    queue = ReviewQueue(queue_url) if queue_url else None
+    queue = open_review_queue(store_url)
     try:
         return apply_review(entries, policy, queue)
     finally:

@@ -1,0 +1,42 @@
+"""The compiler on the warm tier: review queue and version catalogue in Postgres."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.compile import CompileParams, compile_knowledge
+from schemas.errors import GateFailedError
+from stores.postgres import PostgresReviewQueue, PostgresVersionCatalog
+from tasks.review import ReviewPolicy
+from tests.conftest import EXAMPLES
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+
+def test_held_answers_and_published_versions_go_to_postgres(
+    dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAGC_WARM_DSN", dsn)
+    base = CompileParams(
+        knowledge=str(EXAMPLES),
+        store=f"sqlite:///{tmp_path / 'k.db'}",
+        build_dir=str(tmp_path / "build"),
+        publish=True,
+    )
+
+    published = compile_knowledge(base)
+    with pytest.raises(GateFailedError, match="wait in the review queue"):
+        compile_knowledge(base.model_copy(update={"review": ReviewPolicy(mode="full")}))
+
+    catalogue = PostgresVersionCatalog(dsn)
+    queue = PostgresReviewQueue(dsn)
+    try:
+        assert [m.version for m in catalogue.list()] == [published.version]
+        pending = queue.items("pending")
+    finally:
+        catalogue.close()
+        queue.close()
+    assert len(pending) > 10  # every generated answer waits for a person
+    assert all(item.status == "pending" and item.answer for item in pending)
