@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from schemas.errors import RagcError
 from schemas.rollout import PointerState, RolloutRecord
@@ -22,9 +23,17 @@ logger = logging.getLogger(__name__)
 class PointerWatcher:
     """The latest :class:`PointerState` of a store, refreshed in the background."""
 
-    def __init__(self, store: SnapshotStore, *, interval: float = 0.25) -> None:
+    def __init__(
+        self,
+        store: SnapshotStore,
+        *,
+        interval: float = 0.25,
+        on_change: Callable[[PointerState], None] | None = None,
+    ) -> None:
         self.store = store
         self.interval = interval
+        self.on_change = on_change
+        """Called (from the watcher thread) with the new state whenever the pointers move."""
         self.state = PointerState(rollout=RolloutRecord())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -33,9 +42,16 @@ class PointerWatcher:
     def refresh(self) -> PointerState:
         """Read the pointers now (also done by the background thread)."""
         try:
-            self.state = self.store.pointers()
+            state = self.store.pointers()
         except RagcError as exc:  # keep serving the last known state
             logger.warning("cannot read version pointers: %s", exc)
+            return self.state
+        if state != self.state and self.on_change is not None:
+            try:
+                self.on_change(state)  # e.g. load the new versions before requests need them
+            except RagcError as exc:
+                logger.warning("cannot prepare versions of the new pointers: %s", exc)
+        self.state = state
         return self.state
 
     def start(self) -> None:

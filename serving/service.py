@@ -11,7 +11,7 @@ from providers import make_provider
 from providers.base import Provider
 from schemas.keys import validate_tenant
 from schemas.ladder import Answer
-from schemas.rollout import choose_version
+from schemas.rollout import PointerState, choose_version
 from serving.audit import AuditWriter
 from serving.budget import LLMBudget
 from serving.errors import NotReadyError
@@ -39,19 +39,21 @@ class AnswerService:
         self.settings = settings
         self.store = store
         self.versions = VersionCache(store)
-        self.pointers = PointerWatcher(store, interval=settings.poll_interval)
         self.metrics = Metrics()
+        # Reading the pointers loads the versions they name (now, and after every flip).
+        self.pointers = PointerWatcher(
+            store, interval=settings.poll_interval, on_change=self._load_versions
+        )
         self.composer: Provider = provider or make_provider(settings.provider)
         self.audit_log = audit_log
         self.audit = AuditWriter(audit_log) if audit_log is not None else None
         self.budget = LLMBudget(
             settings.l3_budget, audit_log.l3_spent() if audit_log is not None else None
         )
-        self._warm()
 
-    def _warm(self) -> None:
-        """Load the versions in use now, so the first requests do not pay for it."""
-        state = self.pointers.state
+    def _load_versions(self, state: PointerState) -> None:
+        """Load every version the pointers name (stable, canary, pins): at start-up and on each
+        flip, so a replica is ready for the new version before a request asks for it."""
         for version in {state.rollout.stable, state.rollout.canary, *state.pins.values()}:
             if version is not None:
                 self.versions.get(version)

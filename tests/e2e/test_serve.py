@@ -289,3 +289,20 @@ async def test_a_spent_llm_budget_skips_l3_but_not_l1_or_l2(store_url: str) -> N
         routed = await ask(client, L2, tenant="acme")
     assert (composed["layer"], composed["faq_only"]) == ("SAFE", True)
     assert (exact["layer"], routed["layer"]) == ("L1", "L2")
+
+
+async def test_a_replica_stays_ready_through_a_flip_without_any_request(
+    client: Client, store_url: str
+) -> None:
+    other = open_store(store_url)
+    other.rollback()  # v2 -> v1, as another process would
+    other.close()
+
+    flipped = time.monotonic()
+    while True:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text  # never out of the load balancer
+        if ready.json()["version"] == "v1":
+            break
+        assert time.monotonic() - flipped < 1.0
+        await asyncio.sleep(0.02)
