@@ -37,10 +37,16 @@ class PointerWatcher:
         self.state = PointerState(rollout=RolloutRecord())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._refresh_lock = threading.Lock()
         self.refresh()
 
     def refresh(self) -> PointerState:
-        """Read the pointers now (also done by the background thread)."""
+        """Read the pointers now (also done by the background thread and on notifications)."""
+        with self._refresh_lock:  # the poller and the subscriber may both call it
+            return self._refresh()
+
+    def _refresh(self) -> PointerState:
         try:
             state = self.store.pointers()
         except RagcError as exc:  # keep serving the last known state
@@ -55,15 +61,26 @@ class PointerWatcher:
         return self.state
 
     def start(self) -> None:
+        """Poll in the background and, where the store publishes pointer changes (Redis),
+        also refresh on every change message; polling remains the fallback."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ragc-pointers", daemon=True)
             self._thread.start()
+        subscribe = getattr(self.store, "subscribe_pointer_changes", None)
+        if callable(subscribe) and self._unsubscribe is None:
+            try:
+                self._unsubscribe = subscribe(lambda _message: self.refresh())
+            except RagcError as exc:
+                logger.warning("pointer notifications unavailable, polling only: %s", exc)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.refresh()
 
     def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -1,5 +1,6 @@
 """Two `ragc serve` processes on one Redis: flips and rollbacks reach both within a second,
-and no response ever mixes two versions."""
+and no response ever mixes two versions. The replicas poll only every 5 s here, so meeting the
+second proves the Redis pub/sub notification path."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def store_url() -> Iterator[str]:
 @pytest.fixture
 def replicas(store_url: str, tmp_path: Path) -> Iterator[list[int]]:
     ports = [_free_port(), _free_port()]
-    env = {**os.environ, "RAGC_AUDIT": "0", "RAGC_POINTER_POLL_S": "0.2", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "RAGC_AUDIT": "0", "RAGC_POINTER_POLL_S": "5", "PYTHONPATH": str(ROOT)}
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "ragc", "serve", "--store", store_url, "--port", str(port)],
