@@ -18,6 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run as a script, Python puts bench/ first on the path, where bench/stores.py would shadow
+# the `stores` package: put the project root there instead.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 for _name, _value in (
     ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
     ("DO_NOT_TRACK", "1"),

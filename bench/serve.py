@@ -46,6 +46,11 @@ from array import array
 from collections.abc import Iterator, Sequence
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
+
+# Run as a script, Python puts bench/ first on the path, where bench/stores.py would shadow
+# the `stores` package: put the project root there instead.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from typing import Any, Literal
 
 import httpx

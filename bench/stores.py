@@ -20,11 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# Run as a script, Python puts bench/ first on the path, where bench/stores.py would shadow
+# the `stores` package: put the project root there instead.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import psycopg
 from psycopg import sql
 from rich.table import Table
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.serve import (
     ANSWER_PATH,
