@@ -3,17 +3,21 @@
     granian --interface asgi --factory bench.serve_app:create_bench_app
 
 ``GET /bench/constant`` returns a small constant JSON body from a synchronous handler that runs
-on the event loop: no body to decode, no dependency, no ladder. Served by the same server and
-the same Litestar app as ``/v1/answer``, it is the floor the answer endpoints are measured
-against.
+on the event loop: no body to decode, no dependency, no ladder. ``POST /bench/constant`` takes
+the same JSON body as ``/v1/answer``, decodes it into the same request struct and returns the
+constant: the framework's floor for a request of the answer's shape. Served by the same server
+and the same Litestar app as ``/v1/answer``, they are the floors the answer endpoints are
+measured against.
 """
 
 from __future__ import annotations
 
 import msgspec
-from litestar import Litestar, get
+from litestar import Litestar, get, post
+from litestar.params import JSONBody
 
 from serving.app import create_app_from_env
+from serving.dto import AnswerRequest
 
 __all__ = ["CONSTANT_PATH", "Constant", "create_bench_app"]
 
@@ -38,5 +42,17 @@ def create_bench_app() -> Litestar:
     def constant() -> Constant:
         return _CONSTANT
 
+    @post(
+        CONSTANT_PATH,
+        operation_id="bench_constant_post",
+        sync_to_thread=False,
+        include_in_schema=False,
+        status_code=200,
+    )
+    def constant_post(data: JSONBody[AnswerRequest]) -> Constant:
+        del data
+        return _CONSTANT
+
     app.register(constant)
+    app.register(constant_post)
     return app
