@@ -14,7 +14,7 @@ from typing import Final
 import msgspec
 
 from stores._pg import PgComponent
-from stores.audit import AuditEvent, MissSummary
+from stores.audit import AuditEvent, MissSummary, answer_from_row
 
 __all__ = ["PostgresAuditLog"]
 
@@ -144,18 +144,4 @@ class PostgresAuditLog(PgComponent):
                 "FROM ragc.audit_answers ORDER BY ts DESC, id DESC LIMIT %s",
                 (limit if limit >= 0 else None,),
             ).fetchall()
-        return [
-            AuditEvent(
-                ts=r[0],
-                tenant=r[1],
-                version=r[2],
-                layer=r[3],
-                cache_key=r[4],
-                entry_id=r[5],
-                latency_ms=r[6],
-                question="",
-                normalized=r[7],
-                confidence=0.0,
-            )
-            for r in rows
-        ]
+        return [answer_from_row(r) for r in rows]

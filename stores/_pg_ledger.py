@@ -15,7 +15,13 @@ import msgspec
 
 from schemas.errors import InvalidInputError
 from stores._pg import PgComponent
-from stores.ledger import STATUSES, Delivery, DeliveryStatus, DuplicateDeliveryError
+from stores.ledger import (
+    STATUSES,
+    Delivery,
+    DeliveryStatus,
+    DuplicateDeliveryError,
+    new_delivery,
+)
 
 __all__ = ["PostgresChangeLedger"]
 
@@ -59,15 +65,7 @@ class PostgresChangeLedger(PgComponent):
         received_at: float | None = None,
     ) -> Delivery:
         """Record an accepted delivery as ``recorded``; a known id raises DuplicateDeliveryError."""
-        now = time.time() if received_at is None else received_at
-        entry = Delivery(
-            delivery=delivery,
-            received_at=now,
-            signed_at=signed_at,
-            knowledge=knowledge,
-            changed=tuple(changed),
-            updated_at=now,
-        )
+        entry = new_delivery(delivery, signed_at, knowledge, changed, received_at)
         with self._connection() as conn:
             inserted = conn.execute(
                 f"INSERT INTO ragc.webhook_deliveries ({_COLUMNS}) "  # noqa: S608 - constant

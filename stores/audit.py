@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from stores.sqlite import connect
 
-__all__ = ["AuditEvent", "AuditLog", "MissSummary", "SqliteAuditLog"]
+__all__ = ["AuditEvent", "AuditLog", "MissSummary", "SqliteAuditLog", "answer_from_row"]
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +64,23 @@ CREATE INDEX IF NOT EXISTS audit_misses_by_text ON audit_misses (normalized);
 
 def _month_start(now: datetime) -> float:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+
+
+def answer_from_row(row: Sequence[Any]) -> AuditEvent:
+    """An audited answer from a row of (ts, tenant, version, layer, cache_key, entry_id,
+    latency_ms, normalized), as both audit tables store it."""
+    return AuditEvent(
+        ts=row[0],
+        tenant=row[1],
+        version=row[2],
+        layer=row[3],
+        cache_key=row[4],
+        entry_id=row[5],
+        latency_ms=row[6],
+        question="",
+        normalized=row[7],
+        confidence=0.0,
+    )
 
 
 class AuditLog(Protocol):
@@ -180,21 +197,7 @@ class SqliteAuditLog:
                 "FROM audit_answers ORDER BY ts DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [
-            AuditEvent(
-                ts=r[0],
-                tenant=r[1],
-                version=r[2],
-                layer=r[3],
-                cache_key=r[4],
-                entry_id=r[5],
-                latency_ms=r[6],
-                question="",
-                normalized=r[7],
-                confidence=0.0,
-            )
-            for r in rows
-        ]
+        return [answer_from_row(r) for r in rows]
 
     def close(self) -> None:
         with self._lock:

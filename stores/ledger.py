@@ -28,6 +28,7 @@ __all__ = [
     "DeliveryStatus",
     "DuplicateDeliveryError",
     "SqliteChangeLedger",
+    "new_delivery",
 ]
 
 DeliveryStatus = Literal["recorded", "dispatched", "done", "failed"]
@@ -101,6 +102,25 @@ def _row(row: Sequence[object]) -> Delivery:
     )
 
 
+def new_delivery(
+    delivery: str,
+    signed_at: int,
+    knowledge: str,
+    changed: Sequence[str],
+    received_at: float | None = None,
+) -> Delivery:
+    """A delivery as first recorded (``recorded``, received now unless given)."""
+    now = time.time() if received_at is None else received_at
+    return Delivery(
+        delivery=delivery,
+        received_at=now,
+        signed_at=signed_at,
+        knowledge=knowledge,
+        changed=tuple(changed),
+        updated_at=now,
+    )
+
+
 class ChangeLedger(Protocol):
     """Where webhook deliveries are recorded: the store's SQLite file, or the warm tier."""
 
@@ -155,15 +175,7 @@ class SqliteChangeLedger:
         received_at: float | None = None,
     ) -> Delivery:
         """Record an accepted delivery as ``recorded``; a known id raises DuplicateDeliveryError."""
-        now = time.time() if received_at is None else received_at
-        entry = Delivery(
-            delivery=delivery,
-            received_at=now,
-            signed_at=signed_at,
-            knowledge=knowledge,
-            changed=tuple(changed),
-            updated_at=now,
-        )
+        entry = new_delivery(delivery, signed_at, knowledge, changed, received_at)
         with self._lock:
             try:
                 self._db.execute(
