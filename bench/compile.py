@@ -11,7 +11,6 @@ nothing in the original is modified.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -23,15 +22,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-for _name, _value in (
-    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-    ("DO_NOT_TRACK", "1"),
-    ("PREFECT_LOGGING_LEVEL", "CRITICAL"),
-    ("UNSTRUCTURED_DISABLE_NOTICE", "1"),
-    ("TQDM_DISABLE", "1"),
-):
-    os.environ.setdefault(_name, _value)
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ragc-bench-prefect-"))
+from bench._setup import quiet_offline_environment
+
+quiet_offline_environment()
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -39,15 +38,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-for _name, _value in (
-    ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
-    ("DO_NOT_TRACK", "1"),
-    ("PREFECT_LOGGING_LEVEL", "CRITICAL"),
-    ("UNSTRUCTURED_DISABLE_NOTICE", "1"),
-    ("TQDM_DISABLE", "1"),
-):
-    os.environ.setdefault(_name, _value)
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ragc-bench-prefect-"))
+from bench._setup import quiet_offline_environment
+
+quiet_offline_environment()
 
 import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Final
 import msgspec
 
 from stores._pg import PgComponent
-from stores.audit import AuditEvent, MissSummary, answer_from_row
+from stores.audit import AuditEvent, MissSummary, answer_from_row, miss_from_row
 
 __all__ = ["PostgresAuditLog"]
 
@@ -108,18 +108,7 @@ class PostgresAuditLog(PgComponent):
         args += (limit if limit >= 0 else None,)  # like SQLite, a negative limit means none
         with self._connection() as conn:
             rows = conn.execute(sql + _MISSES_TAIL, args).fetchall()
-        return [
-            MissSummary(
-                normalized=str(r[0]),
-                example=str(r[1]),
-                count=int(r[2]),
-                last_seen=datetime.fromtimestamp(float(r[3]), UTC).isoformat(timespec="seconds"),
-                tenants=tuple(sorted(r[4] or ())),
-                best_guess=r[5],
-                best_score=round(float(r[6] or 0.0), 4),
-            )
-            for r in rows
-        ]
+        return [miss_from_row(r, r[4] or ()) for r in rows]
 
     def miss_questions(self, limit: int = 1000) -> list[str]:
         """One example question per distinct missed question, most frequent first."""

@@ -17,7 +17,14 @@ import msgspec
 
 from stores.sqlite import connect
 
-__all__ = ["AuditEvent", "AuditLog", "MissSummary", "SqliteAuditLog", "answer_from_row"]
+__all__ = [
+    "AuditEvent",
+    "AuditLog",
+    "MissSummary",
+    "SqliteAuditLog",
+    "answer_from_row",
+    "miss_from_row",
+]
 
 
 class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +87,20 @@ def answer_from_row(row: Sequence[Any]) -> AuditEvent:
         question="",
         normalized=row[7],
         confidence=0.0,
+    )
+
+
+def miss_from_row(row: Sequence[Any], tenants: Sequence[str]) -> MissSummary:
+    """A miss summary from a grouped row of (normalized, example, count, last ts, tenants,
+    best guess, best score); each backend aggregates the tenants its own way."""
+    return MissSummary(
+        normalized=str(row[0]),
+        example=str(row[1]),
+        count=int(row[2]),
+        last_seen=datetime.fromtimestamp(float(row[3]), UTC).isoformat(timespec="seconds"),
+        tenants=tuple(sorted(tenants)),
+        best_guess=row[5],
+        best_score=round(float(row[6] or 0.0), 4),
     )
 
 
@@ -161,18 +182,7 @@ class SqliteAuditLog:
         )
         with self._lock:
             rows = self._db.execute(sql, (since, tenant, tenant, limit)).fetchall()
-        return [
-            MissSummary(
-                normalized=str(r[0]),
-                example=str(r[1]),
-                count=int(r[2]),
-                last_seen=datetime.fromtimestamp(float(r[3]), UTC).isoformat(timespec="seconds"),
-                tenants=tuple(sorted(t for t in str(r[4] or "").split(",") if t)),
-                best_guess=r[5],
-                best_score=round(float(r[6] or 0.0), 4),
-            )
-            for r in rows
-        ]
+        return [miss_from_row(r, [t for t in str(r[4] or "").split(",") if t]) for r in rows]
 
     def miss_questions(self, limit: int = 1000) -> list[str]:
         """One example question per distinct missed question, most frequent first."""
