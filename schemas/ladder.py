@@ -41,7 +41,7 @@ DEFAULT_FALLBACK: Final = (
     "person will help you."
 )
 L3_FLOOR_RATIO: Final = 0.75
-"""L3 is tried when the router's best in-scope guess reaches this share of its threshold."""
+"""L3 is tried when the router's best in-scope guess reaches this share of its lowest threshold."""
 L3_MAX_TOKENS: Final = 120
 _SENTENCE: Final = re.compile(r"(?<=[.!?])\s+")
 
@@ -251,7 +251,7 @@ def answer_question(
             )
 
     best = prediction.candidates[0] if prediction and prediction.candidates else None
-    threshold = loaded.router.header.threshold if loaded.router else 1.0
+    threshold = loaded.router.lowest_threshold if loaded.router else 1.0
     domain = loaded.intent_domain.get(best[0], "general") if best else "general"
     near = best is not None and best[1] >= threshold * L3_FLOOR_RATIO
     topic = loaded.intent_topic.get(best[0]) if best and near else None

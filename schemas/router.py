@@ -1,9 +1,13 @@
 """The L2 question router: features, model and prediction, shared by training and serving.
 
 Features are hashed word 1-2-grams and in-word character 3-5-grams of the canonical question,
-with sublinear term frequency, IDF weights and L2 normalisation. The model is a linear softmax
-over the compact set of hash buckets seen in training. It is stored as ``.npz`` arrays plus a
-JSON header (never pickle) and predicts with numpy alone, so the service needs no ML library.
+with sublinear term frequency, IDF weights and L2 normalisation, and optionally the question's
+sentence vector. Routers written since router version 4 hold two linear softmax heads, one per
+feature block, and average their probabilities (``combine="mean"``): the heads err on different
+questions, so where they disagree neither is confident and the router abstains. Older routers
+hold one softmax over both blocks (``combine="joint"``) and still load. A router is stored as
+``.npz`` arrays plus a JSON header (never pickle) and predicts with numpy alone, so the service
+needs no ML library.
 """
 
 from __future__ import annotations
@@ -66,8 +70,14 @@ class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
     """Model id of the sentence encoder whose vectors the router also reads (None: n-grams
     only). The service must embed questions with exactly this model."""
     embedding_dim: int = 0
+    combine: str = "joint"
+    """How the two feature blocks meet: ``"joint"`` (one softmax over both) or ``"mean"`` (one
+    softmax head per block, probabilities averaged)."""
     threshold: float
     """Minimum probability of the best class for a confident (L2) answer."""
+    agreed_threshold: float | None = None
+    """A lower minimum that applies when both heads rank the best class first (``None``: no
+    such rule)."""
     margin: float = 0.0
     """Minimum gap between the best and second-best class probability."""
     per_class: dict[str, float] = msgspec.field(default_factory=dict)
@@ -98,6 +108,7 @@ class RouterModel:
         weights: FloatArray,
         bias: FloatArray,
         embedding_weights: FloatArray | None = None,
+        embedding_bias: FloatArray | None = None,
     ) -> None:
         classes = len(header.classes)
         if weights.shape != (len(buckets), classes) or idf.shape != buckets.shape:
@@ -106,12 +117,21 @@ class RouterModel:
             embedding_weights is None or embedding_weights.shape != (header.embedding_dim, classes)
         ):
             raise CorruptSnapshotError("router embedding weights do not match their header")
+        if header.combine not in ("joint", "mean"):
+            raise CorruptSnapshotError(f"unknown router combination {header.combine!r}")
+        if (
+            header.combine == "mean"
+            and embedding_weights is not None
+            and (embedding_bias is None or embedding_bias.shape != (classes,))
+        ):
+            raise CorruptSnapshotError("router embedding bias does not match its header")
         self.header = header
         self.buckets = buckets
         self.idf = idf
         self.weights = weights
         self.bias = bias
         self.embedding_weights = embedding_weights
+        self.embedding_bias = embedding_bias
 
     def vectorize(self, question: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """Compact feature indices and IDF-weighted, L2-normalised values of a question."""
@@ -127,34 +147,59 @@ class RouterModel:
         return index, (weighted / norm if norm else weighted).astype(np.float32)
 
     @property
+    def lowest_threshold(self) -> float:
+        """The lowest confidence at which this router ever answers (any class, any rule)."""
+        header = self.header
+        found = min([header.threshold, *header.per_class.values()])
+        return found if header.agreed_threshold is None else min(found, header.agreed_threshold)
+
+    @property
     def needs_embedding(self) -> bool:
         """Whether :meth:`predict` needs the question's sentence vector."""
         return self.header.embedder is not None
 
     def probabilities(self, question: str, embedding: FloatArray | None = None) -> FloatArray:
+        """The router's probability for each class (see the module docstring)."""
+        return self.head_probabilities(question, embedding)[0]
+
+    def head_probabilities(
+        self, question: str, embedding: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+        """Combined probabilities, then the n-gram and sentence-vector heads' own (``None``
+        where the router has no such separate head)."""
         index, values = self.vectorize(question)
         logits = self.bias + values @ self.weights[index]
-        if self.embedding_weights is not None:
-            if embedding is None or embedding.shape != (self.header.embedding_dim,):
-                raise CorruptSnapshotError(
-                    f"this router needs a {self.header.embedding_dim}-dim vector from "
-                    f"{self.header.embedder}",
-                    hint="embed the question with the router's encoder",
-                )
-            logits = logits + embedding.astype(np.float32) @ self.embedding_weights
-        logits = logits - logits.max()
-        exp = np.exp(logits)
-        result: FloatArray = (exp / exp.sum()).astype(np.float32)
-        return result
+        if self.embedding_weights is None:
+            alone = _softmax(logits)
+            return alone, alone, None
+        if embedding is None or embedding.shape != (self.header.embedding_dim,):
+            raise CorruptSnapshotError(
+                f"this router needs a {self.header.embedding_dim}-dim vector from "
+                f"{self.header.embedder}",
+                hint="embed the question with the router's encoder",
+            )
+        vector_logits = embedding.astype(np.float32) @ self.embedding_weights
+        if self.header.combine == "joint":
+            return _softmax(logits + vector_logits), None, None
+        assert self.embedding_bias is not None  # checked in __init__
+        words = _softmax(logits)
+        meaning = _softmax(self.embedding_bias + vector_logits)
+        mean: FloatArray = ((words + meaning) / 2).astype(np.float32)
+        return mean, words, meaning
 
     def predict(self, question: str, embedding: FloatArray | None = None) -> Prediction:
         """Classify, then abstain unless the best in-scope class clears its threshold."""
-        probs = self.probabilities(question, embedding)
+        probs, words, meaning = self.head_probabilities(question, embedding)
         order = np.argsort(-probs)[:3]
         candidates = tuple((self.header.classes[i], round(float(probs[i]), 4)) for i in order)
         best, confidence = candidates[0]
         runner_up = candidates[1][1] if len(candidates) > 1 else 0.0
         threshold = self.header.per_class.get(best, self.header.threshold)
+        agreed = self.header.agreed_threshold
+        if agreed is not None and words is not None and meaning is not None:
+            top = order[0]
+            if int(np.argmax(words)) == top == int(np.argmax(meaning)):
+                threshold = min(threshold, agreed)
         if best == OUT_OF_SCOPE:
             return Prediction(
                 intent=None,
@@ -167,7 +212,8 @@ class RouterModel:
                 intent=None,
                 confidence=confidence,
                 candidates=candidates,
-                reason=f"confidence {confidence:.2f} below threshold {threshold:.2f}",
+                reason=f"confidence {confidence:.2f} below threshold {threshold:.2f}"
+                + self._heads_note(words, meaning),
             )
         if confidence - runner_up < self.header.margin:
             return Prediction(
@@ -180,7 +226,19 @@ class RouterModel:
             intent=best,
             confidence=confidence,
             candidates=candidates,
-            reason=f"matched {best} at {confidence:.2f} (threshold {threshold:.2f})",
+            reason=f"matched {best} at {confidence:.2f} (threshold {threshold:.2f})"
+            + self._heads_note(words, meaning),
+        )
+
+    def _heads_note(self, words: FloatArray | None, meaning: FloatArray | None) -> str:
+        """What each head said, when the router has two (part of a prediction's reason)."""
+        if words is None or meaning is None:
+            return ""
+        w, m = int(np.argmax(words)), int(np.argmax(meaning))
+        classes = self.header.classes
+        return (
+            f"; wording says {classes[w]} ({float(words[w]):.2f}),"
+            f" meaning says {classes[m]} ({float(meaning[m]):.2f})"
         )
 
     def to_bytes(self) -> bytes:
@@ -195,6 +253,8 @@ class RouterModel:
         }
         if self.embedding_weights is not None:
             arrays["embedding_weights"] = self.embedding_weights
+        if self.embedding_bias is not None:
+            arrays["embedding_bias"] = self.embedding_bias
         np.savez_compressed(out, allow_pickle=False, **arrays)
         return out.getvalue()
 
@@ -210,9 +270,8 @@ class RouterModel:
                     arrays["idf"].astype(np.float32),
                     arrays["weights"].astype(np.float32),
                     arrays["bias"].astype(np.float32),
-                    arrays["embedding_weights"].astype(np.float32)
-                    if "embedding_weights" in arrays
-                    else None,
+                    _optional(arrays, "embedding_weights"),
+                    _optional(arrays, "embedding_bias"),
                 )
         except (
             ValueError,
@@ -225,3 +284,13 @@ class RouterModel:
             msgspec.DecodeError,
         ) as exc:
             raise CorruptSnapshotError(f"router blob cannot be read: {exc}") from exc
+
+
+def _softmax(logits: FloatArray) -> FloatArray:
+    shifted = np.exp(logits - logits.max())
+    result: FloatArray = (shifted / shifted.sum()).astype(np.float32)
+    return result
+
+
+def _optional(arrays: np.lib.npyio.NpzFile, name: str) -> FloatArray | None:
+    return arrays[name].astype(np.float32) if name in arrays else None

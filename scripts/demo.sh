@@ -27,7 +27,7 @@ say "Ask: something the knowledge does not cover (SAFE fallback)"
 ragc ask "will it rain in lisbon tomorrow"
 
 say "Ask: a question composed from a topic block (L3)"
-ragc ask "who pays customs duties for UK orders"
+ragc ask "how do i charge the battery in winter"
 
 say "Serve it over HTTP and ask the running service"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -48,7 +48,7 @@ else:
 for question in (
     "What's your return window?",
     "how long does the 500 wh battery take to charge from empty",
-    "who pays customs duties for UK orders",
+    "how do i charge the battery in winter",
     "will it rain in lisbon tomorrow",
 ):
     request = urllib.request.Request(

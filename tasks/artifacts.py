@@ -104,7 +104,7 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "3"
+ROUTER_VERSION: Final = "4"
 """Bump when router features or training change, so cached routers are retrained."""
 
 
@@ -143,6 +143,7 @@ def router_blob(
         tuning = Tuning(
             digests=example_digests(examples, out_of_scope),
             threshold=router.header.threshold,
+            agreed=router.header.agreed_threshold,
             metrics={
                 k: v for k, v in router.header.metrics.items() if k != "threshold_reused_overlap"
             },

@@ -1,11 +1,16 @@
 """Train the L2 router at compile time (scikit-learn), export it as plain arrays.
 
 Examples are every approved entry's canonical question and paraphrases; known out-of-scope
-questions become an explicit out-of-scope class. One multinomial logistic regression reads two
-feature blocks: hashed word/character n-grams (TF-IDF) and, when an encoder is given, the
-question's sentence vector. The decision threshold is tuned on held-out paraphrases and
-out-of-scope examples: the lowest threshold whose held-out wrong-answer rate stays under the
-target, so the router answers as much as it can without being wrong.
+questions become an explicit out-of-scope class. Two multinomial logistic regressions are fitted,
+one on hashed word/character n-grams (TF-IDF) and, when an encoder is given, one on the
+question's sentence vector; the router averages their probabilities.
+
+The decision threshold is tuned on held-out data the final model never learns from: paraphrases
+held out of training (two-fold for small sets, a fifth for large ones), the known out-of-scope
+questions, and every question of a few classes left out of training altogether, which stand in
+for the intents the knowledge lacks. The threshold is the lowest one whose expected wrong-answer
+rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets :data:`WRONG_TARGET`: the
+router answers as much as it can without being wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 import numpy as np
@@ -39,12 +44,19 @@ __all__ = [
 WRONG_TARGET: Final = 0.02
 DEFAULT_THRESHOLD: Final = 0.5
 C: Final = 20.0
+C_VECTORS: Final = 10.0
 PROBE_ITERATIONS: Final = 100
 _HOLDOUT_EVERY: Final = 5
 _FOLDS: Final = 2
 REUSE_OVERLAP: Final = 0.95
 _LARGE: Final = 4000
-_GRID: Final = tuple(round(0.05 * i, 2) for i in range(1, 20))
+_GRID: Final = tuple(round(0.01 * i, 2) for i in range(5, 100))
+OOS_PRIOR: Final = 0.05
+"""Share of traffic assumed to be out of scope when the threshold is tuned."""
+NOVEL_SHARE: Final = 0.15
+"""Share of in-scope classes that tuning trains without, to see how intents the knowledge
+lacks are treated (only with at least :data:`_MIN_CLASSES_TO_LEAVE_OUT` classes)."""
+_MIN_CLASSES_TO_LEAVE_OUT: Final = 5
 
 Matrix = npt.NDArray[np.float32]
 Encoder = Callable[[Sequence[str]], Matrix]
@@ -74,6 +86,35 @@ def _ngram_block(
     return matrix, buckets, idf
 
 
+def _fit_head(
+    features: sparse.csr_matrix | Matrix,
+    labels: npt.NDArray[np.int64],
+    classes: int,
+    *,
+    c: float,
+    max_iter: int,
+    initial: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
+) -> tuple[Matrix, Matrix]:
+    """One multinomial logistic regression: ``(weights (features x classes), bias)``."""
+    width = features.shape[1]
+    if classes == 1:
+        return np.zeros((width, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)
+    model = LogisticRegression(C=c, max_iter=max_iter, warm_start=initial is not None)
+    if initial is not None:
+        model.coef_, model.intercept_ = initial
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # Few phrasings per class are normal for small knowledge folders, not a regression task.
+        warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
+        model.fit(features, labels)
+    coef = np.asarray(model.coef_, dtype=np.float32)
+    intercept = np.asarray(model.intercept_, dtype=np.float32)
+    if classes == 2:  # binary models keep one row: expand to a two-class softmax
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2], dtype=np.float32)
+    return np.ascontiguousarray(coef.T), intercept
+
+
 def fit_router(
     examples: Sequence[tuple[str, str]],
     *,
@@ -83,54 +124,36 @@ def fit_router(
     max_iter: int = 300,
     start: RouterModel | None = None,
 ) -> RouterModel:
-    """Fit a linear router on ``(question, class)`` pairs (and their sentence vectors).
+    """Fit a router on ``(question, class)`` pairs: an n-gram head and, given the questions'
+    sentence ``vectors``, a sentence-vector head (see :mod:`schemas.router`).
 
-    The fit stops after ``max_iter`` L-BFGS iterations even if not fully converged: the
+    A fit stops after ``max_iter`` L-BFGS iterations even if not fully converged: the
     threshold is tuned on held-out predictions of such fits, so what matters is that the
     tuning and the final model are fitted alike, not the last digits of the optimum. With
-    ``start`` (a router over the same classes, e.g. the last compile's), the fit begins from its
-    weights, so a training set that changed a little converges in a few iterations.
+    ``start`` (a router over the same classes, e.g. the last compile's), each head begins from
+    its weights, so a training set that changed a little converges in a few iterations.
     """
     ngrams, buckets, idf = _ngram_block([q for q, _ in examples])
-    features = (
-        ngrams if vectors is None else sparse.hstack([ngrams, sparse.csr_matrix(vectors)]).tocsr()
-    )
     classes = sorted({c for _, c in examples})
     labels = np.array([classes.index(c) for _, c in examples])
-    width = features.shape[1]
-    if len(classes) == 1:
-        coef = np.zeros((1, width), dtype=np.float32)
-        intercept = np.zeros(1, dtype=np.float32)
-    else:
-        initial = _initial_weights(start, classes, buckets, width) if start else None
-        model = LogisticRegression(C=C, max_iter=max_iter, warm_start=initial is not None)
-        if initial is not None:
-            model.coef_, model.intercept_ = initial
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(features, labels)
-        coef = np.asarray(model.coef_, dtype=np.float32)
-        intercept = np.asarray(model.intercept_, dtype=np.float32)
-        if len(classes) == 2:  # binary models keep one row: expand to a two-class softmax
-            coef = np.vstack([-coef / 2, coef / 2])
-            intercept = np.array([-intercept[0] / 2, intercept[0] / 2], dtype=np.float32)
-    weights = coef.T.copy()
-    dim = 0 if vectors is None else vectors.shape[1]
+    words, meaning = _initial_weights(start, classes, buckets) if start else (None, None)
+    if meaning is not None and (vectors is None or meaning[0].shape[1] != vectors.shape[1]):
+        meaning = None
+    weights, bias = _fit_head(ngrams, labels, len(classes), c=C, max_iter=max_iter, initial=words)
+    vector_weights = vector_bias = None
+    if vectors is not None:
+        vector_weights, vector_bias = _fit_head(
+            vectors, labels, len(classes), c=C_VECTORS, max_iter=max_iter, initial=meaning
+        )
     header = RouterHeader(
         classes=tuple(classes),
         threshold=threshold,
         trained_on=len(examples),
         embedder=embedder if vectors is not None else None,
-        embedding_dim=dim,
+        embedding_dim=0 if vectors is None else vectors.shape[1],
+        combine="mean",
     )
-    return RouterModel(
-        header,
-        buckets,
-        idf,
-        np.ascontiguousarray(weights[: len(buckets)]),
-        intercept,
-        np.ascontiguousarray(weights[len(buckets) :]) if dim else None,
-    )
+    return RouterModel(header, buckets, idf, weights, bias, vector_weights, vector_bias)
 
 
 def _folds(examples: Sequence[tuple[str, str]]) -> list[int]:
@@ -156,46 +179,103 @@ def _folds(examples: Sequence[tuple[str, str]]) -> list[int]:
     return folds
 
 
+Initial = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
 def _initial_weights(
-    start: RouterModel, classes: Sequence[str], buckets: npt.NDArray[np.int64], width: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
-    """``start``'s weights laid out for a new feature space (``None`` when they cannot be)."""
-    dim = width - len(buckets)
+    start: RouterModel, classes: Sequence[str], buckets: npt.NDArray[np.int64]
+) -> tuple[Initial | None, Initial | None]:
+    """``start``'s head weights laid out for a new feature space (``None`` where they cannot
+    be: other classes, an older router layout)."""
     if tuple(classes) != start.header.classes or len(classes) < 3:
-        return None
-    if dim != start.header.embedding_dim or len(start.buckets) == 0:
-        return None
-    coef = np.zeros((len(classes), width), dtype=np.float64)
+        return None, None
+    if start.header.combine != "mean" or len(start.buckets) == 0:
+        return None, None
+    coef = np.zeros((len(classes), len(buckets)), dtype=np.float64)
     positions = np.clip(np.searchsorted(start.buckets, buckets), 0, len(start.buckets) - 1)
     known = start.buckets[positions] == buckets
-    coef[:, : len(buckets)][:, known] = start.weights[positions[known]].T
-    if dim and start.embedding_weights is not None:
-        coef[:, len(buckets) :] = start.embedding_weights.T
-    return coef, start.bias.astype(np.float64)
+    coef[:, known] = start.weights[positions[known]].T
+    words = (coef, start.bias.astype(np.float64))
+    meaning = None
+    if start.embedding_weights is not None and start.embedding_bias is not None:
+        meaning = (
+            start.embedding_weights.T.astype(np.float64),
+            start.embedding_bias.astype(np.float64),
+        )
+    return words, meaning
 
 
-def _tune(
-    classes: Sequence[str],
-    probabilities: Sequence[npt.NDArray[np.float32]],
-    held: Sequence[tuple[str, str]],
-) -> tuple[float, dict[str, float]]:
-    """The lowest threshold keeping the held-out wrong-answer rate under the target."""
-    scored = []
-    for probs, (_, truth) in zip(probabilities, held, strict=True):
-        best = int(np.argmax(probs))
-        scored.append((classes[best], float(probs[best]), truth))
-    in_scope = sum(truth != OUT_OF_SCOPE for _, _, truth in scored) or 1
-    for t in _GRID:
-        served = [(p, truth) for p, c, truth in scored if c >= t and p != OUT_OF_SCOPE]
-        wrong = sum(p != truth for p, truth in served)
-        rate = wrong / len(served) if served else 0.0
-        if rate <= WRONG_TARGET:
-            return t, {
-                "heldout_coverage": round((len(served) - wrong) / in_scope, 4),
-                "heldout_wrong_rate": round(rate, 4),
-                "heldout_size": float(len(scored)),
-            }
-    return _GRID[-1], {"heldout_size": float(len(scored))}
+class Held(NamedTuple):
+    """One held-out question's verdict during tuning."""
+
+    kind: str
+    """``"in"`` (its class was trained on) or ``"negative"`` (a known out-of-scope question,
+    or a question of a class left out of training: a stand-in for intents the knowledge
+    lacks)."""
+    predicted: str
+    confidence: float
+    agreed: bool
+    """Whether both heads ranked ``predicted`` first."""
+    truth: str
+
+
+class Thresholds(NamedTuple):
+    """A tuned decision rule: serve at ``threshold``, or at ``agreed`` when both heads agree."""
+
+    threshold: float
+    agreed: float
+    metrics: dict[str, float]
+
+
+def _tune(held: Sequence[Held]) -> Thresholds:
+    """The thresholds that answer the most held-out questions rightly while the expected
+    wrong-answer rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets the target.
+
+    Ties go to the higher thresholds. When nothing meets the target, the strictest grid point.
+    """
+    inside = np.array([h.kind == "in" for h in held])
+    confidence = np.array([h.confidence for h in held], dtype=np.float32)
+    agreed = np.array([h.agreed for h in held])
+    answerable = np.array([h.predicted != OUT_OF_SCOPE for h in held])
+    right = np.array([h.predicted == h.truth for h in held])
+    n_in, n_out = int(inside.sum()), int((~inside).sum())
+    prior = OOS_PRIOR if n_out else 0.0
+    sizes = {"heldout_size": float(n_in), "heldout_negatives": float(n_out)}
+    best: tuple[float, float, float, float, float] | None = None
+    for t in reversed(_GRID):
+        for a in reversed([g for g in _GRID if g <= t]):
+            served = answerable & ((confidence >= t) | (agreed & (confidence >= a)))
+            correct = float((served & inside & right).sum()) / (n_in or 1)
+            misrouted = float((served & inside & ~right).sum()) / (n_in or 1)
+            leaked = float((served & ~inside).sum()) / n_out if n_out else 0.0
+            answered = (1 - prior) * (correct + misrouted) + prior * leaked
+            wrong = ((1 - prior) * misrouted + prior * leaked) / answered if answered else 0.0
+            if wrong <= WRONG_TARGET and (best is None or correct > best[0]):
+                best = (correct, wrong, leaked, t, a)
+    if best is None:
+        return Thresholds(_GRID[-1], _GRID[-1], sizes)
+    correct, wrong, leaked, t, a = best
+    return Thresholds(
+        t,
+        a,
+        {
+            "heldout_coverage": round(correct, 4),
+            "heldout_wrong_rate": round(wrong, 4),
+            "heldout_negatives_served": round(leaked, 4),
+            **sizes,
+        },
+    )
+
+
+def _left_out(classes: Sequence[str], fold: int, folds: int) -> set[str]:
+    """The in-scope classes a tuning fold trains without (:data:`NOVEL_SHARE` of them overall,
+    spread over the folds), so their questions test how the router treats intents it lacks."""
+    inside = [c for c in classes if c != OUT_OF_SCOPE]
+    if len(inside) < _MIN_CLASSES_TO_LEAVE_OUT:
+        return set()
+    ranked = sorted(inside, key=lambda c: content_hash(f"novel\x1f{c}", 8))
+    chosen = ranked[: max(1, round(NOVEL_SHARE * len(inside)))]
+    return {c for i, c in enumerate(chosen) if i % folds == fold}
 
 
 class Tuning(msgspec.Struct, frozen=True, kw_only=True):
@@ -203,6 +283,7 @@ class Tuning(msgspec.Struct, frozen=True, kw_only=True):
 
     digests: tuple[str, ...]
     threshold: float
+    agreed: float | None = None
     metrics: dict[str, float]
 
 
@@ -241,27 +322,18 @@ def train_router(
     vectors = encoder([q for q, _ in everything]) if encoder is not None else None
     digests = example_digests(examples, out_of_scope)
     if previous is not None and (shared := overlap(previous.digests, digests)) >= REUSE_OVERLAP:
-        model = fit_router(
-            everything,
-            vectors=vectors,
-            embedder=embedder,
-            threshold=previous.threshold,
-            start=start,
-        )
+        model = fit_router(everything, vectors=vectors, embedder=embedder, start=start)
+        agreed = previous.threshold if previous.agreed is None else previous.agreed
         metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
-        header = msgspec.structs.replace(model.header, metrics=metrics)
-        return RouterModel(
-            header, model.buckets, model.idf, model.weights, model.bias, model.embedding_weights
-        )
+        return _with_rule(model, Thresholds(previous.threshold, agreed, metrics))
     folds = _folds(everything)
-    threshold: float = DEFAULT_THRESHOLD
-    metrics = {}
-    held: list[tuple[str, str]] = []
-    probabilities: list[npt.NDArray[np.float32]] = []
+    held: list[Held] = []
+    fold_ids = sorted(set(folds) - {-1})
     classes = sorted({c for _, c in everything})
-    for fold in sorted(set(folds) - {-1}):
-        train = [i for i, f in enumerate(folds) if f != fold]
-        test = [i for i, f in enumerate(folds) if f == fold]
+    for fold in fold_ids:
+        novel = _left_out(classes, fold, len(fold_ids))
+        train = [i for i, f in enumerate(folds) if f != fold and everything[i][1] not in novel]
+        test = [i for i, f in enumerate(folds) if f == fold or everything[i][1] in novel]
         train_examples = [everything[i] for i in train]
         if len({c for _, c in train_examples}) < 2:
             continue
@@ -272,17 +344,38 @@ def train_router(
             max_iter=PROBE_ITERATIONS,
         )
         for i in test:
-            probs = probe.probabilities(everything[i][0], None if vectors is None else vectors[i])
-            # Re-index to the full class list (a fold may miss a class).
-            full = np.zeros(len(classes), dtype=np.float32)
-            for k, c in enumerate(probe.header.classes):
-                full[classes.index(c)] = probs[k]
-            probabilities.append(full)
-            held.append(everything[i])
-    if held:
-        threshold, metrics = _tune(classes, probabilities, held)
-    model = fit_router(everything, vectors=vectors, embedder=embedder, threshold=threshold)
-    header = msgspec.structs.replace(model.header, metrics=metrics)
+            question, truth = everything[i]
+            probs, words, meaning = probe.head_probabilities(
+                question, None if vectors is None else vectors[i]
+            )
+            best = int(np.argmax(probs))
+            agreed = (
+                words is not None
+                and meaning is not None
+                and int(np.argmax(words)) == best == int(np.argmax(meaning))
+            )
+            kind = "negative" if truth in novel or truth == OUT_OF_SCOPE else "in"
+            held.append(Held(kind, probe.header.classes[best], float(probs[best]), agreed, truth))
+    model = fit_router(everything, vectors=vectors, embedder=embedder)
+    if not any(h.kind == "in" for h in held):
+        return model
+    return _with_rule(model, _tune(held))
+
+
+def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:
+    """``model`` deciding by ``rule`` (its thresholds and the metrics they were tuned to)."""
+    header = msgspec.structs.replace(
+        model.header,
+        threshold=rule.threshold,
+        agreed_threshold=rule.agreed if model.embedding_weights is not None else None,
+        metrics=rule.metrics,
+    )
     return RouterModel(
-        header, model.buckets, model.idf, model.weights, model.bias, model.embedding_weights
+        header,
+        model.buckets,
+        model.idf,
+        model.weights,
+        model.bias,
+        model.embedding_weights,
+        model.embedding_bias,
     )

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.e2e]
 ADMIN = {"Authorization": "Bearer admin-secret"}
 L1 = "What's your return window?"
 L2 = "how long does the 500 wh battery take to charge from empty"
-L3 = "who pays customs duties for UK orders"
+L3 = "how do i charge the battery in winter"
 OFF_TOPIC = "who won the world cup in 1998"
 
 
@@ -78,10 +78,10 @@ async def test_each_layer_answers_with_its_entry_and_sources(client: Client) -> 
     assert routed["cache_key"] == f"knowledge:{routed['version']}:en:intent:battery.charging_time"
     assert composed["layer"] == "L3"
     assert composed["entry_id"] is None
-    assert ("shipping", "Customs and duties") in {
+    assert ("charging", "Charging safely") in {
         (s["doc_id"], s["section"]) for s in composed["sources"]
     }
-    assert "customs" in composed["answer"].lower()
+    assert "temperature" in composed["answer"].lower()
     for body in (exact, routed, composed):
         assert set(body) >= {
             "answer",

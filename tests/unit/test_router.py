@@ -150,7 +150,8 @@ def test_the_header_describes_the_training(router: RouterModel) -> None:
     assert 0.0 <= header.metrics["heldout_wrong_rate"] <= 0.02
     assert 0.0 < header.metrics["heldout_coverage"] <= 1.0
     # Each class keeps its first phrasing for training; every other example is held out once.
-    assert header.metrics["heldout_size"] == len(EXAMPLES) + len(OUT_OF_SCOPE_EXAMPLES) - 5
+    assert header.metrics["heldout_size"] == len(EXAMPLES) - len(INTENTS)
+    assert header.metrics["heldout_negatives"] == len(OUT_OF_SCOPE_EXAMPLES) - 1
 
 
 def test_duplicate_examples_are_trained_on_once() -> None:
@@ -338,6 +339,95 @@ def test_a_vector_router_round_trips(vector_router: RouterModel, embedder: Hashi
 def test_a_vector_router_without_its_weights_is_corrupt(vector_router: RouterModel) -> None:
     with pytest.raises(CorruptSnapshotError):
         RouterModel.from_bytes(_without(vector_router, "embedding_weights"))
+    with pytest.raises(CorruptSnapshotError, match="embedding bias"):
+        RouterModel.from_bytes(_without(vector_router, "embedding_bias"))
+
+
+def test_a_vector_router_averages_its_two_heads(
+    vector_router: RouterModel, embedder: HashingEmbedder
+) -> None:
+    question = "what does delivery cost"
+    vector = embedder.embed([question])[0]
+    combined, words, meaning = vector_router.head_probabilities(question, vector)
+    assert vector_router.header.combine == "mean"
+    assert words is not None
+    assert meaning is not None
+    np.testing.assert_allclose(combined, (words + meaning) / 2, rtol=1e-6)
+    assert float(meaning.sum()) == pytest.approx(1.0, abs=1e-5)
+    reason = vector_router.predict(question, vector).reason
+    assert "wording says shipping.cost" in reason
+    assert "meaning says shipping.cost" in reason
+
+
+def _with_rule(router: RouterModel, **changes: object) -> RouterModel:
+    return RouterModel(
+        msgspec.structs.replace(router.header, **changes),
+        router.buckets,
+        router.idf,
+        router.weights,
+        router.bias,
+        router.embedding_weights,
+        router.embedding_bias,
+    )
+
+
+def test_the_agreement_threshold_applies_only_when_both_heads_agree(
+    vector_router: RouterModel, embedder: HashingEmbedder
+) -> None:
+    question = "what does delivery cost"
+    vector = embedder.embed([question])[0]
+    _, words, meaning = vector_router.head_probabilities(question, vector)
+    assert words is not None
+    assert meaning is not None
+    assert int(np.argmax(words)) == int(np.argmax(meaning))  # the heads agree here
+    strict = _with_rule(vector_router, threshold=0.999, agreed_threshold=None)
+    lenient = _with_rule(vector_router, threshold=0.999, agreed_threshold=0.0)
+    assert strict.predict(question, vector).intent is None
+    assert lenient.predict(question, vector).intent == "shipping.cost"
+    # A router whose heads disagree gets no discount: swap one head's classes around.
+    crossed = RouterModel(
+        lenient.header,
+        lenient.buckets,
+        lenient.idf,
+        lenient.weights,
+        lenient.bias,
+        None if lenient.embedding_weights is None else lenient.embedding_weights[:, ::-1].copy(),
+        None if lenient.embedding_bias is None else lenient.embedding_bias[::-1].copy(),
+    )
+    _, words, meaning = crossed.head_probabilities(question, vector)
+    assert words is not None
+    assert meaning is not None
+    assert int(np.argmax(words)) != int(np.argmax(meaning))
+    assert crossed.predict(question, vector).intent is None
+
+
+def test_a_joint_router_of_an_older_snapshot_still_predicts(
+    vector_router: RouterModel, embedder: HashingEmbedder
+) -> None:
+    assert vector_router.embedding_weights is not None
+    joint = RouterModel(
+        msgspec.structs.replace(vector_router.header, combine="joint"),
+        vector_router.buckets,
+        vector_router.idf,
+        vector_router.weights,
+        vector_router.bias,
+        vector_router.embedding_weights,
+    )
+    loaded = RouterModel.from_bytes(joint.to_bytes())
+    question = "what does delivery cost"
+    vector = embedder.embed([question])[0]
+    combined, words, meaning = loaded.head_probabilities(question, vector)
+    assert words is None
+    assert meaning is None
+    index, values = loaded.vectorize(question)
+    logits = loaded.bias + values @ loaded.weights[index] + vector @ vector_router.embedding_weights
+    expected = np.exp(logits - logits.max())
+    np.testing.assert_allclose(combined, expected / expected.sum(), rtol=1e-5)
+
+
+def test_an_unknown_combination_is_corrupt(vector_router: RouterModel) -> None:
+    with pytest.raises(CorruptSnapshotError, match="combination"):
+        _with_rule(vector_router, combine="vote")
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -372,3 +462,12 @@ def test_hashed_features_are_the_same_in_another_process() -> None:
     ours = [[list(item) for item in sorted(hashed_features(q).items())] for q in FEATURE_QUESTIONS]
     assert theirs == ours
     assert theirs[0]
+
+
+def test_the_lowest_threshold_covers_every_rule(vector_router: RouterModel) -> None:
+    ruled = _with_rule(
+        vector_router, threshold=0.9, agreed_threshold=0.4, per_class={"shipping.cost": 0.6}
+    )
+    assert ruled.lowest_threshold == 0.4
+    assert _with_rule(ruled, agreed_threshold=None).lowest_threshold == 0.6
+    assert _with_rule(ruled, agreed_threshold=None, per_class={}).lowest_threshold == 0.9
