@@ -171,8 +171,14 @@ def answer_question(
     composer: Composer | None = None,
     embed: Callable[[str], Vector] | None = None,
     allow_l3: bool = True,
+    route: Callable[[str], Prediction] | None = None,
 ) -> Answer:
-    """Walk the ladder for one question."""
+    """Walk the ladder for one question.
+
+    ``route`` replaces the router call (the question's sentence vector from ``embed``, then
+    the snapshot's router): the service passes a memo of it, since a version's routing of a
+    given text never changes.
+    """
     started = time.perf_counter()
     version = loaded.version
     normalized = normalize_question(question, language)
@@ -221,7 +227,9 @@ def answer_question(
 
     router = loaded.router
     prediction: Prediction | None = None
-    if router is not None and (embed is not None or not router.needs_embedding):
+    if route is not None:
+        prediction = route(question)
+    elif router is not None and (embed is not None or not router.needs_embedding):
         vector = embed(question) if embed is not None and router.needs_embedding else None
         prediction = router.predict(question, vector)
     if prediction is not None and prediction.intent is not None:

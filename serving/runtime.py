@@ -1,14 +1,18 @@
 """A published version made ready to answer: snapshot indexed, router encoder, L3 composer.
 
 Versions are immutable, so a loaded version is cached for the life of the process and shared
-by every request (and by ``ragc ask``), keyed by store URL and version label.
+by every request (and by ``ragc ask``), keyed by store URL and version label. For the same
+reason a version's routing of a question text never changes: the last ``route_cache`` distinct
+texts keep their router verdict, so a repeated question skips the sentence encoder and the
+router (most traffic is the same few hundred questions).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import numpy as np
@@ -17,21 +21,39 @@ import numpy.typing as npt
 from providers.base import Provider
 from providers.embedders import Embedder, embedder_for
 from schemas.ladder import Answer, Composer, LoadedSnapshot, answer_question
+from schemas.router import Prediction
 from stores.base import SnapshotStore
 
 __all__ = ["LoadedVersion", "VersionCache"]
 
 MAX_VERSIONS: Final = 4
 """Versions held in memory at once (stable, canary, pinned ones)."""
+ROUTE_CACHE: Final = 10_000
+"""Distinct question texts whose router verdict a loaded version remembers."""
 
 
 class LoadedVersion:
     """One version, ready to answer questions."""
 
-    def __init__(self, loaded: LoadedSnapshot, embedder: Embedder | None) -> None:
+    def __init__(
+        self, loaded: LoadedSnapshot, embedder: Embedder | None, *, route_cache: int = ROUTE_CACHE
+    ) -> None:
         self.loaded = loaded
         self.version = loaded.version
         self.embedder = embedder
+        router = loaded.router
+        self.route: Callable[[str], Prediction] | None = None
+        if router is not None and (embedder is not None or not router.needs_embedding):
+            self.route = (
+                functools.lru_cache(maxsize=route_cache)(self._route)
+                if route_cache > 0
+                else self._route
+            )
+
+    def _route(self, question: str) -> Prediction:
+        router = self.loaded.router
+        assert router is not None  # checked in __init__
+        return router.predict(question, self._embed(question) if router.needs_embedding else None)
 
     def _embed(self, question: str) -> npt.NDArray[np.float32]:
         assert self.embedder is not None
@@ -58,15 +80,19 @@ class LoadedVersion:
             composer=composer,
             embed=self._embed if self.embedder is not None else None,
             allow_l3=allow_l3,
+            route=self.route,
         )
 
 
 class VersionCache:
     """Loaded versions by label (thread-safe, at most :data:`MAX_VERSIONS`)."""
 
-    def __init__(self, store: SnapshotStore, *, size: int = MAX_VERSIONS) -> None:
+    def __init__(
+        self, store: SnapshotStore, *, size: int = MAX_VERSIONS, route_cache: int = ROUTE_CACHE
+    ) -> None:
         self.store = store
         self.size = size
+        self.route_cache = route_cache
         self._versions: dict[str, LoadedVersion] = {}
         self._encoders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
@@ -90,7 +116,7 @@ class VersionCache:
                 embedder = self._encoders.get(model_id)
             if embedder is None:
                 embedder = embedder_for(model_id)
-        ready = LoadedVersion(loaded, embedder)
+        ready = LoadedVersion(loaded, embedder, route_cache=self.route_cache)
         gc.collect()  # a new version is long-lived: keep it out of later collections
         gc.freeze()
         with self._lock:

@@ -38,7 +38,7 @@ class AnswerService:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.versions = VersionCache(store)
+        self.versions = VersionCache(store, route_cache=settings.route_cache)
         self.metrics = Metrics()
         # Reading the pointers loads the versions they name (now, and after every flip).
         self.pointers = PointerWatcher(

@@ -33,6 +33,9 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Knowledge folder the webhook recompiles in embedded mode (``RAGC_KNOWLEDGE``)."""
     audit: bool = True
     """Record every answer in the audit log (``RAGC_AUDIT``, default on)."""
+    route_cache: int = 10_000
+    """Distinct question texts per loaded version whose router verdict is remembered
+    (``RAGC_ROUTE_CACHE``; 0 turns the memo off)."""
     warm_dsn: str | None = None
     """Postgres warm tier (``RAGC_WARM_DSN``): audit log, miss log and webhook ledger go there
     instead of the store's SQLite file."""
@@ -52,6 +55,11 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
 
         budget = number("RAGC_L3_BUDGET", int)
         poll = number("RAGC_POINTER_POLL_S", float)
+        route_cache = number("RAGC_ROUTE_CACHE", int)
+        if route_cache is not None and route_cache < 0:
+            raise InvalidInputError(
+                f"RAGC_ROUTE_CACHE={route_cache} is negative", hint="use 0 to turn the memo off"
+            )
         return cls(
             store=env.get("RAGC_STORE") or DEFAULT_STORE,
             admin_token=env.get("RAGC_ADMIN_TOKEN") or None,
@@ -62,4 +70,5 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
             knowledge=env.get("RAGC_KNOWLEDGE") or None,
             audit=(env.get("RAGC_AUDIT") or "1").lower() not in ("0", "false", "no", "off"),
             warm_dsn=env.get("RAGC_WARM_DSN") or None,
+            route_cache=int(route_cache) if route_cache is not None else 10_000,
         )
