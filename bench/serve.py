@@ -14,6 +14,10 @@
    interleaved rounds and the median round is reported (the machine may be doing other work).
    Then every endpoint at concurrency 1 (latency without queueing), and the floor and L1 again
    on a second server with the audit log switched the other way.
+4. A repeated L2/L3 question is routed once per version (the route memo), so the runs above
+   measure the memo; L2 and L3 are measured again, under load and at concurrency 1, on a
+   third server started with ``RAGC_ROUTE_CACHE=0``, where every request runs the sentence
+   encoder and the router ("cold").
 
 The load generator is ``wrk`` with a Lua script (it stops each thread after its share of the
 requests) when it is on the PATH — ``--install-wrk`` installs it with apt if it is missing —
@@ -412,9 +416,12 @@ def _free_port() -> int:
 class Server:
     """granian serving the bench app in its own process group."""
 
-    def __init__(self, store_url: str, *, audit: bool, log_path: Path) -> None:
+    def __init__(
+        self, store_url: str, *, audit: bool, log_path: Path, route_cache: int | None = None
+    ) -> None:
         self.store_url = store_url
         self.audit = audit
+        self.route_cache = route_cache
         self.log_path = log_path
         self.port = _free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -431,6 +438,9 @@ class Server:
             ),
         }
         env.pop("RAGC_L3_BUDGET", None)
+        env.pop("RAGC_ROUTE_CACHE", None)
+        if self.route_cache is not None:
+            env["RAGC_ROUTE_CACHE"] = str(self.route_cache)
         command = [
             sys.executable,
             "-m",
@@ -596,7 +606,9 @@ def _results_table(title: str, results: Sequence[Result], floor: Result | None) 
     return table
 
 
-def _targets_table(loaded: dict[str, Result], idle: dict[str, Result]) -> Table:
+def _targets_table(
+    loaded: dict[str, Result], idle: dict[str, Result], cold: dict[str, Result]
+) -> Table:
     table = Table(title="Targets of the serving issue")
     for column in ("target", "measured", "result"):
         table.add_column(column)
@@ -614,9 +626,9 @@ def _targets_table(loaded: dict[str, Result], idle: dict[str, Result]) -> Table:
                 f"{share:.1%} ({l1.rps:,.0f} / {floor.rps:,.0f} req/s)",
                 verdict(share >= TARGET_L1_SHARE),
             )
-    for name, limit in (("L1", TARGET_L1_P99_MS), ("L2", TARGET_L2_P99_MS)):
+    for name, limit in (("L1", TARGET_L1_P99_MS), ("L2", TARGET_L2_P99_MS), ("L2 cold", 10.0)):
         for label, runs in (("under load", loaded), ("concurrency 1", idle)):
-            result = runs.get(name)
+            result = runs.get(name) if name != "L2 cold" else cold.get(f"L2 cold {label}")
             if result is not None:
                 table.add_row(
                     f"{name} p99 <= {limit:g} ms ({label}, c={result.concurrency})",
@@ -679,6 +691,7 @@ def run(args: argparse.Namespace) -> None:
         loaded: dict[str, Result] = {}
         idle: dict[str, Result] = {}
         flipped_runs: dict[str, Result] = {}
+        cold: dict[str, Result] = {}
         server = Server(store_url, audit=args.audit, log_path=work / "granian.log")
         with server.running():
             load = generator(server.port)
@@ -723,6 +736,23 @@ def run(args: argparse.Namespace) -> None:
                 flipped_runs = _measure(
                     load, fast, args.requests, args.concurrency, args.max_seconds, args.rounds
                 )
+        if args.compare_memo and slow:
+            memoless = Server(
+                store_url, audit=args.audit, log_path=work / "granian-3.log", route_cache=0
+            )
+            with memoless.running():
+                console.print("L2 and L3 again with the route memo off (RAGC_ROUTE_CACHE=0):")
+                load = generator(memoless.port)
+                for label, concurrency, count in (
+                    ("under load", args.concurrency, args.slow_requests),
+                    ("concurrency 1", 1, args.latency_requests or args.slow_requests),
+                ):
+                    for name, result in _measure(
+                        load, slow, count, concurrency, args.max_seconds
+                    ).items():
+                        cold[f"{name} cold {label}"] = dataclasses.replace(
+                            result, name=f"{name} cold, c={concurrency}"
+                        )
 
     audit_label = "on" if args.audit else "off"
     console.print(
@@ -740,7 +770,15 @@ def run(args: argparse.Namespace) -> None:
         )
     if flipped_runs:
         console.print(_audit_table(args.audit, loaded, flipped_runs))
-    console.print(_targets_table(loaded, idle))
+    if cold:
+        console.print(
+            _results_table(
+                "Route memo off: every request runs the encoder and the router",
+                list(cold.values()),
+                None,
+            )
+        )
+    console.print(_targets_table(loaded, idle, cold))
     console.print(f"load generator: {load_name}; server: granian, 1 worker, uvloop, HTTP/1.1")
     console.print(f"after measuring: {_load_average()} (other work on the machine skews the run)")
 
@@ -779,6 +817,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="measure L1 again on a server with the audit log flipped",
+    )
+    parser.add_argument(
+        "--compare-memo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure L2 and L3 again on a server with the route memo off",
     )
     parser.add_argument("--l1-question", default="")
     parser.add_argument("--l2-question", default="")

@@ -70,9 +70,15 @@ def topic_blocks(
     *,
     budget: int = TOPIC_TOKENS,
 ) -> list[TopicBlock]:
-    """One knowledge brief per topic, within ``budget`` tokens."""
+    """One knowledge brief per topic, within ``budget`` tokens, from its document passages.
+
+    FAQ answers stay out: L1 and L2 serve them whenever the router is sure, and composing them
+    for a question it was not sure about would serve a guess. A topic with no document passage
+    gets no block, so its uncertain questions get the safe fallback.
+    """
     by_id = {c.id: c for c in chunks}
     modified = {s.path: s.modified for s in sources}
+    faq_files = {s.path for s in sources if s.kind == "faq"}
     blocks = []
     for topic in topics:
         parts: list[str] = []
@@ -80,6 +86,8 @@ def topic_blocks(
         used = 0
         for chunk_id in topic.chunk_ids:
             chunk = by_id[chunk_id]
+            if chunk.path in faq_files:
+                continue
             source = passage_of(chunk).source
             part = f"## {' > '.join(chunk.heading_path)} [{source.ref}]\n{chunk.text}"
             tokens = count_tokens(part)
@@ -89,6 +97,8 @@ def topic_blocks(
             used += tokens
             if source not in cited:
                 cited.append(source)
+        if not parts:
+            continue
         context = "\n\n".join(parts)
         blocks.append(
             TopicBlock(
@@ -104,8 +114,10 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "4"
+ROUTER_VERSION: Final = "5"
 """Bump when router features or training change, so cached routers are retrained."""
+ARTIFACTS_VERSION: Final = "2"
+"""Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""
 
 
 def router_blob(
@@ -162,7 +174,10 @@ def compiler_id() -> str:
         package = metadata.version("ragc")
     except metadata.PackageNotFoundError:
         package = "dev"
-    return f"ragc-{package}/chunk-{CHUNK_VERSION}/llm-{STAGE_VERSION}/router-{ROUTER_VERSION}"
+    return (
+        f"ragc-{package}/chunk-{CHUNK_VERSION}/llm-{STAGE_VERSION}/router-{ROUTER_VERSION}"
+        f"/artifacts-{ARTIFACTS_VERSION}"
+    )
 
 
 def _template(answer: str) -> str:

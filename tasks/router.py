@@ -231,7 +231,10 @@ def _tune(held: Sequence[Held]) -> Thresholds:
     """The thresholds that answer the most held-out questions rightly while the expected
     wrong-answer rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets the target.
 
-    Ties go to the higher thresholds. When nothing meets the target, the strictest grid point.
+    Ties go to the lower thresholds: held-out paraphrases (synthesised ones especially) are
+    often easier than real questions, so when several rules answer all of them, the most
+    permissive one that still meets the target answers the most real ones. When nothing meets
+    the target, the strictest grid point.
     """
     inside = np.array([h.kind == "in" for h in held])
     confidence = np.array([h.confidence for h in held], dtype=np.float32)
@@ -242,8 +245,8 @@ def _tune(held: Sequence[Held]) -> Thresholds:
     prior = OOS_PRIOR if n_out else 0.0
     sizes = {"heldout_size": float(n_in), "heldout_negatives": float(n_out)}
     best: tuple[float, float, float, float, float] | None = None
-    for t in reversed(_GRID):
-        for a in reversed([g for g in _GRID if g <= t]):
+    for t in _GRID:
+        for a in [g for g in _GRID if g <= t]:
             served = answerable & ((confidence >= t) | (agreed & (confidence >= a)))
             correct = float((served & inside & right).sum()) / (n_in or 1)
             misrouted = float((served & inside & ~right).sum()) / (n_in or 1)

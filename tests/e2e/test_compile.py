@@ -61,6 +61,11 @@ def test_the_examples_compile_pass_every_gate_and_publish(compiled: Compiled) ->
         "help/charging.txt",
         "help/privacy.pdf",
     }
+    # L3 blocks hold document passages only: FAQ answers are L1/L2's, never composed.
+    cited = {s.path for block in snapshot.topics for s in block.sources}
+    assert cited
+    assert "faq.jsonl" not in cited
+    assert all("faq.jsonl" not in block.context for block in snapshot.topics)
 
 
 def test_a_recompile_of_unchanged_knowledge_makes_no_provider_calls(compiled: Compiled) -> None:
