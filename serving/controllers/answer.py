@@ -12,6 +12,7 @@ from litestar.params import HeaderParameter, JSONBody
 
 from schemas.ladder import Answer
 from serving.dto import AnswerRequest, BatchRequest, BatchResponse
+from serving.fastpath import answer_fast_path
 from serving.service import AnswerService
 
 __all__ = ["AnswerController"]
@@ -39,7 +40,7 @@ class AnswerController(Controller):
     path = "/v1/answer"
     tags = ["answers"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
-    @post("/", operation_id="answer", status_code=200)
+    @post("/", operation_id="answer", status_code=200, middleware=[answer_fast_path])
     async def answer(
         self,
         data: JSONBody[AnswerRequest],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -166,6 +167,51 @@ async def test_broken_bodies_are_refused(
     )
     assert 400 <= response.status_code < 500
     assert says.lower() in response.text.lower()
+    assert (await ask(client, L1))["layer"] == "L1"
+
+
+@pytest.mark.parametrize("question", [L1, L2, L3, OFF_TOPIC])
+async def test_the_fast_path_answers_exactly_as_the_handler_does(
+    client: Client, question: str
+) -> None:
+    """A plain JSON POST takes the route middleware; a session header sends it through the
+    controller's handler. Both give the same body (the measured latency aside)."""
+    body = {"question": question, "tenant": "acme"}
+    fast = await client.post("/v1/answer", json=body)
+    handled = await client.post("/v1/answer", json=body, headers={"X-Session-Id": "s-1"})
+    form = await client.post(
+        "/v1/answer",
+        content=json.dumps(body).encode(),
+        headers={"content-type": "application/json; charset=utf-8"},
+    )
+    assert fast.status_code == handled.status_code == form.status_code == 200
+    assert fast.headers["content-type"] == handled.headers["content-type"]
+    assert fast.headers["content-type"].startswith("application/json")
+    bodies = [r.json() for r in (fast, handled, form)]
+    for answer in bodies:
+        assert answer.pop("latency_ms") >= 0
+    assert bodies[0] == bodies[1] == bodies[2]
+
+
+async def test_the_fast_path_counts_and_audits_like_the_handler(client: Client) -> None:
+    before = (await client.get("/metrics")).text
+    await ask(client, OFF_TOPIC)  # fast path
+    after = (await client.get("/metrics")).text
+
+    def safe_count(text: str) -> float:
+        for line in text.splitlines():
+            if line.startswith('ragc_answers_total{layer="SAFE"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    assert safe_count(after) == safe_count(before) + 1
+
+
+async def test_a_non_json_body_goes_to_the_handler(client: Client) -> None:
+    response = await client.post(
+        "/v1/answer", content=b"question=hi", headers={"content-type": "text/plain"}
+    )
+    assert 400 <= response.status_code < 500
     assert (await ask(client, L1))["layer"] == "L1"
 
 

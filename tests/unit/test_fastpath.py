@@ -1,0 +1,148 @@
+"""The answer route's fast path: which requests it serves itself, and what it hands on intact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import pytest
+
+from schemas.errors import InvalidInputError
+from schemas.ladder import Answer
+from serving.fastpath import answer_fast_path
+
+ANSWER = Answer(
+    answer="30 days.",
+    layer="L1",
+    entry_id="refund.window",
+    sources=(),
+    version="v1",
+    cache_key="k",
+    confidence=1.0,
+    latency_ms=0.01,
+)
+
+
+class FakeService:
+    def __init__(self, composer: str = "offline", error: Exception | None = None) -> None:
+        self.composer = SimpleNamespace(name=composer)
+        self.error = error
+        self.calls: list[dict[str, Any]] = []
+
+    def answer(self, question: str, **kwargs: Any) -> Answer:
+        self.calls.append({"question": question, **kwargs})
+        if self.error is not None:
+            raise self.error
+        return ANSWER
+
+
+class Handler:
+    """Stands in for the controller's handler: records the body it was given."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        await send({"type": "http.response.start", "status": 418, "headers": []})
+        await send({"type": "http.response.body", "body": b"handler", "more_body": False})
+
+
+def _run(
+    service: FakeService | None,
+    chunks: list[bytes],
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    method: str = "POST",
+) -> tuple[Handler, list[dict[str, Any]]]:
+    handler = Handler()
+    app = answer_fast_path(handler)
+    state = {"service": service} if service is not None else {}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/v1/answer",
+        "headers": headers if headers is not None else [(b"content-type", b"application/json")],
+        "app": SimpleNamespace(state=state),
+    }
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    return handler, sent
+
+
+BODY = json.dumps({"question": "What's your return window?", "tenant": "acme"}).encode()
+
+
+def test_a_plain_json_post_is_answered_without_the_handler() -> None:
+    service = FakeService()
+    handler, sent = _run(service, [BODY[:10], BODY[10:]])
+    assert handler.bodies == []
+    assert sent[0]["status"] == 200
+    assert (b"content-type", b"application/json") in sent[0]["headers"]
+    assert msgspec.json.decode(sent[1]["body"], type=Answer) == ANSWER
+    assert service.calls == [
+        {
+            "question": "What's your return window?",
+            "tenant": "acme",
+            "language": None,
+            "slots": None,
+            "session": None,
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("service", "chunks", "headers"),
+    [
+        (FakeService(), [BODY], [(b"x-session-id", b"s"), (b"content-type", b"application/json")]),
+        (FakeService(), [BODY], [(b"content-type", b"text/plain")]),
+        (FakeService(), [b'{"question": "hi", "extra": 1}'], None),
+        (FakeService(), [b'{"question": '], None),
+        (FakeService(error=InvalidInputError("bad tenant")), [BODY], None),
+        (FakeService(composer="anthropic"), [BODY], None),
+        (None, [BODY], None),
+        (FakeService(), [b"x" * 10_000, b"y" * 10_000, b"z"], None),
+    ],
+    ids=[
+        "session header",
+        "not json",
+        "unknown field",
+        "truncated",
+        "service error",
+        "network composer",
+        "not started",
+        "large body",
+    ],
+)
+def test_anything_else_reaches_the_handler_with_its_body_intact(
+    service: FakeService | None, chunks: list[bytes], headers: list[tuple[bytes, bytes]] | None
+) -> None:
+    handler, sent = _run(service, chunks, headers=headers)
+    assert handler.bodies == [b"".join(chunks)]
+    assert sent[0]["status"] == 418
+
+
+def test_other_methods_pass_straight_through() -> None:
+    handler, sent = _run(FakeService(), [b""], method="GET")
+    assert handler.bodies == [b""]
+    assert sent[0]["status"] == 418
