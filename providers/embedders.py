@@ -119,6 +119,11 @@ class MiniLMEmbedder:
     ``max_length`` WordPiece tokens (special tokens included) and run in batches of
     ``batch_size``, sorted by length so that each batch is padded only to its own longest text.
     The vectors do not depend on the batch a text lands in.
+
+    ONNX Runtime's worker threads spin while they wait for work, which suits the compiler's
+    batches. A server embedding one question per request shares its cores with the network
+    and the load, where spinning threads only lengthen the tail: it turns spinning off
+    (``spin=False``, as :func:`embedder_for` does with ``serving=True``).
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class MiniLMEmbedder:
         batch_size: int = 64,
         max_length: int = 128,
         intra_op_threads: int = 2,
+        spin: bool = True,
     ) -> None:
         if batch_size < 1 or max_length < 3 or intra_op_threads < 1:
             raise PermanentError(
@@ -146,7 +152,7 @@ class MiniLMEmbedder:
         self.model_id = f"{base_id}-max{max_length}"
         self._tokenizer = self._load_tokenizer()
         self._session, self._input_names, self._output_name, self.dim = self._load_session(
-            intra_op_threads
+            intra_op_threads, spin
         )
 
     def _load_tokenizer(self) -> Any:
@@ -157,12 +163,13 @@ class MiniLMEmbedder:
         tokenizer.enable_truncation(max_length=self.max_length)
         return tokenizer
 
-    def _load_session(self, threads: int) -> tuple[Any, frozenset[str], str, int]:
+    def _load_session(self, threads: int, spin: bool) -> tuple[Any, frozenset[str], str, int]:
         import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.log_severity_level = 3  # errors only; no console noise
         session = ort.InferenceSession(
             str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
@@ -271,15 +278,16 @@ def default_embedder() -> Embedder:
         return fallback
 
 
-def embedder_for(model_id: str) -> Embedder:
-    """The embedder whose vectors carry ``model_id`` (what a compiled router was trained with).
+def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
+    """The embedder whose vectors carry ``model_id`` (what a compiled router was trained with),
+    set up for one question at a time when ``serving``.
 
     Raises :class:`PermanentError` when this machine cannot produce vectors of that model.
     """
     hashing = HashingEmbedder()
     if model_id == hashing.model_id:
         return hashing
-    minilm = MiniLMEmbedder()
+    minilm = MiniLMEmbedder(spin=not serving)
     if model_id == minilm.model_id:
         return minilm
     raise PermanentError(

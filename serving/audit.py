@@ -2,12 +2,18 @@
 
 ``record`` only appends to a deque; the writer thread flushes every ``interval`` seconds (or
 at ``batch`` events), and ``close`` flushes what is left, so a clean shutdown loses nothing.
+
+The writer shares the interpreter with the event loop: while it turns events into rows it holds
+the GIL, and the loop waits (up to the 5 ms switch interval at a time). So it writes in small
+transactions of at most ``chunk`` events and yields the GIL between them, which keeps its pauses
+short at the cost of more commits.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Protocol
 
@@ -27,10 +33,13 @@ class AuditSink(Protocol):
 class AuditWriter:
     """Batches audit events to a sink from a background thread."""
 
-    def __init__(self, sink: AuditSink, *, interval: float = 0.2, batch: int = 1000) -> None:
+    def __init__(
+        self, sink: AuditSink, *, interval: float = 0.2, batch: int = 1000, chunk: int = 128
+    ) -> None:
         self.sink = sink
         self.interval = interval
         self.batch = batch
+        self.chunk = chunk
         self._queue: deque[AuditEvent] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -49,7 +58,9 @@ class AuditWriter:
         with self._flush_lock:
             written = 0
             while self._queue:
-                events = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+                if written:
+                    time.sleep(0)  # let the event loop have the GIL between transactions
+                events = [self._queue.popleft() for _ in range(min(self.chunk, len(self._queue)))]
                 try:
                     self.sink.record(events)
                 except Exception:  # the answer path must not fail because the log did

@@ -115,7 +115,7 @@ class VersionCache:
             with self._lock:
                 embedder = self._encoders.get(model_id)
             if embedder is None:
-                embedder = embedder_for(model_id)
+                embedder = embedder_for(model_id, serving=True)
         ready = LoadedVersion(loaded, embedder, route_cache=self.route_cache)
         gc.collect()  # a new version is long-lived: keep it out of later collections
         gc.freeze()
