@@ -12,10 +12,11 @@
    L3 topic block with the offline composer), then sends a fixed number of requests to each at
    one concurrency: req/s, p50 and p99. The floor and L1 are measured in ``--rounds``
    interleaved rounds and the median round is reported (the machine may be doing other work).
-   Then every endpoint at concurrency 1 (latency without queueing), and the floor and L1 again
+   Then every endpoint at a moderate concurrency (``--moderate``, 8) and at concurrency 1
+   (latency without queueing), and the floor and L1 again
    on a second server with the audit log switched the other way.
 4. A repeated L2/L3 question is routed once per version (the route memo), so the runs above
-   measure the memo; L2 and L3 are measured again, under load and at concurrency 1, on a
+   measure the memo; L2 and L3 are measured again, at each concurrency, on a
    third server started with ``RAGC_ROUTE_CACHE=0``, where every request runs the sentence
    encoder and the router ("cold").
 
@@ -607,7 +608,10 @@ def _results_table(title: str, results: Sequence[Result], floor: Result | None) 
 
 
 def _targets_table(
-    loaded: dict[str, Result], idle: dict[str, Result], cold: dict[str, Result]
+    loaded: dict[str, Result],
+    idle: dict[str, Result],
+    cold: dict[str, Result],
+    moderate: dict[str, Result],
 ) -> Table:
     table = Table(title="Targets of the serving issue")
     for column in ("target", "measured", "result"):
@@ -626,8 +630,9 @@ def _targets_table(
                 f"{share:.1%} ({l1.rps:,.0f} / {floor.rps:,.0f} req/s)",
                 verdict(share >= TARGET_L1_SHARE),
             )
+    runs_by_label = (("saturated", loaded), ("moderate load", moderate), ("concurrency 1", idle))
     for name, limit in (("L1", TARGET_L1_P99_MS), ("L2", TARGET_L2_P99_MS), ("L2 cold", 10.0)):
-        for label, runs in (("under load", loaded), ("concurrency 1", idle)):
+        for label, runs in runs_by_label:
             result = runs.get(name) if name != "L2 cold" else cold.get(f"L2 cold {label}")
             if result is not None:
                 table.add_row(
@@ -690,6 +695,7 @@ def run(args: argparse.Namespace) -> None:
 
         loaded: dict[str, Result] = {}
         idle: dict[str, Result] = {}
+        moderate: dict[str, Result] = {}
         flipped_runs: dict[str, Result] = {}
         cold: dict[str, Result] = {}
         server = Server(store_url, audit=args.audit, log_path=work / "granian.log")
@@ -724,6 +730,11 @@ def run(args: argparse.Namespace) -> None:
             loaded.update(
                 _measure(load, slow, args.slow_requests, args.concurrency, args.max_seconds)
             )
+            if args.moderate:
+                console.print(f"measuring at concurrency {args.moderate}:")
+                moderate.update(
+                    _measure(load, targets, args.slow_requests, args.moderate, args.max_seconds)
+                )
             if args.latency_requests:
                 console.print("measuring at concurrency 1:")
                 idle.update(_measure(load, targets, args.latency_requests, 1, args.max_seconds))
@@ -743,10 +754,11 @@ def run(args: argparse.Namespace) -> None:
             with memoless.running():
                 console.print("L2 and L3 again with the route memo off (RAGC_ROUTE_CACHE=0):")
                 load = generator(memoless.port)
-                for label, concurrency, count in (
-                    ("under load", args.concurrency, args.slow_requests),
-                    ("concurrency 1", 1, args.latency_requests or args.slow_requests),
-                ):
+                levels = [("saturated", args.concurrency, args.slow_requests)]
+                if args.moderate:
+                    levels.append(("moderate load", args.moderate, args.slow_requests))
+                levels.append(("concurrency 1", 1, args.latency_requests or args.slow_requests))
+                for label, concurrency, count in levels:
                     for name, result in _measure(
                         load, slow, count, concurrency, args.max_seconds
                     ).items():
@@ -762,6 +774,14 @@ def run(args: argparse.Namespace) -> None:
             loaded.get("floor"),
         )
     )
+    if moderate:
+        console.print(
+            _results_table(
+                f"Concurrency {args.moderate}: moderate load",
+                list(moderate.values()),
+                moderate.get("floor"),
+            )
+        )
     if idle:
         console.print(
             _results_table(
@@ -778,7 +798,7 @@ def run(args: argparse.Namespace) -> None:
                 None,
             )
         )
-    console.print(_targets_table(loaded, idle, cold))
+    console.print(_targets_table(loaded, idle, cold, moderate))
     console.print(f"load generator: {load_name}; server: granian, 1 worker, uvloop, HTTP/1.1")
     console.print(f"after measuring: {_load_average()} (other work on the machine skews the run)")
 
@@ -790,14 +810,17 @@ def _terminate(signum: int, _frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=20_000, help="per floor / L1 run")
-    parser.add_argument("--slow-requests", type=int, default=1_000, help="per L2 / L3 run")
+    parser.add_argument("--slow-requests", type=int, default=5_000, help="per L2 / L3 run")
     parser.add_argument(
         "--latency-requests",
         type=int,
         default=1_000,
         help="per endpoint at concurrency 1 (0 skips)",
     )
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--concurrency", type=int, default=32, help="the saturating load")
+    parser.add_argument(
+        "--moderate", type=int, default=8, help="a second, moderate concurrency (0 skips)"
+    )
     parser.add_argument(
         "--rounds", type=int, default=3, help="interleaved floor / L1 rounds (median counts)"
     )
