@@ -35,10 +35,17 @@ __all__ = [
     "REUSE_OVERLAP",
     "WRONG_TARGET",
     "Encoder",
+    "Held",
+    "Probe",
+    "Thresholds",
     "Tuning",
+    "Verdict",
     "example_digests",
     "fit_router",
+    "held_out_verdicts",
     "train_router",
+    "tune_rule",
+    "verdict_of",
 ]
 
 WRONG_TARGET: Final = 0.02
@@ -227,7 +234,7 @@ class Thresholds(NamedTuple):
     metrics: dict[str, float]
 
 
-def _tune(held: Sequence[Held]) -> Thresholds:
+def tune_rule(held: Sequence[Held]) -> Thresholds:
     """The thresholds that answer the most held-out questions rightly while the expected
     wrong-answer rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets the target.
 
@@ -304,6 +311,55 @@ def overlap(a: Sequence[str], b: Sequence[str]) -> float:
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
+Verdict = Callable[[str, Matrix | None], tuple[str, float, bool]]
+"""A fitted probe's verdict on one question: best class, its probability, heads agreeing."""
+Probe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdict]
+"""Fits a router-like model on ``(question, class)`` pairs (and their vectors)."""
+
+
+def verdict_of(
+    model: RouterModel, question: str, vector: npt.NDArray[np.float32] | None
+) -> tuple[str, float, bool]:
+    """``model``'s best class for ``question``, its probability, and whether both heads
+    ranked it first."""
+    probs, words, meaning = model.head_probabilities(question, vector)
+    best = int(np.argmax(probs))
+    agreed = (
+        words is not None
+        and meaning is not None
+        and int(np.argmax(words)) == best == int(np.argmax(meaning))
+    )
+    return model.header.classes[best], float(probs[best]), agreed
+
+
+def held_out_verdicts(
+    everything: Sequence[tuple[str, str]], vectors: Matrix | None, probe: Probe
+) -> list[Held]:
+    """Verdicts on held-out questions of models fitted by ``probe`` without them: the held-out
+    folds of :func:`_folds` and, in each fold, every question of the classes :func:`_left_out`
+    leaves out of training."""
+    folds = _folds(everything)
+    held: list[Held] = []
+    fold_ids = sorted(set(folds) - {-1})
+    classes = sorted({c for _, c in everything})
+    for fold in fold_ids:
+        novel = _left_out(classes, fold, len(fold_ids))
+        train = [i for i, f in enumerate(folds) if f != fold and everything[i][1] not in novel]
+        test = [i for i, f in enumerate(folds) if f == fold or everything[i][1] in novel]
+        train_examples = [everything[i] for i in train]
+        if len({c for _, c in train_examples}) < 2:
+            continue
+        verdict = probe(train_examples, None if vectors is None else vectors[train])
+        for i in test:
+            question, truth = everything[i]
+            predicted, confidence, agreed = verdict(
+                question, None if vectors is None else vectors[i]
+            )
+            kind = "negative" if truth in novel or truth == OUT_OF_SCOPE else "in"
+            held.append(Held(kind, predicted, confidence, agreed, truth))
+    return held
+
+
 def train_router(
     examples: Sequence[tuple[str, str]],
     out_of_scope: Sequence[str],
@@ -329,40 +385,18 @@ def train_router(
         agreed = previous.threshold if previous.agreed is None else previous.agreed
         metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
         return _with_rule(model, Thresholds(previous.threshold, agreed, metrics))
-    folds = _folds(everything)
-    held: list[Held] = []
-    fold_ids = sorted(set(folds) - {-1})
-    classes = sorted({c for _, c in everything})
-    for fold in fold_ids:
-        novel = _left_out(classes, fold, len(fold_ids))
-        train = [i for i, f in enumerate(folds) if f != fold and everything[i][1] not in novel]
-        test = [i for i, f in enumerate(folds) if f == fold or everything[i][1] in novel]
-        train_examples = [everything[i] for i in train]
-        if len({c for _, c in train_examples}) < 2:
-            continue
-        probe = fit_router(
-            train_examples,
-            vectors=None if vectors is None else vectors[train],
-            embedder=embedder,
-            max_iter=PROBE_ITERATIONS,
+
+    def probe(train: Sequence[tuple[str, str]], train_vectors: Matrix | None) -> Verdict:
+        model = fit_router(
+            train, vectors=train_vectors, embedder=embedder, max_iter=PROBE_ITERATIONS
         )
-        for i in test:
-            question, truth = everything[i]
-            probs, words, meaning = probe.head_probabilities(
-                question, None if vectors is None else vectors[i]
-            )
-            best = int(np.argmax(probs))
-            agreed = (
-                words is not None
-                and meaning is not None
-                and int(np.argmax(words)) == best == int(np.argmax(meaning))
-            )
-            kind = "negative" if truth in novel or truth == OUT_OF_SCOPE else "in"
-            held.append(Held(kind, probe.header.classes[best], float(probs[best]), agreed, truth))
+        return lambda question, vector: verdict_of(model, question, vector)
+
+    held = held_out_verdicts(everything, vectors, probe)
     model = fit_router(everything, vectors=vectors, embedder=embedder)
     if not any(h.kind == "in" for h in held):
         return model
-    return _with_rule(model, _tune(held))
+    return _with_rule(model, tune_rule(held))
 
 
 def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:

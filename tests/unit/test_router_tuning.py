@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.router import OUT_OF_SCOPE
-from tasks.router import NOVEL_SHARE, OOS_PRIOR, WRONG_TARGET, Held, _left_out, _tune
+from tasks.router import NOVEL_SHARE, OOS_PRIOR, WRONG_TARGET, Held, _left_out, tune_rule
 
 
 def _inside(n: int, confidence: float, *, right: bool = True, agreed: bool = False) -> list[Held]:
@@ -19,7 +19,7 @@ def _negatives(n: int, confidence: float, *, agreed: bool = False) -> list[Held]
 def test_the_threshold_sits_above_confident_negatives() -> None:
     # Right answers at 0.9 and 0.6; out-of-scope questions leak at 0.7.
     held = [*_inside(50, 0.9), *_inside(50, 0.6), *_negatives(100, 0.7)]
-    rule = _tune(held)
+    rule = tune_rule(held)
     assert 0.7 < rule.threshold <= 0.9
     assert rule.metrics["heldout_coverage"] == pytest.approx(0.5)
     assert rule.metrics["heldout_wrong_rate"] == 0.0
@@ -29,7 +29,7 @@ def test_the_threshold_sits_above_confident_negatives() -> None:
 def test_negatives_count_at_the_assumed_out_of_scope_share() -> None:
     # 1 % of negatives served at 0.5: expected wrong rate is prior * 1 % / answered, under target.
     held = [*_inside(100, 0.5), *_negatives(99, 0.1), *_negatives(1, 0.5)]
-    rule = _tune(held)
+    rule = tune_rule(held)
     expected_wrong = OOS_PRIOR * 0.01 / ((1 - OOS_PRIOR) + OOS_PRIOR * 0.01)
     assert expected_wrong <= WRONG_TARGET
     assert rule.threshold <= 0.5
@@ -38,7 +38,7 @@ def test_negatives_count_at_the_assumed_out_of_scope_share() -> None:
 
 def test_misroutes_alone_decide_without_negatives() -> None:
     held = [*_inside(90, 0.8), *_inside(10, 0.4, right=False)]
-    rule = _tune(held)
+    rule = tune_rule(held)
     assert 0.4 < rule.threshold <= 0.8
     assert "heldout_negatives_served" in rule.metrics
 
@@ -46,7 +46,7 @@ def test_misroutes_alone_decide_without_negatives() -> None:
 def test_agreement_earns_a_lower_threshold_when_it_separates_right_from_wrong() -> None:
     # Right answers where both heads agree sit at 0.5; wrong ones at 0.6 without agreement.
     held = [*_inside(80, 0.5, agreed=True), *_inside(20, 0.6, right=False), *_negatives(50, 0.6)]
-    rule = _tune(held)
+    rule = tune_rule(held)
     assert rule.threshold > 0.6
     assert rule.agreed <= 0.5
     assert rule.metrics["heldout_coverage"] == pytest.approx(0.8)
@@ -54,11 +54,11 @@ def test_agreement_earns_a_lower_threshold_when_it_separates_right_from_wrong() 
 
 def test_out_of_scope_predictions_are_never_served() -> None:
     held = [*_inside(10, 0.9), Held("negative", OUT_OF_SCOPE, 0.99, True, OUT_OF_SCOPE)]
-    assert _tune(held).metrics["heldout_negatives_served"] == 0.0
+    assert tune_rule(held).metrics["heldout_negatives_served"] == 0.0
 
 
 def test_nothing_meets_the_target_gives_the_strictest_rule() -> None:
-    rule = _tune([*_inside(10, 0.99, right=False)])
+    rule = tune_rule([*_inside(10, 0.99, right=False)])
     assert rule.threshold == rule.agreed == 0.99
     assert "heldout_coverage" not in rule.metrics
 
