@@ -1,0 +1,283 @@
+"""Router benchmark: which features win, each tuned the way a compile tunes the shipped router.
+
+    uv run python bench/router.py [--sets clinc150,banking77,banking77_oos]
+
+For each FAQ-style set under ``../shared/eval/<set>/`` (``faq.jsonl`` with paraphrases, and
+``out_of_scope.jsonl`` when there is one), four routers are trained on the knowledge alone:
+
+* ``n-grams``: the logistic regression over hashed word and character n-grams, alone;
+* ``MiniLM``: the logistic regression over the int8 MiniLM sentence vector, alone;
+* ``joint``: one logistic regression over both blocks (the router before version 4);
+* ``two heads``: the shipped router — both regressions, probabilities averaged, with the lower
+  threshold when both heads agree.
+
+Each is tuned exactly as ``train_router`` tunes the shipped one (``held_out_verdicts`` then
+``tune_rule``: held-out paraphrases, known out-of-scope questions and left-out classes, a 5 %
+out-of-scope prior, 2 % wrong-answer target), then answers the dev queries. The table shows
+the figures at that compiled rule and, for reference only, the best coverage any single
+threshold reaches on dev with a wrong-answer rate within the set's target (tuned on dev: an
+upper bound, never what a compile gets; no agreement rule there). Coverage ratios are against
+the shipped router of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Run as a script, Python puts bench/ first on the path, where bench/stores.py would shadow
+# the `stores` package: put the project root there instead.
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench._setup import quiet_offline_environment
+
+quiet_offline_environment()
+
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+from scipy import sparse  # noqa: E402
+
+from providers.embedders import MiniLMEmbedder  # noqa: E402
+from schemas.router import OUT_OF_SCOPE, RouterModel  # noqa: E402
+from tasks.router import (  # noqa: E402
+    C_VECTORS,
+    PROBE_ITERATIONS,
+    C,
+    Thresholds,
+    Verdict,
+    _fit_head,
+    _ngram_block,
+    fit_router,
+    held_out_verdicts,
+    tune_rule,
+    verdict_of,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT.parent / "shared" / "eval"
+TARGETS = {"clinc150": 0.02, "banking77": 0.03, "banking77_oos": 0.02}
+console = Console(width=140)
+
+Matrix = npt.NDArray[np.float32]
+Fit = Callable[[Sequence[tuple[str, str]], Matrix, int], Verdict]
+
+
+def _softmax(logits: Matrix) -> Matrix:
+    shifted = np.exp(logits - logits.max())
+    result: Matrix = (shifted / shifted.sum()).astype(np.float32)
+    return result
+
+
+def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+    del vectors
+    model = fit_router(examples, max_iter=iters)
+
+    def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
+        del vector  # n-grams only
+        return verdict_of(model, question, None)
+
+    return verdict
+
+
+def fit_minilm(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+    classes = sorted({c for _, c in examples})
+    labels = np.array([classes.index(c) for _, c in examples])
+    weights, bias = _fit_head(
+        vectors, labels, len(classes), c=C_VECTORS, max_iter=iters, initial=None
+    )
+
+    def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
+        del question  # the sentence vector only
+        assert vector is not None
+        probs = _softmax(bias + vector @ weights)
+        best = int(np.argmax(probs))
+        return classes[best], float(probs[best]), False
+
+    return verdict
+
+
+def fit_joint(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+    ngrams, buckets, _ = _ngram_block([q for q, _ in examples])
+    words = fit_router(examples, max_iter=1)  # the same vocabulary, to vectorize questions
+    assert np.array_equal(words.buckets, buckets)
+    classes = list(words.header.classes)
+    labels = np.array([classes.index(c) for _, c in examples])
+    features = sparse.hstack([ngrams, sparse.csr_matrix(vectors)]).tocsr()
+    weights, bias = _fit_head(features, labels, len(classes), c=C, max_iter=iters, initial=None)
+    split = len(words.buckets)
+
+    def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
+        assert vector is not None
+        index, values = words.vectorize(question)
+        probs = _softmax(bias + values @ weights[:split][index] + vector @ weights[split:])
+        best = int(np.argmax(probs))
+        return classes[best], float(probs[best]), False
+
+    return verdict
+
+
+def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+    model: RouterModel = fit_router(examples, vectors=vectors, embedder="minilm", max_iter=iters)
+    return lambda q, v: verdict_of(model, q, v)
+
+
+VARIANTS: dict[str, Fit] = {
+    "n-grams": fit_ngrams,
+    "MiniLM": fit_minilm,
+    "joint": fit_joint,
+    "two heads (shipped)": fit_two_heads,
+}
+
+
+@dataclass(frozen=True)
+class Figures:
+    coverage: float
+    wrong: float
+    rejection: float | None
+
+
+def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str, object]]]:
+    knowledge = EVAL / name / "knowledge"
+    examples: list[tuple[str, str]] = []
+    for line in (knowledge / "faq.jsonl").read_text("utf-8").splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            asked = [entry["question"]] if entry.get("question") else []
+            examples += [(q, entry["id"]) for q in [*asked, *entry.get("paraphrases", [])]]
+    oos_file = knowledge / "out_of_scope.jsonl"
+    oos = (
+        [json.loads(line)["question"] for line in oos_file.read_text("utf-8").splitlines() if line]
+        if oos_file.is_file()
+        else []
+    )
+    queries = [
+        json.loads(line)
+        for line in (EVAL / name / "queries_dev.jsonl").read_text("utf-8").splitlines()
+        if line.strip()
+    ]
+    return list(dict.fromkeys(examples)), list(dict.fromkeys(oos)), queries
+
+
+def figures(
+    verdicts: Sequence[tuple[str, float, bool]],
+    truths: Sequence[str | None],
+    rule: Thresholds,
+) -> Figures:
+    served = [
+        p != OUT_OF_SCOPE and (c >= rule.threshold or (a and c >= rule.agreed))
+        for p, c, a in verdicts
+    ]
+    inside = [t is not None for t in truths]
+    correct = sum(s and p == t for s, (p, _, _), t in zip(served, verdicts, truths, strict=True))
+    wrong = sum(s and p != t for s, (p, _, _), t in zip(served, verdicts, truths, strict=True))
+    n_oos = inside.count(False)
+    rejected = sum(not s for s, i in zip(served, inside, strict=True) if not i)
+    return Figures(
+        coverage=correct / max(inside.count(True), 1),
+        wrong=wrong / max(sum(served), 1),
+        rejection=rejected / n_oos if n_oos else None,
+    )
+
+
+def best_on_dev(
+    verdicts: Sequence[tuple[str, float, bool]], truths: Sequence[str | None], target: float
+) -> tuple[float, Figures]:
+    best: tuple[float, Figures] = (1.0, Figures(0.0, 0.0, None))
+    for t in np.round(np.arange(0.0, 1.0, 0.01), 2):
+        got = figures(verdicts, truths, Thresholds(float(t), float(t), {}))
+        if got.wrong <= target and got.coverage > best[1].coverage:
+            best = (float(t), got)
+    return best
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def bench(name: str, embedder: MiniLMEmbedder) -> None:
+    examples, oos, queries = load_set(name)
+    everything = [*examples, *((q, OUT_OF_SCOPE) for q in oos)]
+    started = time.perf_counter()
+    vectors = embedder.embed([q for q, _ in everything])
+    dev_vectors = embedder.embed([str(q["query"]) for q in queries])
+    console.print(
+        f"{name}: {len(examples)} phrasings, {len(oos)} out-of-scope, {len(queries)} dev "
+        f"queries; embedded in {time.perf_counter() - started:.0f} s"
+    )
+    truths: list[str | None] = []
+    for query in queries:
+        accept = query["accept"]
+        assert isinstance(accept, list)
+        truths.append(str(accept[0]["entry_id"]) if accept else None)
+    table = Table(title=f"{name}: routers tuned like a compile, answering the dev queries")
+    for column in (
+        "router",
+        "tuned rule",
+        "coverage",
+        "wrong",
+        "rejection",
+        "coverage x",
+        "dev-best coverage (wrong ≤ target)",
+        "fit s",
+    ):
+        table.add_column(column, justify="left" if column == "router" else "right")
+    rows: list[tuple[str, Thresholds, Figures, tuple[float, Figures], float, bool]] = []
+    for variant, fit in VARIANTS.items():
+        started = time.perf_counter()
+
+        def probe(train: Sequence[tuple[str, str]], vs: Matrix | None, fit: Fit = fit) -> Verdict:
+            assert vs is not None
+            return fit(train, vs, PROBE_ITERATIONS)
+
+        held = held_out_verdicts(everything, vectors, probe)
+        rule = tune_rule(held)
+        final = fit(everything, vectors, 300)
+        seconds = time.perf_counter() - started
+        verdicts = [final(str(q["query"]), v) for q, v in zip(queries, dev_vectors, strict=True)]
+        got = figures(verdicts, truths, rule)
+        heads = any(h.agreed for h in held)
+        best = best_on_dev(verdicts, truths, TARGETS[name])
+        rows.append((variant, rule, got, best, seconds, heads))
+        console.print(f"  {variant}: {got}, {seconds:.0f} s")
+    shipped = rows[-1][2].coverage
+    for variant, rule, got, (t, best), seconds, heads in rows:
+        agreed = f", agreed {rule.agreed:.2f}" if heads and rule.agreed < rule.threshold else ""
+        table.add_row(
+            variant,
+            f"{rule.threshold:.2f}{agreed}",
+            _pct(got.coverage),
+            _pct(got.wrong),
+            _pct(got.rejection),
+            f"x{got.coverage / shipped:.2f}" if shipped else "-",
+            f"{best.coverage:.1%} at {t:.2f} (wrong {best.wrong:.1%})",
+            f"{seconds:.0f}",
+        )
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--sets", default="clinc150,banking77,banking77_oos")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.sets.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        parser.error(f"unknown or non-FAQ sets {unknown}; choose from {sorted(TARGETS)}")
+    missing = [n for n in names if not (EVAL / n).is_dir()]
+    if missing:
+        raise SystemExit(f"{', '.join(missing)} not found under {EVAL}")
+    embedder = MiniLMEmbedder()
+    for name in names:
+        bench(name, embedder)
+
+
+if __name__ == "__main__":
+    main()
