@@ -244,11 +244,12 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
         verdicts = [final(str(q["query"]), v) for q, v in zip(queries, dev_vectors, strict=True)]
         got = figures(verdicts, truths, rule)
         heads = any(h.agreed for h in held)
-        best = best_on_dev(verdicts, truths, TARGETS[name])
-        rows.append((variant, rule, got, best, seconds, heads))
+        rows.append(
+            (variant, rule, got, best_on_dev(verdicts, truths, TARGETS[name]), seconds, heads)
+        )
         console.print(f"  {variant}: {got}, {seconds:.0f} s")
     shipped = rows[-1][2].coverage
-    for variant, rule, got, (t, best), seconds, heads in rows:
+    for variant, rule, got, (t, dev_best), seconds, heads in rows:
         agreed = f", agreed {rule.agreed:.2f}" if heads and rule.agreed < rule.threshold else ""
         table.add_row(
             variant,
@@ -257,7 +258,7 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
             _pct(got.wrong),
             _pct(got.rejection),
             f"x{got.coverage / shipped:.2f}" if shipped else "-",
-            f"{best.coverage:.1%} at {t:.2f} (wrong {best.wrong:.1%})",
+            f"{dev_best.coverage:.1%} at {t:.2f} (wrong {dev_best.wrong:.1%})",
             f"{seconds:.0f}",
         )
     console.print(table)
