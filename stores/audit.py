@@ -60,7 +60,8 @@ CREATE TABLE IF NOT EXISTS audit_answers (
     ts REAL NOT NULL, tenant TEXT, version TEXT NOT NULL, layer TEXT NOT NULL,
     cache_key TEXT, entry_id TEXT, latency_ms REAL NOT NULL, normalized TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit_answers_by_tenant ON audit_answers (tenant, layer, ts);
+DROP INDEX IF EXISTS audit_answers_by_tenant;
+CREATE INDEX IF NOT EXISTS audit_l3_by_time ON audit_answers (ts, tenant) WHERE layer = 'L3';
 CREATE TABLE IF NOT EXISTS audit_misses (
     ts REAL NOT NULL, tenant TEXT, version TEXT NOT NULL, question TEXT NOT NULL,
     normalized TEXT NOT NULL, best_guess TEXT, best_score REAL NOT NULL, candidates BLOB NOT NULL
@@ -207,7 +208,7 @@ class SqliteAuditLog:
         with self._lock:
             rows = self._db.execute(
                 "SELECT ts, tenant, version, layer, cache_key, entry_id, latency_ms, normalized "
-                "FROM audit_answers ORDER BY ts DESC LIMIT ?",
+                "FROM audit_answers ORDER BY rowid DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [answer_from_row(r) for r in rows]
