@@ -208,7 +208,7 @@ class SqliteAuditLog:
         with self._lock:
             rows = self._db.execute(
                 "SELECT ts, tenant, version, layer, cache_key, entry_id, latency_ms, normalized "
-                "FROM audit_answers ORDER BY rowid DESC LIMIT ?",
+                "FROM audit_answers ORDER BY ts DESC, rowid DESC LIMIT ?",
                 (limit,),
             ).fetchall()
         return [answer_from_row(r) for r in rows]
