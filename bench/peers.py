@@ -57,7 +57,7 @@ from providers.embedders import MiniLMEmbedder  # noqa: E402
 from ragc.evaluate import run_eval  # noqa: E402
 from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
 
-console = Console()
+console = Console(width=140)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL_DIR = ROOT.parent / "shared" / "eval"

@@ -613,7 +613,16 @@ def eval_(
             f"{share:.1%}  p50 {figures.latency_p50_ms[layer]:.2f} ms  "
             f"p99 {figures.latency_p99_ms[layer]:.2f} ms",
         )
-    table.add_row("router threshold", f"{result.threshold}")
+    agreed = result.agreed_threshold
+    table.add_row(
+        "router threshold",
+        f"{result.threshold}"
+        + (
+            f" ({agreed} when both heads agree)"
+            if agreed is not None and result.threshold is not None and agreed < result.threshold
+            else ""
+        ),
+    )
     console.print(table)
     if report:
         console.print(f"report written to {report}", highlight=False)

@@ -25,6 +25,8 @@ class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
     version: str
     compiled: bool
     threshold: float | None
+    agreed_threshold: float | None = None
+    """The router's lower threshold for when both its heads pick the same entry."""
     report: EvalReport
     outcomes: list[Outcome]
 
@@ -91,6 +93,7 @@ def run_eval(
     figures = summarize(outcomes)
     router = ready.loaded.router
     threshold = router.header.threshold if router else None
+    agreed = router.header.agreed_threshold if router else None
     if report_path is not None:
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(
@@ -104,5 +107,10 @@ def run_eval(
             "utf-8",
         )
     return EvalResult(
-        version=version, compiled=compiled, threshold=threshold, report=figures, outcomes=outcomes
+        version=version,
+        compiled=compiled,
+        threshold=threshold,
+        agreed_threshold=agreed,
+        report=figures,
+        outcomes=outcomes,
     )
