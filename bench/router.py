@@ -27,8 +27,8 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Run as a script, Python puts bench/ first on the path, where bench/stores.py would shadow
 # the `stores` package: put the project root there instead.
@@ -46,6 +46,7 @@ from rich.table import Table  # noqa: E402
 from scipy import sparse  # noqa: E402
 
 from providers.embedders import MiniLMEmbedder  # noqa: E402
+from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
 from schemas.router import OUT_OF_SCOPE, RouterModel  # noqa: E402
 from tasks.router import (  # noqa: E402
     C_VECTORS,
@@ -137,14 +138,7 @@ VARIANTS: dict[str, Fit] = {
 }
 
 
-@dataclass(frozen=True)
-class Figures:
-    coverage: float
-    wrong: float
-    rejection: float | None
-
-
-def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str, object]]]:
+def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str, Any]]]:
     knowledge = EVAL / name / "knowledge"
     examples: list[tuple[str, str]] = []
     for line in (knowledge / "faq.jsonl").read_text("utf-8").splitlines():
@@ -168,32 +162,42 @@ def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str
 
 def figures(
     verdicts: Sequence[tuple[str, float, bool]],
-    truths: Sequence[str | None],
+    queries: Sequence[dict[str, Any]],
     rule: Thresholds,
-) -> Figures:
-    served = [
-        p != OUT_OF_SCOPE and (c >= rule.threshold or (a and c >= rule.agreed))
-        for p, c, a in verdicts
-    ]
-    inside = [t is not None for t in truths]
-    correct = sum(s and p == t for s, (p, _, _), t in zip(served, verdicts, truths, strict=True))
-    wrong = sum(s and p != t for s, (p, _, _), t in zip(served, verdicts, truths, strict=True))
-    n_oos = inside.count(False)
-    rejected = sum(not s for s, i in zip(served, inside, strict=True) if not i)
-    return Figures(
-        coverage=correct / max(inside.count(True), 1),
-        wrong=wrong / max(sum(served), 1),
-        rejection=rejected / n_oos if n_oos else None,
-    )
+) -> EvalReport:
+    """The eval's figures (``summarize``, the same definitions as ``ragc eval``) of serving
+    ``verdicts`` by ``rule``."""
+    outcomes = []
+    for (predicted, confidence, agreed), query in zip(verdicts, queries, strict=True):
+        accept = tuple(query["accept"])
+        served = predicted != OUT_OF_SCOPE and (
+            confidence >= rule.threshold or (agreed and confidence >= rule.agreed)
+        )
+        outcomes.append(
+            Outcome(
+                query=str(query["query"]),
+                layer="L2" if served else "SAFE",
+                served=served,
+                correct=served and any(t.get("entry_id") == predicted for t in accept),
+                in_scope=bool(accept),
+                oos_type=query.get("oos_type"),
+                entry_id=predicted if served else None,
+                expected=accept,
+                confidence=confidence,
+                latency_ms=0.0,
+            )
+        )
+    return summarize(outcomes)
 
 
 def best_on_dev(
-    verdicts: Sequence[tuple[str, float, bool]], truths: Sequence[str | None], target: float
-) -> tuple[float, Figures]:
-    best: tuple[float, Figures] = (1.0, Figures(0.0, 0.0, None))
+    verdicts: Sequence[tuple[str, float, bool]], queries: Sequence[dict[str, Any]], target: float
+) -> tuple[float, EvalReport | None]:
+    """The single threshold with the most coverage on dev within ``target`` wrong answers."""
+    best: tuple[float, EvalReport | None] = (1.0, None)
     for t in np.round(np.arange(0.0, 1.0, 0.01), 2):
-        got = figures(verdicts, truths, Thresholds(float(t), float(t), {}))
-        if got.wrong <= target and got.coverage > best[1].coverage:
+        got = figures(verdicts, queries, Thresholds(float(t), float(t), {}))
+        if got.wrong_rate <= target and (best[1] is None or got.coverage > best[1].coverage):
             best = (float(t), got)
     return best
 
@@ -212,11 +216,6 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
         f"{name}: {len(examples)} phrasings, {len(oos)} out-of-scope, {len(queries)} dev "
         f"queries; embedded in {time.perf_counter() - started:.0f} s"
     )
-    truths: list[str | None] = []
-    for query in queries:
-        accept = query["accept"]
-        assert isinstance(accept, list)
-        truths.append(str(accept[0]["entry_id"]) if accept else None)
     table = Table(title=f"{name}: routers tuned like a compile, answering the dev queries")
     for column in (
         "router",
@@ -229,7 +228,8 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
         "fit s",
     ):
         table.add_column(column, justify="left" if column == "router" else "right")
-    rows: list[tuple[str, Thresholds, Figures, tuple[float, Figures], float, bool]] = []
+    rows: list[tuple[str, Thresholds, EvalReport, tuple[float, EvalReport | None], float, bool]]
+    rows = []
     for variant, fit in VARIANTS.items():
         started = time.perf_counter()
 
@@ -242,12 +242,15 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
         final = fit(everything, vectors, 300)
         seconds = time.perf_counter() - started
         verdicts = [final(str(q["query"]), v) for q, v in zip(queries, dev_vectors, strict=True)]
-        got = figures(verdicts, truths, rule)
+        got = figures(verdicts, queries, rule)
         heads = any(h.agreed for h in held)
         rows.append(
-            (variant, rule, got, best_on_dev(verdicts, truths, TARGETS[name]), seconds, heads)
+            (variant, rule, got, best_on_dev(verdicts, queries, TARGETS[name]), seconds, heads)
         )
-        console.print(f"  {variant}: {got}, {seconds:.0f} s")
+        console.print(
+            f"  {variant}: coverage {got.coverage:.1%}, wrong {got.wrong_rate:.1%}, "
+            f"rejection {_pct(got.rejection)}, {seconds:.0f} s"
+        )
     shipped = rows[-1][2].coverage
     for variant, rule, got, (t, dev_best), seconds, heads in rows:
         agreed = f", agreed {rule.agreed:.2f}" if heads and rule.agreed < rule.threshold else ""
@@ -255,10 +258,12 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
             variant,
             f"{rule.threshold:.2f}{agreed}",
             _pct(got.coverage),
-            _pct(got.wrong),
+            _pct(got.wrong_rate),
             _pct(got.rejection),
             f"x{got.coverage / shipped:.2f}" if shipped else "-",
-            f"{dev_best.coverage:.1%} at {t:.2f} (wrong {dev_best.wrong:.1%})",
+            f"{dev_best.coverage:.1%} at {t:.2f} (wrong {dev_best.wrong_rate:.1%})"
+            if dev_best is not None
+            else "none within the target",
             f"{seconds:.0f}",
         )
     console.print(table)
