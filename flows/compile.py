@@ -36,6 +36,7 @@ from tasks.index import index_chunks
 from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
 from tasks.publish import open_resources, publish_snapshot, snapshot_artifacts
 from tasks.review import ReviewPolicy, review_answers
+from tasks.router import RouterPolicy
 from tasks.synthesize import synthesize_questions
 from tasks.topics import discover_topics
 from tasks.verify import verify_answers
@@ -60,6 +61,7 @@ class CompileParams(BaseModel):
     provider: Literal["offline", "anthropic"] = "offline"
     model: str | None = None
     review: ReviewPolicy = ReviewPolicy()
+    router: RouterPolicy = RouterPolicy()
     build_dir: str = Field(default=".ragc/build", description="Build cache and snapshot folders.")
     regression: str | None = Field(
         default=None, description="Labelled queries (JSONL) for the gate."
@@ -189,7 +191,15 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             times,
             "compile",
             lambda: snapshot_artifacts(
-                res.version, res.parent, report, chunks, topics, entries, res.embedder, res.cache
+                res.version,
+                res.parent,
+                report,
+                chunks,
+                topics,
+                entries,
+                res.embedder,
+                res.cache,
+                params.router,
             ),
         )
         regression = Path(params.regression) if params.regression else regression_path(root)

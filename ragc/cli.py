@@ -273,6 +273,14 @@ def compile_(
     regression: Annotated[
         Path | None, typer.Option(help="Labelled queries for the regression gate.")
     ] = None,
+    wrong_target: Annotated[
+        float,
+        typer.Option(help="Router: highest expected share of wrong answers among those served."),
+    ] = 0.02,
+    oos_share: Annotated[
+        float,
+        typer.Option(help="Router: share of questions assumed to be outside the knowledge."),
+    ] = 0.05,
     build_dir: Annotated[Path, typer.Option(help="Build cache and snapshot folders.")] = Path(
         ".ragc/build"
     ),
@@ -291,6 +299,7 @@ def compile_(
     _prefect_defaults()
     from flows.compile import CompileParams, compile_knowledge  # noqa: PLC0415 - heavy
     from tasks.review import ReviewPolicy  # noqa: PLC0415 - heavy
+    from tasks.router import RouterPolicy  # noqa: PLC0415 - heavy
 
     try:
         params = CompileParams(
@@ -301,6 +310,7 @@ def compile_(
             provider=provider,  # type: ignore[arg-type]
             model=model,
             review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
+            router=RouterPolicy(wrong_target=wrong_target, oos_share=oos_share),
             build_dir=str(build_dir),
             regression=str(regression) if regression else None,
             archive=archive or None,

@@ -24,7 +24,7 @@ from schemas.normalize import canonical_text
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
 from schemas.router import ROUTER_BLOB, RouterModel
 from stores.cache import BuildCache
-from tasks.router import Encoder, Tuning, example_digests, train_router
+from tasks.router import Encoder, RouterPolicy, Tuning, example_digests, train_router
 from tasks.synthesize import passage_of
 
 __all__ = ["TOPIC_TOKENS", "build_snapshot", "count_tokens", "router_examples", "topic_blocks"]
@@ -127,11 +127,20 @@ def router_blob(
     encoder: Encoder | None,
     embedder: str | None,
     cache: BuildCache | None,
+    policy: RouterPolicy | None = None,
 ) -> bytes:
     """The trained router as bytes, reused from the build cache when it was trained on exactly
     these examples, out-of-scope questions and encoder before."""
     key = content_hash(
-        msgspec.json.encode([ROUTER_VERSION, embedder, sorted(examples), sorted(out_of_scope)]),
+        msgspec.json.encode(
+            [
+                ROUTER_VERSION,
+                embedder,
+                sorted(examples),
+                sorted(out_of_scope),
+                *((policy.wrong_target, policy.oos_share) if policy else ()),
+            ]
+        ),
         40,
     )
     found = cache.get("router", key) if cache else None
@@ -147,6 +156,7 @@ def router_blob(
         embedder=embedder,
         previous=previous,
         start=RouterModel.from_bytes(latest) if latest else None,
+        policy=policy,
     )
     blob = router.to_bytes()
     if cache:
@@ -156,6 +166,8 @@ def router_blob(
             digests=example_digests(examples, out_of_scope),
             threshold=router.header.threshold,
             agreed=router.header.agreed_threshold,
+            wrong_target=(policy or RouterPolicy()).wrong_target,
+            oos_share=(policy or RouterPolicy()).oos_share,
             metrics={
                 k: v for k, v in router.header.metrics.items() if k != "threshold_reused_overlap"
             },
@@ -197,6 +209,7 @@ def build_snapshot(
     embedder: str | None = None,
     cache: BuildCache | None = None,
     fallback: str = DEFAULT_FALLBACK,
+    policy: RouterPolicy | None = None,
 ) -> Snapshot:
     """The sealed snapshot of approved entries, with a router trained on them."""
     approved = [e for e in entries if e.status == "approved"]
@@ -240,6 +253,7 @@ def build_snapshot(
             encoder=encoder,
             embedder=embedder,
             cache=cache,
+            policy=policy,
         )
     manifest = Manifest(
         compiler=compiler_id(),

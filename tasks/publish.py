@@ -28,6 +28,7 @@ from tasks._policies import stage_task
 from tasks._warm import record_catalogue
 from tasks.artifacts import build_snapshot
 from tasks.index import embed_cached
+from tasks.router import RouterPolicy
 
 __all__ = [
     "GcReport",
@@ -90,6 +91,7 @@ def snapshot_artifacts(
     entries: Sequence[Entry],
     embedder: Embedder,
     cache: BuildCache | None,
+    policy: RouterPolicy | None = None,
 ) -> Snapshot:
     """Prefect task over :func:`tasks.artifacts.build_snapshot` (router reads sentence vectors)."""
     return build_snapshot(
@@ -102,6 +104,7 @@ def snapshot_artifacts(
         encoder=lambda questions: embed_cached(embedder, questions, cache),
         embedder=embedder.model_id,
         cache=cache,
+        policy=policy,
     )
 
 

@@ -24,6 +24,7 @@ from typing import Final, NamedTuple
 import msgspec
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, Field
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
@@ -37,6 +38,7 @@ __all__ = [
     "Encoder",
     "Held",
     "Probe",
+    "RouterPolicy",
     "Thresholds",
     "Tuning",
     "Verdict",
@@ -66,6 +68,18 @@ lacks are treated (only with at least :data:`_MIN_CLASSES_TO_LEAVE_OUT` classes)
 _MIN_CLASSES_TO_LEAVE_OUT: Final = 5
 
 Matrix = npt.NDArray[np.float32]
+
+
+class RouterPolicy(BaseModel):
+    """The risk a compile's router is tuned to take (``ragc compile --wrong-target``,
+    ``--oos-share``)."""
+
+    wrong_target: float = Field(default=WRONG_TARGET, gt=0.0, lt=1.0)
+    """Highest expected share of wrong answers among the answers served."""
+    oos_share: float = Field(default=OOS_PRIOR, ge=0.0, lt=1.0)
+    """Share of the traffic assumed to be about something the knowledge does not cover."""
+
+
 Encoder = Callable[[Sequence[str]], Matrix]
 """Questions to unit sentence vectors (rows), e.g. a cached MiniLM embedder."""
 
@@ -234,9 +248,10 @@ class Thresholds(NamedTuple):
     metrics: dict[str, float]
 
 
-def tune_rule(held: Sequence[Held]) -> Thresholds:
+def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thresholds:
     """The thresholds that answer the most held-out questions rightly while the expected
-    wrong-answer rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets the target.
+    wrong-answer rate, with ``policy.oos_share`` of the traffic out of scope, meets
+    ``policy.wrong_target`` (defaults: :data:`OOS_PRIOR`, :data:`WRONG_TARGET`).
 
     Ties go to the lower thresholds: held-out paraphrases (synthesised ones especially) are
     often easier than real questions, so when several rules answer all of them, the most
@@ -249,7 +264,8 @@ def tune_rule(held: Sequence[Held]) -> Thresholds:
     answerable = np.array([h.predicted != OUT_OF_SCOPE for h in held])
     right = np.array([h.predicted == h.truth for h in held])
     n_in, n_out = int(inside.sum()), int((~inside).sum())
-    prior = OOS_PRIOR if n_out else 0.0
+    policy = policy or RouterPolicy()
+    prior = policy.oos_share if n_out else 0.0
     sizes = {"heldout_size": float(n_in), "heldout_negatives": float(n_out)}
     best: tuple[float, float, float, float, float] | None = None
     for t in _GRID:
@@ -260,7 +276,7 @@ def tune_rule(held: Sequence[Held]) -> Thresholds:
             leaked = float((served & ~inside).sum()) / n_out if n_out else 0.0
             answered = (1 - prior) * (correct + misrouted) + prior * leaked
             wrong = ((1 - prior) * misrouted + prior * leaked) / answered if answered else 0.0
-            if wrong <= WRONG_TARGET and (best is None or correct > best[0]):
+            if wrong <= policy.wrong_target and (best is None or correct > best[0]):
                 best = (correct, wrong, leaked, t, a)
     if best is None:
         return Thresholds(_GRID[-1], _GRID[-1], sizes)
@@ -294,6 +310,8 @@ class Tuning(msgspec.Struct, frozen=True, kw_only=True):
     digests: tuple[str, ...]
     threshold: float
     agreed: float | None = None
+    wrong_target: float = WRONG_TARGET
+    oos_share: float = OOS_PRIOR
     metrics: dict[str, float]
 
 
@@ -368,8 +386,9 @@ def train_router(
     embedder: str | None = None,
     previous: Tuning | None = None,
     start: RouterModel | None = None,
+    policy: RouterPolicy | None = None,
 ) -> RouterModel:
-    """Tune the threshold on held-out examples, then fit on everything.
+    """Tune the threshold on held-out examples (to ``policy``), then fit on everything.
 
     A threshold tuned on a training set that shares at least :data:`REUSE_OVERLAP` of its
     examples with this one (``previous``, e.g. the last compile's) is reused: one changed
@@ -380,7 +399,16 @@ def train_router(
     everything += [(q, OUT_OF_SCOPE) for q in dict.fromkeys(out_of_scope)]
     vectors = encoder([q for q, _ in everything]) if encoder is not None else None
     digests = example_digests(examples, out_of_scope)
-    if previous is not None and (shared := overlap(previous.digests, digests)) >= REUSE_OVERLAP:
+    policy = policy or RouterPolicy()
+    same_policy = previous is not None and (previous.wrong_target, previous.oos_share) == (
+        policy.wrong_target,
+        policy.oos_share,
+    )
+    if (
+        previous is not None
+        and same_policy
+        and (shared := overlap(previous.digests, digests)) >= REUSE_OVERLAP
+    ):
         model = fit_router(everything, vectors=vectors, embedder=embedder, start=start)
         agreed = previous.threshold if previous.agreed is None else previous.agreed
         metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
@@ -396,7 +424,7 @@ def train_router(
     model = fit_router(everything, vectors=vectors, embedder=embedder)
     if not any(h.kind == "in" for h in held):
         return model
-    return _with_rule(model, tune_rule(held))
+    return _with_rule(model, tune_rule(held, policy))
 
 
 def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:

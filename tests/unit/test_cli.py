@@ -103,6 +103,8 @@ def test_store_url_comes_from_the_environment(
         (("rollout", "v9"), "version 'v9' is not published"),
         (("rollback",), "no earlier version to roll back to"),
         (("pin", "Bad Tenant", "v1"), "tenant id 'Bad Tenant' is not valid"),
+        (("compile", "examples", "--wrong-target", "1.5"), "bad compile option wrong_target"),
+        (("compile", "examples", "--oos-share", "-0.1"), "bad compile option oos_share"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_clear_line(

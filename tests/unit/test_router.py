@@ -18,7 +18,7 @@ import pytest
 from providers.embedders import HashingEmbedder
 from schemas.errors import CorruptSnapshotError
 from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
-from tasks.router import fit_router, train_router
+from tasks.router import RouterPolicy, Tuning, example_digests, fit_router, train_router
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -471,3 +471,17 @@ def test_the_lowest_threshold_covers_every_rule(vector_router: RouterModel) -> N
     assert ruled.lowest_threshold == 0.4
     assert _with_rule(ruled, agreed_threshold=None).lowest_threshold == 0.6
     assert _with_rule(ruled, agreed_threshold=None, per_class={}).lowest_threshold == 0.9
+
+
+def test_a_tuning_made_under_another_policy_is_not_reused() -> None:
+    tuning = Tuning(
+        digests=example_digests(EXAMPLES, OUT_OF_SCOPE_EXAMPLES), threshold=0.123, metrics={}
+    )
+    reused = train_router(EXAMPLES, OUT_OF_SCOPE_EXAMPLES, previous=tuning)
+    assert reused.header.threshold == 0.123
+    assert "threshold_reused_overlap" in reused.header.metrics
+    retuned = train_router(
+        EXAMPLES, OUT_OF_SCOPE_EXAMPLES, previous=tuning, policy=RouterPolicy(wrong_target=0.05)
+    )
+    assert "threshold_reused_overlap" not in retuned.header.metrics
+    assert retuned.header.threshold != 0.123

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from schemas.router import OUT_OF_SCOPE
-from tasks.router import NOVEL_SHARE, OOS_PRIOR, WRONG_TARGET, Held, _left_out, tune_rule
+from tasks.router import (
+    NOVEL_SHARE,
+    OOS_PRIOR,
+    WRONG_TARGET,
+    Held,
+    RouterPolicy,
+    _left_out,
+    tune_rule,
+)
 
 
 def _inside(n: int, confidence: float, *, right: bool = True, agreed: bool = False) -> list[Held]:
@@ -74,3 +82,24 @@ def test_left_out_classes_are_a_share_spread_over_the_folds() -> None:
 
 def test_few_classes_leave_none_out() -> None:
     assert _left_out(["a", "b", "c", OUT_OF_SCOPE], 0, 1) == set()
+
+
+def test_a_stricter_policy_raises_the_threshold() -> None:
+    # Right answers spread over 0.5..0.95; most negatives stay under 0.8, two reach 0.92.
+    held = [
+        *[h for c in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95) for h in _inside(20, c)],
+        *[h for c in (0.3, 0.5, 0.6, 0.7, 0.8) for h in _negatives(20, c)],
+        *_negatives(2, 0.92),
+    ]
+    default = tune_rule(held)
+    strict = tune_rule(held, RouterPolicy(wrong_target=0.001))
+    lenient = tune_rule(held, RouterPolicy(wrong_target=0.2))
+    assert strict.threshold > default.threshold >= lenient.threshold
+    assert strict.metrics["heldout_wrong_rate"] <= 0.001
+    assert lenient.metrics["heldout_coverage"] >= default.metrics["heldout_coverage"]
+
+
+def test_without_out_of_scope_traffic_only_misroutes_count() -> None:
+    held = [*_inside(100, 0.5), *_negatives(100, 0.9)]
+    assert tune_rule(held, RouterPolicy(oos_share=0.0)).threshold <= 0.5
+    assert tune_rule(held, RouterPolicy(oos_share=0.3)).threshold > 0.9
