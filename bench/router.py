@@ -47,7 +47,7 @@ from scipy import sparse  # noqa: E402
 
 from providers.embedders import MiniLMEmbedder  # noqa: E402
 from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
-from schemas.router import OUT_OF_SCOPE, RouterModel  # noqa: E402
+from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, _softmax  # noqa: E402
 from tasks.router import (  # noqa: E402
     C_VECTORS,
     PROBE_ITERATIONS,
@@ -69,12 +69,6 @@ console = Console(width=140)
 
 Matrix = npt.NDArray[np.float32]
 Fit = Callable[[Sequence[tuple[str, str]], Matrix, int], Verdict]
-
-
-def _softmax(logits: Matrix) -> Matrix:
-    shifted = np.exp(logits - logits.max())
-    result: Matrix = (shifted / shifted.sum()).astype(np.float32)
-    return result
 
 
 def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
@@ -106,10 +100,16 @@ def fit_minilm(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int)
 
 
 def fit_joint(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
-    ngrams, buckets, _ = _ngram_block([q for q, _ in examples])
-    words = fit_router(examples, max_iter=1)  # the same vocabulary, to vectorize questions
-    assert np.array_equal(words.buckets, buckets)
-    classes = list(words.header.classes)
+    ngrams, buckets, idf = _ngram_block([q for q, _ in examples])
+    classes = sorted({c for _, c in examples})
+    # A weightless router over the same vocabulary, only to vectorize questions.
+    words = RouterModel(
+        RouterHeader(classes=tuple(classes), threshold=1.0),
+        buckets,
+        idf,
+        np.zeros((len(buckets), len(classes)), dtype=np.float32),
+        np.zeros(len(classes), dtype=np.float32),
+    )
     labels = np.array([classes.index(c) for _, c in examples])
     features = sparse.hstack([ngrams, sparse.csr_matrix(vectors)]).tocsr()
     weights, bias = _fit_head(features, labels, len(classes), c=C, max_iter=iters, initial=None)

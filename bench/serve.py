@@ -767,27 +767,16 @@ def run(args: argparse.Namespace) -> None:
                         )
 
     audit_label = "on" if args.audit else "off"
-    console.print(
-        _results_table(
+    for title, runs in (
+        (
             f"Answer service on granian, concurrency {args.concurrency} (audit {audit_label})",
-            list(loaded.values()),
-            loaded.get("floor"),
-        )
-    )
-    if moderate:
-        console.print(
-            _results_table(
-                f"Concurrency {args.moderate}: moderate load",
-                list(moderate.values()),
-                moderate.get("floor"),
-            )
-        )
-    if idle:
-        console.print(
-            _results_table(
-                "Concurrency 1: latency without queueing", list(idle.values()), idle.get("floor")
-            )
-        )
+            loaded,
+        ),
+        (f"Concurrency {args.moderate}: moderate load", moderate),
+        ("Concurrency 1: latency without queueing", idle),
+    ):
+        if runs:
+            console.print(_results_table(title, list(runs.values()), runs.get("floor")))
     if flipped_runs:
         console.print(_audit_table(args.audit, loaded, flipped_runs))
     if cold:
