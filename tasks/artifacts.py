@@ -114,7 +114,7 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "5"
+ROUTER_VERSION: Final = "6"
 """Bump when router features or training change, so cached routers are retrained."""
 ARTIFACTS_VERSION: Final = "2"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""
@@ -166,6 +166,7 @@ def router_blob(
             digests=example_digests(examples, out_of_scope),
             threshold=router.header.threshold,
             agreed=router.header.agreed_threshold,
+            words_weight=router.header.words_weight,
             wrong_target=(policy or RouterPolicy()).wrong_target,
             oos_share=(policy or RouterPolicy()).oos_share,
             metrics={

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from providers import make_provider
-from providers.embedders import Embedder, default_embedder
+from providers.embedders import Embedder, default_embedder, router_embedder
 from schemas.build import Chunk, Entry, IngestReport, Topic
 from schemas.keys import validate_version
 from schemas.manifest import Snapshot
@@ -46,6 +46,9 @@ class Resources(msgspec.Struct, kw_only=True):
 
     cache: BuildCache
     embedder: Embedder
+    """The sentence embedder (chunks, topics, questions)."""
+    router_embedder: Embedder
+    """The encoder the L2 router reads (:func:`providers.embedders.router_embedder`)."""
     provider: CachedProvider
     store_url: str
     version: str
@@ -65,10 +68,12 @@ def open_resources(
         parent = store.active_version()
     finally:
         store.close()
+    embedder = default_embedder()
     try:
         yield Resources(
             cache=cache,
-            embedder=default_embedder(),
+            embedder=embedder,
+            router_embedder=router_embedder(embedder),
             provider=CachedProvider(llm, cache),
             store_url=store_url,
             version=label,
@@ -93,7 +98,8 @@ def snapshot_artifacts(
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
 ) -> Snapshot:
-    """Prefect task over :func:`tasks.artifacts.build_snapshot` (router reads sentence vectors)."""
+    """Prefect task over :func:`tasks.artifacts.build_snapshot`; the router reads the vectors of
+    ``embedder`` (a compile passes :attr:`Resources.router_embedder`)."""
     return build_snapshot(
         version=version,
         parent=parent,

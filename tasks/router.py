@@ -3,14 +3,17 @@
 Examples are every approved entry's canonical question and paraphrases; known out-of-scope
 questions become an explicit out-of-scope class. Two multinomial logistic regressions are fitted,
 one on hashed word/character n-grams (TF-IDF) and, when an encoder is given, one on the
-question's sentence vector; the router averages their probabilities.
+question's sentence vector (MiniLM's last three layers, see
+:func:`providers.embedders.router_embedder`); the router averages their probabilities, the
+n-gram head weighted by one of :data:`WORDS_WEIGHTS`, chosen with the threshold.
 
 The decision threshold is tuned on held-out data the final model never learns from: paraphrases
 held out of training (two-fold for small sets, a fifth for large ones), the known out-of-scope
 questions, and every question of a few classes left out of training altogether, which stand in
 for the intents the knowledge lacks. The threshold is the lowest one whose expected wrong-answer
 rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets :data:`WRONG_TARGET`: the
-router answers as much as it can without being wrong.
+router answers as much as it can without being wrong. Each weight of the n-gram head is tuned
+so, and the weight that answers the most held-out questions rightly is kept.
 """
 
 from __future__ import annotations
@@ -42,18 +45,27 @@ __all__ = [
     "Thresholds",
     "Tuning",
     "Verdict",
+    "Verdicts",
     "example_digests",
     "fit_router",
+    "held_out_variants",
     "held_out_verdicts",
     "train_router",
     "tune_rule",
+    "vector_c",
     "verdict_of",
+    "verdicts_of",
 ]
 
 WRONG_TARGET: Final = 0.02
 DEFAULT_THRESHOLD: Final = 0.5
 C: Final = 20.0
 C_VECTORS: Final = 10.0
+"""Inverse regularisation of the sentence-vector head for a 384-dim vector; a wider one (the
+router's three concatenated layer blocks, scaled to unit length) gets proportionally more, see
+:func:`vector_c`."""
+WORDS_WEIGHTS: Final = (0.5, 0.25, 0.0)
+"""The n-gram head's weights in the average that tuning tries (ties keep the first)."""
 PROBE_ITERATIONS: Final = 100
 _HOLDOUT_EVERY: Final = 5
 _FOLDS: Final = 2
@@ -107,6 +119,15 @@ def _ngram_block(
     return matrix, buckets, idf
 
 
+def vector_c(width: int) -> float:
+    """The sentence-vector head's inverse regularisation for vectors of ``width`` dims.
+
+    Concatenating k unit blocks and rescaling to unit length shrinks every feature by
+    sqrt(k); scaling C by k keeps each block regularised as it would be alone.
+    """
+    return C_VECTORS * max(width, 1) / 384
+
+
 def _fit_head(
     features: sparse.csr_matrix | Matrix,
     labels: npt.NDArray[np.int64],
@@ -142,6 +163,7 @@ def fit_router(
     vectors: Matrix | None = None,
     embedder: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    words_weight: float = WORDS_WEIGHTS[0],
     max_iter: int = 300,
     start: RouterModel | None = None,
 ) -> RouterModel:
@@ -164,7 +186,12 @@ def fit_router(
     vector_weights = vector_bias = None
     if vectors is not None:
         vector_weights, vector_bias = _fit_head(
-            vectors, labels, len(classes), c=C_VECTORS, max_iter=max_iter, initial=meaning
+            vectors,
+            labels,
+            len(classes),
+            c=vector_c(vectors.shape[1]),
+            max_iter=max_iter,
+            initial=meaning,
         )
     header = RouterHeader(
         classes=tuple(classes),
@@ -173,6 +200,7 @@ def fit_router(
         embedder=embedder if vectors is not None else None,
         embedding_dim=0 if vectors is None else vectors.shape[1],
         combine="mean",
+        words_weight=words_weight,
     )
     return RouterModel(header, buckets, idf, weights, bias, vector_weights, vector_bias)
 
@@ -310,6 +338,7 @@ class Tuning(msgspec.Struct, frozen=True, kw_only=True):
     digests: tuple[str, ...]
     threshold: float
     agreed: float | None = None
+    words_weight: float = WORDS_WEIGHTS[0]
     wrong_target: float = WRONG_TARGET
     oos_share: float = OOS_PRIOR
     metrics: dict[str, float]
@@ -331,8 +360,12 @@ def overlap(a: Sequence[str], b: Sequence[str]) -> float:
 
 Verdict = Callable[[str, Matrix | None], tuple[str, float, bool]]
 """A fitted probe's verdict on one question: best class, its probability, heads agreeing."""
+Verdicts = Callable[[str, Matrix | None], Sequence[tuple[str, float, bool]]]
+"""A fitted probe's verdicts on one question, one per variant of its decision (e.g. per weight
+of the n-gram head)."""
 Probe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdict]
 """Fits a router-like model on ``(question, class)`` pairs (and their vectors)."""
+VariantsProbe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdicts]
 
 
 def verdict_of(
@@ -340,14 +373,29 @@ def verdict_of(
 ) -> tuple[str, float, bool]:
     """``model``'s best class for ``question``, its probability, and whether both heads
     ranked it first."""
+    return verdicts_of(model, question, vector, (model.header.words_weight,))[0]
+
+
+def verdicts_of(
+    model: RouterModel,
+    question: str,
+    vector: npt.NDArray[np.float32] | None,
+    weights: Sequence[float],
+) -> list[tuple[str, float, bool]]:
+    """:func:`verdict_of` with the n-gram head weighted by each of ``weights`` in turn (the
+    heads are evaluated once)."""
     probs, words, meaning = model.head_probabilities(question, vector)
-    best = int(np.argmax(probs))
-    agreed = (
-        words is not None
-        and meaning is not None
-        and int(np.argmax(words)) == best == int(np.argmax(meaning))
-    )
-    return model.header.classes[best], float(probs[best]), agreed
+    if words is None or meaning is None:
+        best = int(np.argmax(probs))
+        return [(model.header.classes[best], float(probs[best]), False)] * len(weights)
+    first_words, first_meaning = int(np.argmax(words)), int(np.argmax(meaning))
+    found = []
+    for weight in weights:
+        mixed = weight * words + (1.0 - weight) * meaning
+        best = int(np.argmax(mixed))
+        agreed = first_words == best == first_meaning
+        found.append((model.header.classes[best], float(mixed[best]), agreed))
+    return found
 
 
 def held_out_verdicts(
@@ -356,8 +404,24 @@ def held_out_verdicts(
     """Verdicts on held-out questions of models fitted by ``probe`` without them: the held-out
     folds of :func:`_folds` and, in each fold, every question of the classes :func:`_left_out`
     leaves out of training."""
+
+    def variants(train: Sequence[tuple[str, str]], train_vectors: Matrix | None) -> Verdicts:
+        verdict = probe(train, train_vectors)
+        return lambda question, vector: (verdict(question, vector),)
+
+    return held_out_variants(everything, vectors, variants, 1)[0]
+
+
+def held_out_variants(
+    everything: Sequence[tuple[str, str]],
+    vectors: Matrix | None,
+    probe: VariantsProbe,
+    count: int,
+) -> list[list[Held]]:
+    """:func:`held_out_verdicts` for a probe whose verdicts come in ``count`` variants: one
+    list of held-out verdicts per variant."""
     folds = _folds(everything)
-    held: list[Held] = []
+    held: list[list[Held]] = [[] for _ in range(count)]
     fold_ids = sorted(set(folds) - {-1})
     classes = sorted({c for _, c in everything})
     for fold in fold_ids:
@@ -370,11 +434,10 @@ def held_out_verdicts(
         verdict = probe(train_examples, None if vectors is None else vectors[train])
         for i in test:
             question, truth = everything[i]
-            predicted, confidence, agreed = verdict(
-                question, None if vectors is None else vectors[i]
-            )
             kind = "negative" if truth in novel or truth == OUT_OF_SCOPE else "in"
-            held.append(Held(kind, predicted, confidence, agreed, truth))
+            found = verdict(question, None if vectors is None else vectors[i])
+            for variant, (predicted, confidence, agreed) in zip(held, found, strict=True):
+                variant.append(Held(kind, predicted, confidence, agreed, truth))
     return held
 
 
@@ -409,22 +472,34 @@ def train_router(
         and same_policy
         and (shared := overlap(previous.digests, digests)) >= REUSE_OVERLAP
     ):
-        model = fit_router(everything, vectors=vectors, embedder=embedder, start=start)
+        model = fit_router(
+            everything,
+            vectors=vectors,
+            embedder=embedder,
+            words_weight=previous.words_weight,
+            start=start,
+        )
         agreed = previous.threshold if previous.agreed is None else previous.agreed
         metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
         return _with_rule(model, Thresholds(previous.threshold, agreed, metrics))
 
-    def probe(train: Sequence[tuple[str, str]], train_vectors: Matrix | None) -> Verdict:
+    weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
+
+    def probe(train: Sequence[tuple[str, str]], train_vectors: Matrix | None) -> Verdicts:
         model = fit_router(
             train, vectors=train_vectors, embedder=embedder, max_iter=PROBE_ITERATIONS
         )
-        return lambda question, vector: verdict_of(model, question, vector)
+        return lambda question, vector: verdicts_of(model, question, vector, weights)
 
-    held = held_out_verdicts(everything, vectors, probe)
-    model = fit_router(everything, vectors=vectors, embedder=embedder)
-    if not any(h.kind == "in" for h in held):
-        return model
-    return _with_rule(model, tune_rule(held, policy))
+    held = held_out_variants(everything, vectors, probe, len(weights))
+    if not any(h.kind == "in" for h in held[0]):
+        return fit_router(everything, vectors=vectors, embedder=embedder)
+    rules = [tune_rule(variant, policy) for variant in held]
+    chosen = max(
+        range(len(rules)), key=lambda i: (rules[i].metrics.get("heldout_coverage", -1.0), -i)
+    )
+    model = fit_router(everything, vectors=vectors, embedder=embedder, words_weight=weights[chosen])
+    return _with_rule(model, rules[chosen])
 
 
 def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:

@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ragc.cli import app
+from ragc.evaluate import _default_store
 from schemas.evaluation import Outcome, threshold_curve
+from tasks.router import RouterPolicy
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Compiled
 
@@ -63,6 +65,15 @@ def test_eval_refuses_a_missing_query_file(store_url: str) -> None:
     )
     assert result.exit_code == 1
     assert "does not exist" in result.stderr
+
+
+def test_each_router_policy_gets_its_own_default_store() -> None:
+    default = _default_store(EXAMPLES, RouterPolicy())
+    assert default == _default_store(EXAMPLES, RouterPolicy(wrong_target=0.02, oos_share=0.05))
+    stricter = _default_store(EXAMPLES, RouterPolicy(wrong_target=0.01))
+    assert stricter != default
+    assert stricter != _default_store(EXAMPLES, RouterPolicy(oos_share=0.5))
+    assert stricter.startswith("sqlite:///.ragc/eval/examples-")
 
 
 def _outcome(**fields: object) -> Outcome:

@@ -27,8 +27,19 @@ def test_held_answers_and_published_versions_go_to_postgres(
     )
 
     published = compile_knowledge(base)
+    # Under full review every generated answer is held, so a regression case that needs one
+    # fails the gate, and the message points at the queue.
+    needs_held = tmp_path / "regression.jsonl"
+    needs_held.write_text(
+        '{"query": "how are repairs and replacements handled", '
+        '"accept": [{"entry_id": "warranty.repairs-and-replacements"}], "oos_type": null}\n'
+    )
     with pytest.raises(GateFailedError, match="wait in the review queue"):
-        compile_knowledge(base.model_copy(update={"review": ReviewPolicy(mode="full")}))
+        compile_knowledge(
+            base.model_copy(
+                update={"review": ReviewPolicy(mode="full"), "regression": str(needs_held)}
+            )
+        )
 
     catalogue = PostgresVersionCatalog(dsn)
     queue = PostgresReviewQueue(dsn)

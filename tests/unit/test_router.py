@@ -18,7 +18,18 @@ import pytest
 from providers.embedders import HashingEmbedder
 from schemas.errors import CorruptSnapshotError
 from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
-from tasks.router import RouterPolicy, Tuning, example_digests, fit_router, train_router
+from tasks.router import (
+    WORDS_WEIGHTS,
+    RouterPolicy,
+    Tuning,
+    example_digests,
+    fit_router,
+    held_out_variants,
+    train_router,
+    tune_rule,
+    verdict_of,
+    verdicts_of,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -352,7 +363,9 @@ def test_a_vector_router_averages_its_two_heads(
     assert vector_router.header.combine == "mean"
     assert words is not None
     assert meaning is not None
-    np.testing.assert_allclose(combined, (words + meaning) / 2, rtol=1e-6)
+    weight = vector_router.header.words_weight
+    assert weight in WORDS_WEIGHTS
+    np.testing.assert_allclose(combined, weight * words + (1 - weight) * meaning, rtol=1e-6)
     assert float(meaning.sum()) == pytest.approx(1.0, abs=1e-5)
     reason = vector_router.predict(question, vector).reason
     assert "wording says shipping.cost" in reason
@@ -425,6 +438,47 @@ def test_a_joint_router_of_an_older_snapshot_still_predicts(
     np.testing.assert_allclose(combined, expected / expected.sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.25, 1.0])
+def test_the_words_weight_sets_each_heads_share(
+    vector_router: RouterModel, embedder: HashingEmbedder, weight: float
+) -> None:
+    question = "how expensive is it to ship"
+    vector = embedder.embed([question])[0]
+    mixed = RouterModel.from_bytes(_with_rule(vector_router, words_weight=weight).to_bytes())
+    combined, words, meaning = mixed.head_probabilities(question, vector)
+    assert words is not None
+    assert meaning is not None
+    np.testing.assert_allclose(combined, weight * words + (1 - weight) * meaning, rtol=1e-6)
+    best, confidence, _ = verdict_of(mixed, question, vector)
+    assert (best, confidence) == verdicts_of(vector_router, question, vector, [weight])[0][:2]
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_a_words_weight_outside_zero_to_one_is_corrupt(
+    vector_router: RouterModel, weight: float
+) -> None:
+    with pytest.raises(CorruptSnapshotError, match="words_weight"):
+        _with_rule(vector_router, words_weight=weight)
+
+
+def test_the_words_weight_is_the_one_answering_most_held_out_questions(
+    vector_router: RouterModel, embedder: HashingEmbedder
+) -> None:
+    everything = [*EXAMPLES, *((q, OUT_OF_SCOPE) for q in OUT_OF_SCOPE_EXAMPLES)]
+    vectors = embedder.embed([q for q, _ in everything])
+
+    def probe(train, train_vectors):  # type: ignore[no-untyped-def]
+        model = fit_router(train, vectors=train_vectors, embedder="e", max_iter=100)
+        return lambda q, v: verdicts_of(model, q, v, WORDS_WEIGHTS)
+
+    held = held_out_variants(everything, vectors, probe, len(WORDS_WEIGHTS))
+    coverage = [tune_rule(variant).metrics.get("heldout_coverage", -1.0) for variant in held]
+    chosen = WORDS_WEIGHTS.index(vector_router.header.words_weight)
+    assert coverage[chosen] == max(coverage)
+    assert all(c < coverage[chosen] for c in coverage[:chosen])  # ties keep the first
+    assert vector_router.header.metrics["heldout_coverage"] == coverage[chosen]
+
+
 def test_an_unknown_combination_is_corrupt(vector_router: RouterModel) -> None:
     with pytest.raises(CorruptSnapshotError, match="combination"):
         _with_rule(vector_router, combine="vote")
@@ -485,3 +539,22 @@ def test_a_tuning_made_under_another_policy_is_not_reused() -> None:
     )
     assert "threshold_reused_overlap" not in retuned.header.metrics
     assert retuned.header.threshold != 0.123
+
+
+def test_a_reused_tuning_keeps_its_words_weight(embedder: HashingEmbedder) -> None:
+    tuning = Tuning(
+        digests=example_digests(EXAMPLES, OUT_OF_SCOPE_EXAMPLES),
+        threshold=0.4,
+        agreed=0.3,
+        words_weight=0.25,
+        metrics={},
+    )
+    reused = train_router(
+        EXAMPLES,
+        OUT_OF_SCOPE_EXAMPLES,
+        encoder=embedder.embed,
+        embedder=embedder.model_id,
+        previous=tuning,
+    )
+    assert (reused.header.threshold, reused.header.agreed_threshold) == (0.4, 0.3)
+    assert reused.header.words_weight == 0.25
