@@ -114,7 +114,7 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "6"
+ROUTER_VERSION: Final = "7"
 """Bump when router features or training change, so cached routers are retrained."""
 ARTIFACTS_VERSION: Final = "2"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""

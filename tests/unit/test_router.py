@@ -473,9 +473,12 @@ def test_the_words_weight_is_the_one_answering_most_held_out_questions(
 
     held = held_out_variants(everything, vectors, probe, len(WORDS_WEIGHTS))
     coverage = [tune_rule(variant).metrics.get("heldout_coverage", -1.0) for variant in held]
+    served = [tune_rule(variant).metrics.get("heldout_negatives_served", 1.0) for variant in held]
     chosen = WORDS_WEIGHTS.index(vector_router.header.words_weight)
     assert coverage[chosen] == max(coverage)
-    assert all(c < coverage[chosen] for c in coverage[:chosen])  # ties keep the first
+    tied = [i for i, c in enumerate(coverage) if c == coverage[chosen]]
+    assert served[chosen] == min(served[i] for i in tied)  # then the fewest negatives served
+    assert chosen == min(i for i in tied if served[i] == served[chosen])  # then the first
     assert vector_router.header.metrics["heldout_coverage"] == coverage[chosen]
 
 

@@ -11,7 +11,9 @@ from tasks.router import (
     WRONG_TARGET,
     Held,
     RouterPolicy,
+    Thresholds,
     _left_out,
+    _preference,
     tune_rule,
 )
 
@@ -103,3 +105,13 @@ def test_without_out_of_scope_traffic_only_misroutes_count() -> None:
     held = [*_inside(100, 0.5), *_negatives(100, 0.9)]
     assert tune_rule(held, RouterPolicy(oos_share=0.0)).threshold <= 0.5
     assert tune_rule(held, RouterPolicy(oos_share=0.3)).threshold > 0.9
+
+
+def test_weights_rank_by_coverage_then_negatives_served_then_order() -> None:
+    def rule(coverage: float, served: float) -> Thresholds:
+        metrics = {"heldout_coverage": coverage, "heldout_negatives_served": served}
+        return Thresholds(0.5, 0.5, metrics)
+
+    rules = [rule(1.0, 0.4), rule(1.0, 0.3), rule(1.0, 0.3), rule(0.9, 0.0)]
+    ranked = sorted(range(len(rules)), key=lambda i: _preference(rules[i], i), reverse=True)
+    assert ranked == [1, 2, 0, 3]
