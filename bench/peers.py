@@ -53,6 +53,7 @@ from gptcache.similarity_evaluation import SearchDistanceEvaluation  # noqa: E40
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench._targets import against_target  # noqa: E402
 from providers.embedders import MiniLMEmbedder  # noqa: E402
 from ragc.evaluate import run_eval  # noqa: E402
 from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
@@ -292,11 +293,16 @@ def bench(name: str, embedder: MiniLMEmbedder) -> None:
             _ratio(p99, b99),
         )
     console.print(table)
+    console.print(against_target(name, base), highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--sets", default="clinc150", help="comma-separated eval set names")
+    parser.add_argument(
+        "--sets",
+        default="clinc150,banking77_oos,stackfaq",
+        help="comma-separated eval set names",
+    )
     args = parser.parse_args(argv)
     embedder = MiniLMEmbedder()
     for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
