@@ -13,7 +13,8 @@ questions, and every question of a few classes left out of training altogether, 
 for the intents the knowledge lacks. The threshold is the lowest one whose expected wrong-answer
 rate, with :data:`OOS_PRIOR` of the traffic out of scope, meets :data:`WRONG_TARGET`: the
 router answers as much as it can without being wrong. Each weight of the n-gram head is tuned
-so, and the weight that answers the most held-out questions rightly is kept.
+so, and the weight that answers the most held-out questions rightly is kept (on a tie, the one
+serving the fewest stand-ins for unknown intents).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ C_VECTORS: Final = 10.0
 router's three concatenated layer blocks, scaled to unit length) gets proportionally more, see
 :func:`vector_c`."""
 WORDS_WEIGHTS: Final = (0.5, 0.25, 0.0)
-"""The n-gram head's weights in the average that tuning tries (ties keep the first)."""
+"""The n-gram head's weights in the average that tuning tries (ranked by :func:`_preference`)."""
 PROBE_ITERATIONS: Final = 100
 _HOLDOUT_EVERY: Final = 5
 _FOLDS: Final = 2
