@@ -291,10 +291,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = [n for n in names if not (EVAL / n).is_dir()]
     if missing:
         raise SystemExit(f"{', '.join(missing)} not found under {EVAL}")
+    encoder_cost()
     embedder = MiniLMEmbedder()
     layered = MiniLMEmbedder(layers=ROUTER_LAYERS)
     for name in names:
         bench(name, embedder, layered)
+
+
+def encoder_cost(rounds: int = 5, repeats: int = 100) -> None:
+    """What one question costs the service's encoder, the layered one against the sentence
+    one, interleaved in the same run (median of ``rounds``)."""
+    questions = [
+        "how long does the 500 wh battery take to charge from empty",
+        "can i change my pin at an atm",
+        "tell me a joke",
+    ]
+    encoders = {
+        "sentence vector": MiniLMEmbedder(spin=False),
+        "layers 4-6": MiniLMEmbedder(spin=False, layers=ROUTER_LAYERS),
+    }
+    times: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):
+        for name, encoder in encoders.items():
+            started = time.perf_counter()
+            for _ in range(repeats):
+                for question in questions:
+                    encoder.embed([question])
+            times[name].append((time.perf_counter() - started) / (repeats * len(questions)))
+    sentence, layers = (float(np.median(times[name])) * 1000 for name in encoders)
+    console.print(
+        f"encoder, one question at a time (serving settings, median of {rounds} rounds): "
+        f"sentence vector {sentence:.2f} ms, layers 4-6 {layers:.2f} ms "
+        f"(x{layers / sentence:.2f})"
+    )
 
 
 if __name__ == "__main__":
