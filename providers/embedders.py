@@ -195,15 +195,15 @@ class MiniLMEmbedder:
                 "LayerNormalization nodes",
                 hint=f"choose layers between 1 and {depth}",
             )
+        names = tuple(norms[2 * k] for k in self.layers)
         present = {o.name for o in model.graph.output}
-        for name in (norms[2 * k] for k in self.layers):
+        for name in dict.fromkeys(names):
             if name not in present:
-                present.add(name)
                 model.graph.output.append(
                     onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
                 )
         serialized: bytes = model.SerializeToString()
-        return serialized, tuple(norms[2 * k] for k in self.layers)
+        return serialized, names
 
     def _load_session(
         self, threads: int, spin: bool
@@ -256,17 +256,18 @@ class MiniLMEmbedder:
         states = self._session.run(
             list(self._outputs), {k: v for k, v in feeds.items() if k in self._input_names}
         )
-        weights = mask.astype(np.float32)
-        count = np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
-        blocks = [
-            _l2_normalise(
-                (np.einsum("nld,nl->nd", np.asarray(hidden, np.float32), weights) / count).astype(
-                    np.float32
-                )
-            )
-            for hidden in states
-        ]
+        blocks = [_l2_normalise(_mean_pool(hidden, mask)) for hidden in states]
         return blocks[0] if len(blocks) == 1 else _l2_normalise(np.concatenate(blocks, axis=1))
+
+
+def _mean_pool(hidden: Any, mask: npt.NDArray[np.int64]) -> Matrix:
+    """Token states ``(n, length, dim)`` averaged over each row's real tokens."""
+    weights = mask.astype(np.float32)
+    summed = np.einsum("nld,nl->nd", np.asarray(hidden, dtype=np.float32), weights)
+    pooled: Matrix = (summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)).astype(
+        np.float32
+    )
+    return pooled
 
 
 _WORD = re.compile(r"\w+")
