@@ -53,6 +53,8 @@ from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
 from schemas.router import OUT_OF_SCOPE, RouterModel, _softmax  # noqa: E402
 from tasks.router import (  # noqa: E402
     PROBE_ITERATIONS,
+    Judgement,
+    RouterPolicy,
     Thresholds,
     Verdict,
     _fit_head,
@@ -84,7 +86,7 @@ def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int)
     del vectors
     model = fit_router(examples, max_iter=iters)
 
-    def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
+    def verdict(question: str, vector: Matrix | None) -> Judgement:
         del vector  # n-grams only
         return verdict_of(model, question, None)
 
@@ -98,19 +100,20 @@ def fit_vector(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int)
         vectors, labels, len(classes), c=vector_c(vectors.shape[1]), max_iter=iters, initial=None
     )
 
-    def verdict(question: str, vector: Matrix | None) -> tuple[str, float, bool]:
+    def verdict(question: str, vector: Matrix | None) -> Judgement:
         del question  # the vector only
         assert vector is not None
         probs = _softmax(bias + vector @ weights)
         best = int(np.argmax(probs))
-        return classes[best], float(probs[best]), False
+        return classes[best], float(probs[best]), False, 1.0
 
     return verdict
 
 
 def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+    """Router version 5: equal weights, no similarity gate."""
     model: RouterModel = fit_router(examples, vectors=vectors, embedder="minilm", max_iter=iters)
-    return lambda q, v: verdict_of(model, q, v)
+    return lambda q, v: (*verdict_of(model, q, v)[:3], 1.0)
 
 
 # name -> (fit, reads the layer vectors rather than the sentence vector)
@@ -120,7 +123,9 @@ VARIANTS: dict[str, tuple[Fit, bool]] = {
     "MiniLM layers 4-6": (fit_vector, True),
     "two heads, sentence": (fit_two_heads, False),
 }
-SHIPPED = "two heads, layers 4-6 (shipped)"
+UNGATED = "two heads, layers 4-6, no similarity gate (v7)"
+SHIPPED = "two heads, layers 4-6, similarity gate (shipped)"
+POLICIES = {UNGATED: RouterPolicy(similarity_gate=False), SHIPPED: RouterPolicy()}
 
 
 def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str, Any]]]:
@@ -146,17 +151,20 @@ def load_set(name: str) -> tuple[list[tuple[str, str]], list[str], list[dict[str
 
 
 def figures(
-    verdicts: Sequence[tuple[str, float, bool]],
+    verdicts: Sequence[Judgement],
     queries: Sequence[dict[str, Any]],
     rule: Thresholds,
 ) -> EvalReport:
     """The eval's figures (``summarize``, the same definitions as ``ragc eval``) of serving
     ``verdicts`` by ``rule``."""
     outcomes = []
-    for (predicted, confidence, agreed), query in zip(verdicts, queries, strict=True):
+    gate = rule.similarity
+    for (predicted, confidence, agreed, near), query in zip(verdicts, queries, strict=True):
         accept = tuple(query["accept"])
-        served = predicted != OUT_OF_SCOPE and (
-            confidence >= rule.threshold or (agreed and confidence >= rule.agreed)
+        served = (
+            predicted != OUT_OF_SCOPE
+            and (gate is None or near >= gate)
+            and (confidence >= rule.threshold or (agreed and confidence >= rule.agreed))
         )
         outcomes.append(
             Outcome(
@@ -176,12 +184,16 @@ def figures(
 
 
 def best_on_dev(
-    verdicts: Sequence[tuple[str, float, bool]], queries: Sequence[dict[str, Any]], target: float
+    verdicts: Sequence[Judgement],
+    queries: Sequence[dict[str, Any]],
+    target: float,
+    gate: float | None,
 ) -> tuple[float, EvalReport | None]:
-    """The single threshold with the most coverage on dev within ``target`` wrong answers."""
+    """The single threshold with the most coverage on dev within ``target`` wrong answers
+    (the router's similarity gate, if any, kept as tuned)."""
     best: tuple[float, EvalReport | None] = (1.0, None)
     for t in np.round(np.arange(0.0, 1.0, 0.01), 2):
-        got = figures(verdicts, queries, Thresholds(float(t), float(t), {}))
+        got = figures(verdicts, queries, Thresholds(float(t), float(t), {}, gate))
         if got.wrong_rate <= target and (best[1] is None or got.coverage > best[1].coverage):
             best = (float(t), got)
     return best
@@ -218,23 +230,31 @@ def bench(name: str, embedder: MiniLMEmbedder, layered: MiniLMEmbedder) -> None:
         table.add_column(column, justify="left" if column == "router" else "right")
     rows: list[tuple[str, Thresholds, EvalReport, tuple[float, EvalReport | None], float, bool]]
     rows = []
-    for name_, (fit, layers) in [*VARIANTS.items(), (SHIPPED, (fit_two_heads, True))]:
+    compiled = [(name, (fit_two_heads, True)) for name in POLICIES]
+    for name_, (fit, layers) in [*VARIANTS.items(), *compiled]:
         started = time.perf_counter()
         train_vectors, answer_vectors = (
             (layer_vectors, dev_layer_vectors) if layers else (vectors, dev_vectors)
         )
         variant = name_
-        if variant == SHIPPED:
+        if variant in POLICIES:
             row = {q: i for i, q in enumerate(questions)}
 
             def encoder(qs: Sequence[str], row: dict[str, int] = row) -> Matrix:
                 return layer_vectors[[row[q] for q in qs]]
 
-            model = train_router(examples, oos, encoder=encoder, embedder=layered.model_id)
+            model = train_router(
+                examples,
+                oos,
+                encoder=encoder,
+                embedder=layered.model_id,
+                policy=POLICIES[variant],
+            )
             rule = Thresholds(
                 model.header.threshold,
                 model.header.agreed_threshold or model.header.threshold,
                 model.header.metrics,
+                model.header.min_similarity,
             )
             heads = True
             final: Verdict = lambda q, v, model=model: verdict_of(model, q, v)  # noqa: E731
@@ -255,7 +275,14 @@ def bench(name: str, embedder: MiniLMEmbedder, layered: MiniLMEmbedder) -> None:
         verdicts = [final(q, v) for q, v in zip(asked, answer_vectors, strict=True)]
         got = figures(verdicts, queries, rule)
         rows.append(
-            (variant, rule, got, best_on_dev(verdicts, queries, wrong_target(name)), seconds, heads)
+            (
+                variant,
+                rule,
+                got,
+                best_on_dev(verdicts, queries, wrong_target(name), rule.similarity),
+                seconds,
+                heads,
+            )
         )
         console.print(
             f"  {variant}: coverage {got.coverage:.1%}, wrong {got.wrong_rate:.1%}, "
@@ -264,9 +291,10 @@ def bench(name: str, embedder: MiniLMEmbedder, layered: MiniLMEmbedder) -> None:
     shipped = rows[-1][2].coverage
     for variant, rule, got, (t, dev_best), seconds, heads in rows:
         agreed = f", agreed {rule.agreed:.2f}" if heads and rule.agreed < rule.threshold else ""
+        gate = "" if rule.similarity is None else f", similarity {rule.similarity:.2f}"
         table.add_row(
             variant,
-            f"{rule.threshold:.2f}{agreed}",
+            f"{rule.threshold:.2f}{agreed}{gate}",
             _pct(got.coverage),
             _pct(got.wrong_rate),
             _pct(got.rejection),

@@ -69,6 +69,8 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     normalized: str = ""
     explanation: str = ""
     candidates: tuple[tuple[str, float], ...] = ()
+    """The router's best classes and probabilities; empty when it judged the question far from
+    every class it knows (its similarity gate)."""
     faq_only: bool = False
     """True when L3 was skipped because the LLM budget is spent."""
 
@@ -258,7 +260,9 @@ def answer_question(
                 candidates=prediction.candidates,
             )
 
-    best = prediction.candidates[0] if prediction and prediction.candidates else None
+    guessed = prediction is not None and not prediction.far
+    candidates = prediction.candidates if prediction is not None and guessed else ()
+    best = candidates[0] if candidates else None
     threshold = loaded.router.lowest_threshold if loaded.router else 1.0
     domain = loaded.intent_domain.get(best[0], "general") if best else "general"
     near = best is not None and best[1] >= threshold * L3_FLOOR_RATIO
@@ -281,7 +285,7 @@ def answer_question(
                     cache_key=key,
                     confidence=best[1] if best else 0.0,
                     explanation=f"composed from topic {topic}",
-                    candidates=prediction.candidates if prediction else (),
+                    candidates=candidates,
                 )
     fallback = loaded.fallback(domain, lang)
     return done(
@@ -292,6 +296,6 @@ def answer_question(
         cache_key=None,
         confidence=best[1] if best else 0.0,
         explanation=prediction.reason if prediction else "no router in this snapshot",
-        candidates=prediction.candidates if prediction else (),
+        candidates=candidates,
         faq_only=topic is not None and not allow_l3,
     )

@@ -82,6 +82,11 @@ class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
     agreed_threshold: float | None = None
     """A lower minimum that applies when both heads rank the best class first (``None``: no
     such rule)."""
+    min_similarity: float | None = None
+    """Minimum cosine between the question's sentence vector and the best class's centroid
+    (the normalised mean of its training phrasings' vectors) for an answer (``None``: no such
+    gate). Probabilities only rank the classes against each other; a question far from every
+    phrasing of its best class is about something else, however clearly it beats the rest."""
     margin: float = 0.0
     """Minimum gap between the best and second-best class probability."""
     per_class: dict[str, float] = msgspec.field(default_factory=dict)
@@ -99,6 +104,9 @@ class Prediction(msgspec.Struct, frozen=True, kw_only=True):
     candidates: tuple[tuple[str, float], ...]
     """The best three classes and their probabilities."""
     reason: str
+    far: bool = False
+    """True when the similarity gate turned the best class down: the question is about
+    something the router was not trained on, so no class is a candidate (not even for L3)."""
 
 
 class RouterModel:
@@ -113,6 +121,7 @@ class RouterModel:
         bias: FloatArray,
         embedding_weights: FloatArray | None = None,
         embedding_bias: FloatArray | None = None,
+        centroids: FloatArray | None = None,
     ) -> None:
         classes = len(header.classes)
         if weights.shape != (len(buckets), classes) or idf.shape != buckets.shape:
@@ -131,6 +140,10 @@ class RouterModel:
             and (embedding_bias is None or embedding_bias.shape != (classes,))
         ):
             raise CorruptSnapshotError("router embedding bias does not match its header")
+        if centroids is not None and centroids.shape != (classes, header.embedding_dim):
+            raise CorruptSnapshotError("router centroids do not match their header")
+        if header.min_similarity is not None and centroids is None:
+            raise CorruptSnapshotError("router has a similarity gate but no centroids")
         self.header = header
         self.buckets = buckets
         self.idf = idf
@@ -138,6 +151,15 @@ class RouterModel:
         self.bias = bias
         self.embedding_weights = embedding_weights
         self.embedding_bias = embedding_bias
+        self.centroids = centroids
+
+    def similarity(self, best: str, embedding: FloatArray | None) -> float | None:
+        """Cosine of a question's sentence vector to class ``best``'s centroid (``None``
+        without centroids or a vector)."""
+        if self.centroids is None or embedding is None:
+            return None
+        row = self.header.classes.index(best)
+        return float(self.centroids[row] @ embedding.astype(np.float32))
 
     def vectorize(self, question: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
         """Compact feature indices and IDF-weighted, L2-normalised values of a question."""
@@ -222,6 +244,17 @@ class RouterModel:
                 reason=f"confidence {confidence:.2f} below threshold {threshold:.2f}"
                 + self._heads_note(words, meaning),
             )
+        gate = self.header.min_similarity
+        similarity = self.similarity(best, embedding) if gate is not None else None
+        if gate is not None and (similarity is None or similarity < gate):
+            shown = "unknown" if similarity is None else f"{similarity:.2f}"
+            return Prediction(
+                intent=None,
+                confidence=confidence,
+                candidates=candidates,
+                reason=f"far from every phrasing of {best}: similarity {shown} below {gate:.2f}",
+                far=True,
+            )
         if confidence - runner_up < self.header.margin:
             return Prediction(
                 intent=None,
@@ -234,6 +267,7 @@ class RouterModel:
             confidence=confidence,
             candidates=candidates,
             reason=f"matched {best} at {confidence:.2f} (threshold {threshold:.2f})"
+            + ("" if similarity is None else f", similarity {similarity:.2f} (min {gate:.2f})")
             + self._heads_note(words, meaning),
         )
 
@@ -262,6 +296,8 @@ class RouterModel:
             arrays["embedding_weights"] = self.embedding_weights
         if self.embedding_bias is not None:
             arrays["embedding_bias"] = self.embedding_bias
+        if self.centroids is not None:
+            arrays["centroids"] = self.centroids
         np.savez_compressed(out, allow_pickle=False, **arrays)
         return out.getvalue()
 
@@ -279,6 +315,7 @@ class RouterModel:
                     arrays["bias"].astype(np.float32),
                     _optional(arrays, "embedding_weights"),
                     _optional(arrays, "embedding_bias"),
+                    _optional(arrays, "centroids"),
                 )
         except (
             ValueError,

@@ -114,7 +114,7 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "7"
+ROUTER_VERSION: Final = "8"
 """Bump when router features or training change, so cached routers are retrained."""
 ARTIFACTS_VERSION: Final = "2"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""
@@ -138,7 +138,11 @@ def router_blob(
                 embedder,
                 sorted(examples),
                 sorted(out_of_scope),
-                *((policy.wrong_target, policy.oos_share) if policy else ()),
+                *(
+                    (policy.wrong_target, policy.oos_share, policy.similarity_gate)
+                    if policy
+                    else ()
+                ),
             ]
         ),
         40,
@@ -146,7 +150,10 @@ def router_blob(
     found = cache.get("router", key) if cache else None
     if found is not None:
         return found
-    last = cache.get("router-tuning", str(embedder)) if cache else None
+    # Tunings are reused across compiles of the same router version only: a newer one may
+    # tune more (e.g. the similarity gate), which an older tuning knows nothing of.
+    tuned_for = f"{ROUTER_VERSION}:{embedder}"
+    last = cache.get("router-tuning", tuned_for) if cache else None
     previous = msgspec.json.decode(last, type=Tuning) if last else None
     latest = cache.get("router-latest", str(embedder)) if cache else None
     router = train_router(
@@ -167,14 +174,16 @@ def router_blob(
             threshold=router.header.threshold,
             agreed=router.header.agreed_threshold,
             words_weight=router.header.words_weight,
+            similarity=router.header.min_similarity,
             wrong_target=(policy or RouterPolicy()).wrong_target,
             oos_share=(policy or RouterPolicy()).oos_share,
+            similarity_gate=(policy or RouterPolicy()).similarity_gate,
             metrics={
                 k: v for k, v in router.header.metrics.items() if k != "threshold_reused_overlap"
             },
         )
         if previous is None or "threshold_reused_overlap" not in router.header.metrics:
-            cache.put("router-tuning", str(embedder), msgspec.json.encode(tuning))
+            cache.put("router-tuning", tuned_for, msgspec.json.encode(tuning))
     return blob
 
 

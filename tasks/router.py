@@ -41,6 +41,7 @@ __all__ = [
     "WRONG_TARGET",
     "Encoder",
     "Held",
+    "Judgement",
     "Probe",
     "RouterPolicy",
     "Thresholds",
@@ -73,6 +74,8 @@ _FOLDS: Final = 2
 REUSE_OVERLAP: Final = 0.95
 _LARGE: Final = 4000
 _GRID: Final = tuple(round(0.01 * i, 2) for i in range(5, 100))
+SIMILARITY_GRID: Final = (None, *(round(0.02 * i, 2) for i in range(10, 46)))
+"""Minimum centroid similarities tuning tries (``None``: no similarity gate)."""
 OOS_PRIOR: Final = 0.05
 """Share of traffic assumed to be out of scope when the threshold is tuned."""
 NOVEL_SHARE: Final = 0.15
@@ -91,6 +94,8 @@ class RouterPolicy(BaseModel):
     """Highest expected share of wrong answers among the answers served."""
     oos_share: float = Field(default=OOS_PRIOR, ge=0.0, lt=1.0)
     """Share of the traffic assumed to be about something the knowledge does not cover."""
+    similarity_gate: bool = True
+    """Whether tuning may also require a minimum similarity to the best class's centroid."""
 
 
 Encoder = Callable[[Sequence[str]], Matrix]
@@ -203,7 +208,17 @@ def fit_router(
         combine="mean",
         words_weight=words_weight,
     )
-    return RouterModel(header, buckets, idf, weights, bias, vector_weights, vector_bias)
+    centroids = None if vectors is None else _centroids(vectors, labels, len(classes))
+    return RouterModel(header, buckets, idf, weights, bias, vector_weights, vector_bias, centroids)
+
+
+def _centroids(vectors: Matrix, labels: npt.NDArray[np.int64], classes: int) -> Matrix:
+    """Each class's normalised mean training vector (rows in class order)."""
+    sums = np.zeros((classes, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, vectors.astype(np.float64))
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    centroids: Matrix = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    return centroids
 
 
 def _folds(examples: Sequence[tuple[str, str]]) -> list[int]:
@@ -267,14 +282,18 @@ class Held(NamedTuple):
     agreed: bool
     """Whether both heads ranked ``predicted`` first."""
     truth: str
+    similarity: float = 1.0
+    """Cosine of the question's vector to ``predicted``'s centroid (1.0 without vectors)."""
 
 
 class Thresholds(NamedTuple):
-    """A tuned decision rule: serve at ``threshold``, or at ``agreed`` when both heads agree."""
+    """A tuned decision rule: serve at ``threshold``, or at ``agreed`` when both heads agree,
+    and only within ``similarity`` of the best class's centroid (``None``: anywhere)."""
 
     threshold: float
     agreed: float
     metrics: dict[str, float]
+    similarity: float | None = None
 
 
 def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thresholds:
@@ -282,44 +301,79 @@ def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thres
     wrong-answer rate, with ``policy.oos_share`` of the traffic out of scope, meets
     ``policy.wrong_target`` (defaults: :data:`OOS_PRIOR`, :data:`WRONG_TARGET`).
 
-    Ties go to the lower thresholds: held-out paraphrases (synthesised ones especially) are
-    often easier than real questions, so when several rules answer all of them, the most
-    permissive one that still meets the target answers the most real ones. When nothing meets
-    the target, the strictest grid point.
+    Every rule of the grid is tried: a threshold, a lower one for when both heads agree, and a
+    minimum similarity to the best class's centroid (:data:`SIMILARITY_GRID`, tried only when
+    the verdicts carry similarities). Ties go to the more permissive rule (no similarity gate,
+    then the lower thresholds): held-out paraphrases (synthesised ones especially) are often
+    easier than real questions, so when several rules answer all of them, the most permissive
+    one that still meets the target answers the most real ones. When nothing meets the target,
+    the strictest grid point.
     """
-    inside = np.array([h.kind == "in" for h in held])
+    inside = np.array([h.kind == "in" for h in held], dtype=bool)
     confidence = np.array([h.confidence for h in held], dtype=np.float32)
-    agreed = np.array([h.agreed for h in held])
-    answerable = np.array([h.predicted != OUT_OF_SCOPE for h in held])
-    right = np.array([h.predicted == h.truth for h in held])
+    agreed = np.array([h.agreed for h in held], dtype=bool)
+    answerable = np.array([h.predicted != OUT_OF_SCOPE for h in held], dtype=bool)
+    right = np.array([h.predicted == h.truth for h in held], dtype=bool)
+    similarity = np.array([h.similarity for h in held], dtype=np.float32)
     n_in, n_out = int(inside.sum()), int((~inside).sum())
     policy = policy or RouterPolicy()
     prior = policy.oos_share if n_out else 0.0
     sizes = {"heldout_size": float(n_in), "heldout_negatives": float(n_out)}
-    best: tuple[float, float, float, float, float] | None = None
-    for t in _GRID:
-        for a in [g for g in _GRID if g <= t]:
-            served = answerable & ((confidence >= t) | (agreed & (confidence >= a)))
-            correct = float((served & inside & right).sum()) / (n_in or 1)
-            misrouted = float((served & inside & ~right).sum()) / (n_in or 1)
-            leaked = float((served & ~inside).sum()) / n_out if n_out else 0.0
-            answered = (1 - prior) * (correct + misrouted) + prior * leaked
-            wrong = ((1 - prior) * misrouted + prior * leaked) / answered if answered else 0.0
-            if wrong <= policy.wrong_target and (best is None or correct > best[0]):
-                best = (correct, wrong, leaked, t, a)
+    grid = np.asarray(_GRID, dtype=np.float32)
+    allowed = grid[None, :] <= grid[:, None]  # [t, a]: the agreed threshold is the lower one
+    gated = policy.similarity_gate and bool((similarity < 1.0).any())
+    gates = SIMILARITY_GRID if gated else SIMILARITY_GRID[:1]
+    best: tuple[float, float, float, int, int, float | None] | None = None
+    for gate in gates:
+        eligible = answerable if gate is None else answerable & (similarity >= gate)
+        correct = _served_counts(confidence, agreed, eligible & inside & right, grid) / (n_in or 1)
+        misrouted = _served_counts(confidence, agreed, eligible & inside & ~right, grid) / (
+            n_in or 1
+        )
+        leaked = _served_counts(confidence, agreed, eligible & ~inside, grid) / (n_out or 1)
+        answered = (1 - prior) * (correct + misrouted) + prior * leaked
+        risky = (1 - prior) * misrouted + prior * leaked
+        wrong = np.divide(risky, answered, out=np.zeros_like(risky), where=answered > 0)
+        feasible = allowed & (wrong <= policy.wrong_target)
+        if not feasible.any():
+            continue
+        scored = np.where(feasible, correct, -1.0)
+        t, a = (int(i) for i in np.unravel_index(int(np.argmax(scored)), scored.shape))
+        if best is None or scored[t, a] > best[0]:
+            best = (float(correct[t, a]), float(wrong[t, a]), float(leaked[t, a]), t, a, gate)
     if best is None:
         return Thresholds(_GRID[-1], _GRID[-1], sizes)
-    correct, wrong, leaked, t, a = best
+    covered, wrong_rate, leak, t, a, gate = best
     return Thresholds(
-        t,
-        a,
+        _GRID[t],
+        _GRID[a],
         {
-            "heldout_coverage": round(correct, 4),
-            "heldout_wrong_rate": round(wrong, 4),
-            "heldout_negatives_served": round(leaked, 4),
+            "heldout_coverage": round(covered, 4),
+            "heldout_wrong_rate": round(wrong_rate, 4),
+            "heldout_negatives_served": round(leak, 4),
             **sizes,
         },
+        gate,
     )
+
+
+def _served_counts(
+    confidence: Matrix,
+    agreed: npt.NDArray[np.bool_],
+    chosen: npt.NDArray[np.bool_],
+    grid: Matrix,
+) -> npt.NDArray[np.float64]:
+    """How many ``chosen`` questions each rule ``[t, a]`` of ``grid`` serves: those whose
+    heads disagree at confidence >= t, those whose heads agree at confidence >= a (a <= t)."""
+
+    def at_least(values: Matrix) -> npt.NDArray[np.float64]:
+        ordered = np.sort(values)
+        below = np.searchsorted(ordered, grid, side="left")
+        return (len(ordered) - below).astype(np.float64)
+
+    alone = at_least(confidence[chosen & ~agreed])
+    together = at_least(confidence[chosen & agreed])
+    return alone[:, None] + together[None, :]
 
 
 def _left_out(classes: Sequence[str], fold: int, folds: int) -> set[str]:
@@ -340,8 +394,10 @@ class Tuning(msgspec.Struct, frozen=True, kw_only=True):
     threshold: float
     agreed: float | None = None
     words_weight: float = WORDS_WEIGHTS[0]
+    similarity: float | None = None
     wrong_target: float = WRONG_TARGET
     oos_share: float = OOS_PRIOR
+    similarity_gate: bool = True
     metrics: dict[str, float]
 
 
@@ -359,9 +415,12 @@ def overlap(a: Sequence[str], b: Sequence[str]) -> float:
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
-Verdict = Callable[[str, Matrix | None], tuple[str, float, bool]]
-"""A fitted probe's verdict on one question: best class, its probability, heads agreeing."""
-Verdicts = Callable[[str, Matrix | None], Sequence[tuple[str, float, bool]]]
+Judgement = tuple[str, float, bool, float]
+"""A verdict: best class, its probability, whether both heads ranked it first, and the
+question's similarity to its centroid (1.0 without vectors)."""
+Verdict = Callable[[str, Matrix | None], Judgement]
+"""A fitted probe's verdict on one question."""
+Verdicts = Callable[[str, Matrix | None], Sequence[Judgement]]
 """A fitted probe's verdicts on one question, one per variant of its decision (e.g. per weight
 of the n-gram head)."""
 Probe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdict]
@@ -371,9 +430,9 @@ VariantsProbe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdicts]
 
 def verdict_of(
     model: RouterModel, question: str, vector: npt.NDArray[np.float32] | None
-) -> tuple[str, float, bool]:
-    """``model``'s best class for ``question``, its probability, and whether both heads
-    ranked it first."""
+) -> Judgement:
+    """``model``'s best class for ``question``, its probability, whether both heads ranked
+    it first, and the question's similarity to that class's centroid."""
     return verdicts_of(model, question, vector, (model.header.words_weight,))[0]
 
 
@@ -382,20 +441,23 @@ def verdicts_of(
     question: str,
     vector: npt.NDArray[np.float32] | None,
     weights: Sequence[float],
-) -> list[tuple[str, float, bool]]:
+) -> list[Judgement]:
     """:func:`verdict_of` with the n-gram head weighted by each of ``weights`` in turn (the
     heads are evaluated once)."""
     probs, words, meaning = model.head_probabilities(question, vector)
     if words is None or meaning is None:
         best = int(np.argmax(probs))
-        return [(model.header.classes[best], float(probs[best]), False)] * len(weights)
+        return [(model.header.classes[best], float(probs[best]), False, 1.0)] * len(weights)
     first_words, first_meaning = int(np.argmax(words)), int(np.argmax(meaning))
     found = []
     for weight in weights:
         mixed = weight * words + (1.0 - weight) * meaning
         best = int(np.argmax(mixed))
         agreed = first_words == best == first_meaning
-        found.append((model.header.classes[best], float(mixed[best]), agreed))
+        similarity = 1.0
+        if model.centroids is not None and vector is not None:
+            similarity = float(model.centroids[best] @ vector)
+        found.append((model.header.classes[best], float(mixed[best]), agreed, similarity))
     return found
 
 
@@ -437,8 +499,8 @@ def held_out_variants(
             question, truth = everything[i]
             kind = "negative" if truth in novel or truth == OUT_OF_SCOPE else "in"
             found = verdict(question, None if vectors is None else vectors[i])
-            for variant, (predicted, confidence, agreed) in zip(held, found, strict=True):
-                variant.append(Held(kind, predicted, confidence, agreed, truth))
+            for variant, (predicted, confidence, agreed, near) in zip(held, found, strict=True):
+                variant.append(Held(kind, predicted, confidence, agreed, truth, near))
     return held
 
 
@@ -464,10 +526,11 @@ def train_router(
     vectors = encoder([q for q, _ in everything]) if encoder is not None else None
     digests = example_digests(examples, out_of_scope)
     policy = policy or RouterPolicy()
-    same_policy = previous is not None and (previous.wrong_target, previous.oos_share) == (
-        policy.wrong_target,
-        policy.oos_share,
-    )
+    same_policy = previous is not None and (
+        previous.wrong_target,
+        previous.oos_share,
+        previous.similarity_gate,
+    ) == (policy.wrong_target, policy.oos_share, policy.similarity_gate)
     if (
         previous is not None
         and same_policy
@@ -482,7 +545,8 @@ def train_router(
         )
         agreed = previous.threshold if previous.agreed is None else previous.agreed
         metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
-        return _with_rule(model, Thresholds(previous.threshold, agreed, metrics))
+        rule = Thresholds(previous.threshold, agreed, metrics, previous.similarity)
+        return _with_rule(model, rule)
 
     weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
 
@@ -519,6 +583,7 @@ def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:
         model.header,
         threshold=rule.threshold,
         agreed_threshold=rule.agreed if model.embedding_weights is not None else None,
+        min_similarity=rule.similarity if model.centroids is not None else None,
         metrics=rule.metrics,
     )
     return RouterModel(
@@ -529,4 +594,5 @@ def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:
         model.bias,
         model.embedding_weights,
         model.embedding_bias,
+        model.centroids,
     )

@@ -427,3 +427,25 @@ def test_l3_cites_only_the_section_of_quoted_list_lines(strict_router: RouterMod
     assert answer.layer == "L3"
     assert "picked up for free" in answer.answer
     assert answer.sources == (RETURN_WINDOW,)
+
+
+@pytest.mark.parametrize("far", [False, True])
+def test_a_question_far_from_every_class_gets_no_topic_answer(
+    strict_router: RouterModel, far: bool
+) -> None:
+    question = "Do returned bikes need their original box?"
+    guess = strict_router.predict(question)
+    judged = msgspec.structs.replace(guess, far=far, reason="far" if far else guess.reason)
+    answer = answer_question(
+        _routed_snapshot(strict_router),
+        question,
+        composer=OfflineProvider(),
+        route=lambda _: judged,
+    )
+    if far:  # the similarity gate turned refund.window down: no candidate, not even for L3
+        assert answer.layer == "SAFE"
+        assert answer.candidates == ()
+        assert answer.explanation == "far"
+    else:
+        assert answer.layer == "L3"
+        assert answer.candidates == guess.candidates

@@ -381,6 +381,7 @@ def _with_rule(router: RouterModel, **changes: object) -> RouterModel:
         router.bias,
         router.embedding_weights,
         router.embedding_bias,
+        router.centroids,
     )
 
 
@@ -406,6 +407,7 @@ def test_the_agreement_threshold_applies_only_when_both_heads_agree(
         lenient.bias,
         None if lenient.embedding_weights is None else lenient.embedding_weights[:, ::-1].copy(),
         None if lenient.embedding_bias is None else lenient.embedding_bias[::-1].copy(),
+        lenient.centroids,
     )
     _, words, meaning = crossed.head_probabilities(question, vector)
     assert words is not None
@@ -449,7 +451,7 @@ def test_the_words_weight_sets_each_heads_share(
     assert words is not None
     assert meaning is not None
     np.testing.assert_allclose(combined, weight * words + (1 - weight) * meaning, rtol=1e-6)
-    best, confidence, _ = verdict_of(mixed, question, vector)
+    best, confidence, _, _ = verdict_of(mixed, question, vector)
     assert (best, confidence) == verdicts_of(vector_router, question, vector, [weight])[0][:2]
 
 
@@ -561,3 +563,69 @@ def test_a_reused_tuning_keeps_its_words_weight(embedder: HashingEmbedder) -> No
     )
     assert (reused.header.threshold, reused.header.agreed_threshold) == (0.4, 0.3)
     assert reused.header.words_weight == 0.25
+
+
+def test_a_vector_router_keeps_each_class_centroid(vector_router: RouterModel) -> None:
+    centroids = vector_router.centroids
+    assert centroids is not None
+    assert centroids.shape == (
+        len(vector_router.header.classes),
+        vector_router.header.embedding_dim,
+    )
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
+
+
+def test_the_similarity_gate_turns_far_questions_down(
+    vector_router: RouterModel, embedder: HashingEmbedder
+) -> None:
+    question = "what does delivery cost"
+    vector = embedder.embed([question])[0]
+    similarity = vector_router.similarity("shipping.cost", vector)
+    assert similarity is not None
+    near = _with_rule(vector_router, threshold=0.0, min_similarity=similarity - 0.01)
+    far = _with_rule(vector_router, threshold=0.0, min_similarity=similarity + 0.01)
+    assert near.predict(question, vector).intent == "shipping.cost"
+    assert f"similarity {similarity:.2f}" in near.predict(question, vector).reason
+    turned_down = far.predict(question, vector)
+    assert turned_down.intent is None
+    assert turned_down.far
+    assert "far from every phrasing of shipping.cost" in turned_down.reason
+    loaded = RouterModel.from_bytes(far.to_bytes())
+    assert loaded.header.min_similarity == far.header.min_similarity
+    assert loaded.predict(question, vector) == turned_down
+
+
+def test_a_similarity_gate_without_centroids_is_corrupt(vector_router: RouterModel) -> None:
+    gated = _with_rule(vector_router, min_similarity=0.5)
+    with pytest.raises(CorruptSnapshotError, match="no centroids"):
+        RouterModel.from_bytes(_without(gated, "centroids"))
+    with pytest.raises(CorruptSnapshotError, match="centroids do not match"):
+        RouterModel(
+            gated.header,
+            gated.buckets,
+            gated.idf,
+            gated.weights,
+            gated.bias,
+            gated.embedding_weights,
+            gated.embedding_bias,
+            np.zeros((1, 3), dtype=np.float32),
+        )
+
+
+def test_a_reused_tuning_keeps_its_similarity_gate(embedder: HashingEmbedder) -> None:
+    tuning = Tuning(
+        digests=example_digests(EXAMPLES, OUT_OF_SCOPE_EXAMPLES),
+        threshold=0.4,
+        similarity=0.33,
+        metrics={},
+    )
+    reused = train_router(
+        EXAMPLES,
+        OUT_OF_SCOPE_EXAMPLES,
+        encoder=embedder.embed,
+        embedder=embedder.model_id,
+        previous=tuning,
+    )
+    assert reused.header.min_similarity == 0.33
+    ngrams_only = train_router(EXAMPLES, OUT_OF_SCOPE_EXAMPLES, previous=tuning)
+    assert ngrams_only.header.min_similarity is None  # no vectors, nothing to gate on

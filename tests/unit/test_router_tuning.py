@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from schemas.router import OUT_OF_SCOPE
 from tasks.router import (
+    _GRID,
     NOVEL_SHARE,
     OOS_PRIOR,
     WRONG_TARGET,
@@ -115,3 +117,72 @@ def test_weights_rank_by_coverage_then_negatives_served_then_order() -> None:
     rules = [rule(1.0, 0.4), rule(1.0, 0.3), rule(1.0, 0.3), rule(0.9, 0.0)]
     ranked = sorted(range(len(rules)), key=lambda i: _preference(rules[i], i), reverse=True)
     assert ranked == [1, 2, 0, 3]
+
+
+def _held(kind: str, n: int, confidence: float, similarity: float) -> list[Held]:
+    truth = "a" if kind == "in" else "z"
+    return [Held(kind, "a", confidence, False, truth, similarity) for _ in range(n)]
+
+
+def test_a_similarity_gate_is_tuned_when_confident_negatives_are_far() -> None:
+    # Negatives are more confident than every right answer, but far from the class centroid.
+    held = [
+        *_held("in", 50, 0.9, 0.8),
+        *_held("in", 50, 0.6, 0.7),
+        *_held("negative", 40, 0.95, 0.3),
+    ]
+    rule = tune_rule(held)
+    assert rule.similarity == pytest.approx(0.32)  # the most permissive gate above 0.3
+    assert rule.threshold <= 0.6
+    assert rule.metrics["heldout_coverage"] == 1.0
+    assert rule.metrics["heldout_negatives_served"] == 0.0
+    ungated = tune_rule(held, RouterPolicy(similarity_gate=False))
+    assert ungated.similarity is None
+    assert ungated.metrics["heldout_coverage"] == 0.0
+
+
+def test_no_gate_when_it_does_not_answer_more() -> None:
+    held = [*_held("in", 50, 0.9, 0.8), *_held("negative", 40, 0.5, 0.3)]
+    rule = tune_rule(held)
+    assert rule.similarity is None
+    assert 0.5 < rule.threshold <= 0.9
+
+
+def test_the_vectorised_search_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(7)
+    held = [
+        Held(
+            "in" if i % 3 else "negative",
+            "a" if rng.random() < 0.8 else "b",
+            float(rng.random()),
+            bool(rng.random() < 0.5),
+            "a" if i % 3 else "z",
+        )
+        for i in range(300)
+    ]
+    rule = tune_rule(held)
+    n_in = sum(h.kind == "in" for h in held)
+    n_out = len(held) - n_in
+    best = None
+    for t in _GRID:
+        for a in [g for g in _GRID if g <= t]:
+            right = bad = leaked = 0
+            for h in held:
+                if not (h.confidence >= t or (h.agreed and h.confidence >= a)):
+                    continue
+                if h.kind != "in":
+                    leaked += 1
+                elif h.predicted == h.truth:
+                    right += 1
+                else:
+                    bad += 1
+            leak = leaked / n_out
+            answered = (1 - OOS_PRIOR) * (right + bad) / n_in + OOS_PRIOR * leak
+            risk = (1 - OOS_PRIOR) * bad / n_in + OOS_PRIOR * leak
+            if answered and risk / answered <= WRONG_TARGET and (best is None or right > best[0]):
+                best = (right, t, a)
+    assert best is not None
+    assert (rule.threshold, rule.agreed) == (best[1], best[2])
+    assert rule.metrics["heldout_coverage"] == pytest.approx(
+        best[0] / sum(h.kind == "in" for h in held), abs=1e-4
+    )
