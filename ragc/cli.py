@@ -57,6 +57,14 @@ OosShareOpt = Annotated[
     float,
     typer.Option(help="Router: share of questions assumed to be outside the knowledge."),
 ]
+SimilarityGateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--similarity-gate",
+        help="Router: also tune a minimum similarity to the matched entry's phrasings "
+        "(for traffic with many near misses of the knowledge).",
+    ),
+]
 
 
 def _fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
@@ -283,6 +291,7 @@ def compile_(
     ] = None,
     wrong_target: WrongTargetOpt = 0.02,
     oos_share: OosShareOpt = 0.05,
+    similarity_gate: SimilarityGateOpt = False,
     build_dir: Annotated[Path, typer.Option(help="Build cache and snapshot folders.")] = Path(
         ".ragc/build"
     ),
@@ -312,7 +321,9 @@ def compile_(
             provider=provider,  # type: ignore[arg-type]
             model=model,
             review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
-            router=RouterPolicy(wrong_target=wrong_target, oos_share=oos_share),
+            router=RouterPolicy(
+                wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
+            ),
             build_dir=str(build_dir),
             regression=str(regression) if regression else None,
             archive=archive or None,
@@ -593,6 +604,7 @@ def eval_(
     report: Annotated[Path | None, typer.Option("--report", help="Write an HTML report.")] = None,
     wrong_target: WrongTargetOpt = 0.02,
     oos_share: OosShareOpt = 0.05,
+    similarity_gate: SimilarityGateOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure coverage, wrong answers, rejection and latency per layer on labelled queries,
@@ -602,7 +614,9 @@ def eval_(
     from tasks.router import RouterPolicy  # noqa: PLC0415 - heavy
 
     try:
-        policy = RouterPolicy(wrong_target=wrong_target, oos_share=oos_share)
+        policy = RouterPolicy(
+            wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
+        )
     except ValidationError as exc:
         problem = exc.errors()[0]
         raise InvalidInputError(

@@ -38,6 +38,8 @@ def _default_store(knowledge: Path, policy: RouterPolicy) -> str:
     identity = str(knowledge.resolve())
     if policy != RouterPolicy():
         identity += f"\x1f{policy.wrong_target}\x1f{policy.oos_share}"
+        if policy.similarity_gate:
+            identity += "\x1fsimilarity-gate"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     return f"sqlite:///.ragc/eval/{knowledge.resolve().name}-{digest}.db"
 

@@ -94,8 +94,11 @@ class RouterPolicy(BaseModel):
     """Highest expected share of wrong answers among the answers served."""
     oos_share: float = Field(default=OOS_PRIOR, ge=0.0, lt=1.0)
     """Share of the traffic assumed to be about something the knowledge does not cover."""
-    similarity_gate: bool = True
-    """Whether tuning may also require a minimum similarity to the best class's centroid."""
+    similarity_gate: bool = False
+    """Let tuning also require a minimum similarity between a question's vector and its best
+    class's centroid (``--similarity-gate``). It pays where many questions are near misses of
+    the knowledge; held-out paraphrases sit closer to their entries than real questions do, so a
+    gate tuned on them can turn real phrasings down, and it is off unless asked for."""
 
 
 Encoder = Callable[[Sequence[str]], Matrix]
@@ -301,13 +304,13 @@ def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thres
     wrong-answer rate, with ``policy.oos_share`` of the traffic out of scope, meets
     ``policy.wrong_target`` (defaults: :data:`OOS_PRIOR`, :data:`WRONG_TARGET`).
 
-    Every rule of the grid is tried: a threshold, a lower one for when both heads agree, and a
-    minimum similarity to the best class's centroid (:data:`SIMILARITY_GRID`, tried only when
-    the verdicts carry similarities). Ties go to the more permissive rule (no similarity gate,
-    then the lower thresholds): held-out paraphrases (synthesised ones especially) are often
-    easier than real questions, so when several rules answer all of them, the most permissive
-    one that still meets the target answers the most real ones. When nothing meets the target,
-    the strictest grid point.
+    Every rule of the grid is tried: a threshold, a lower one for when both heads agree, and,
+    with ``policy.similarity_gate``, a minimum similarity to the best class's centroid
+    (:data:`SIMILARITY_GRID`, tried only when the verdicts carry similarities). Ties go to the
+    more permissive rule (no similarity gate, then the lower thresholds): held-out paraphrases
+    (synthesised ones especially) are often easier than real questions, so when several rules
+    answer all of them, the most permissive one that still meets the target answers the most
+    real ones. When nothing meets the target, the strictest grid point.
     """
     inside = np.array([h.kind == "in" for h in held], dtype=bool)
     confidence = np.array([h.confidence for h in held], dtype=np.float32)
@@ -397,7 +400,7 @@ class Tuning(msgspec.Struct, frozen=True, kw_only=True):
     similarity: float | None = None
     wrong_target: float = WRONG_TARGET
     oos_share: float = OOS_PRIOR
-    similarity_gate: bool = True
+    similarity_gate: bool = False
     metrics: dict[str, float]
 
 

@@ -74,6 +74,8 @@ def test_each_router_policy_gets_its_own_default_store() -> None:
     assert stricter != default
     assert stricter != _default_store(EXAMPLES, RouterPolicy(oos_share=0.5))
     assert stricter.startswith("sqlite:///.ragc/eval/examples-")
+    gated = _default_store(EXAMPLES, RouterPolicy(similarity_gate=True))
+    assert gated not in (default, stricter)
 
 
 def _outcome(**fields: object) -> Outcome:

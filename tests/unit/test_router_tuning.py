@@ -131,19 +131,19 @@ def test_a_similarity_gate_is_tuned_when_confident_negatives_are_far() -> None:
         *_held("in", 50, 0.6, 0.7),
         *_held("negative", 40, 0.95, 0.3),
     ]
-    rule = tune_rule(held)
+    rule = tune_rule(held, RouterPolicy(similarity_gate=True))
     assert rule.similarity == pytest.approx(0.32)  # the most permissive gate above 0.3
     assert rule.threshold <= 0.6
     assert rule.metrics["heldout_coverage"] == 1.0
     assert rule.metrics["heldout_negatives_served"] == 0.0
-    ungated = tune_rule(held, RouterPolicy(similarity_gate=False))
+    ungated = tune_rule(held)  # the gate is opt-in
     assert ungated.similarity is None
     assert ungated.metrics["heldout_coverage"] == 0.0
 
 
 def test_no_gate_when_it_does_not_answer_more() -> None:
     held = [*_held("in", 50, 0.9, 0.8), *_held("negative", 40, 0.5, 0.3)]
-    rule = tune_rule(held)
+    rule = tune_rule(held, RouterPolicy(similarity_gate=True))
     assert rule.similarity is None
     assert 0.5 < rule.threshold <= 0.9
 
