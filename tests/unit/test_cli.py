@@ -138,3 +138,23 @@ def test_a_malformed_snapshot_is_refused_and_nothing_changes(
     assert "exact.jsonl:1" in err
     code, out, _ = ragc("versions", "--store", url, "--json")
     assert [(v["version"], v["active"]) for v in json.loads(out)] == [("v1", True)]
+
+
+@pytest.mark.parametrize("flag", [(), ("--similarity-gate",)])
+def test_eval_passes_the_similarity_gate_choice_to_the_router_policy(
+    flag: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ragc import evaluate  # noqa: PLC0415 - patched where the command imports it from
+    from schemas.errors import InvalidInputError  # noqa: PLC0415
+
+    seen: list[object] = []
+
+    def run_eval(*args: object, policy: object = None, **kwargs: object) -> None:
+        seen.append(policy)
+        raise InvalidInputError("stopped after the policy was built")
+
+    monkeypatch.setattr(evaluate, "run_eval", run_eval)
+    code, _, err = ragc("eval", "q.jsonl", "--knowledge", str(tmp_path), *flag)
+    assert code == 1
+    assert "stopped after the policy was built" in err
+    assert [getattr(p, "similarity_gate", None) for p in seen] == [bool(flag)]
