@@ -64,7 +64,8 @@ def _expected(outcome: Outcome) -> str:
 def _rows(outcomes: Sequence[Outcome], limit: int) -> str:
     return "".join(
         f"<tr><td>{html.escape(o.query)}</td><td>{html.escape(_expected(o))}</td>"
-        f"<td>{o.layer} {html.escape(o.entry_id or '')}</td><td>{o.confidence:.2f}</td></tr>"
+        f"<td>{o.layer} {html.escape(o.entry_id or '')}</td><td>{o.confidence:.2f}</td>"
+        f"<td>{html.escape(o.explanation)}</td></tr>"
         for o in outcomes[:limit]
     )
 
@@ -124,10 +125,10 @@ the snapshot. L1 answers are counted as they are; L3 is left out of the curve.</
 <h2>Worst confusions ({len(wrong)} wrong answers)</h2>
 <table><tr><th>expected</th><th>served</th><th>times</th></tr>{confusion_rows}</table>
 <h2>Wrong answers</h2>
-<table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th></tr>
+<table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th><th>why</th></tr>
 {_rows(wrong, 100)}</table>
 <h2>Misses: in-scope questions that got the fallback ({len(missed)})</h2>
-<table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th></tr>
+<table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th><th>why</th></tr>
 {_rows(missed, 100)}</table>
 </body></html>
 """

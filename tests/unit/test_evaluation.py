@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -242,3 +243,21 @@ def test_rates_are_shares_and_pass_rate_counts_right_outcomes(
     rejected_oos = sum(layer == "SAFE" for layer, _, expected, _ in rows if expected is None)
     if rows:
         assert report.pass_rate == round((right_in_scope + rejected_oos) / len(rows), 4)
+
+
+def test_the_report_says_why_each_miss_and_wrong_answer_happened() -> None:
+    from ragc.report import render_report  # noqa: PLC0415 - the CLI's report module
+    from schemas.evaluation import threshold_curve  # noqa: PLC0415
+
+    missed = msgspec.structs.replace(
+        _outcome(_case({"entry_id": "refund.damaged"}), _answer("SAFE")),
+        explanation="far from every phrasing of refund.damaged: similarity 0.55 below 0.72",
+    )
+    wrong = msgspec.structs.replace(
+        _outcome(_case(oos_type="in_domain"), _answer("L2", confidence=0.8)),
+        explanation="matched refund.window at 0.80 (threshold 0.5) <b>",
+    )
+    outcomes = [missed, wrong]
+    page = render_report("t", summarize(outcomes), outcomes, threshold_curve(outcomes), 0.5)
+    assert "far from every phrasing of refund.damaged: similarity 0.55 below 0.72" in page
+    assert "matched refund.window at 0.80 (threshold 0.5) &lt;b&gt;" in page
