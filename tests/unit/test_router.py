@@ -546,12 +546,13 @@ def test_a_tuning_made_under_another_policy_is_not_reused() -> None:
     assert retuned.header.threshold != 0.123
 
 
-def test_a_reused_tuning_keeps_its_words_weight(embedder: HashingEmbedder) -> None:
+def test_a_reused_tuning_keeps_its_words_weight_and_gate(embedder: HashingEmbedder) -> None:
     tuning = Tuning(
         digests=example_digests(EXAMPLES, OUT_OF_SCOPE_EXAMPLES),
         threshold=0.4,
         agreed=0.3,
         words_weight=0.25,
+        similarity=0.33,
         metrics={},
     )
     reused = train_router(
@@ -563,6 +564,9 @@ def test_a_reused_tuning_keeps_its_words_weight(embedder: HashingEmbedder) -> No
     )
     assert (reused.header.threshold, reused.header.agreed_threshold) == (0.4, 0.3)
     assert reused.header.words_weight == 0.25
+    assert reused.header.min_similarity == 0.33
+    ngrams_only = train_router(EXAMPLES, OUT_OF_SCOPE_EXAMPLES, previous=tuning)
+    assert ngrams_only.header.min_similarity is None  # no vectors, nothing to gate on
 
 
 def test_a_vector_router_keeps_each_class_centroid(vector_router: RouterModel) -> None:
@@ -610,22 +614,3 @@ def test_a_similarity_gate_without_centroids_is_corrupt(vector_router: RouterMod
             gated.embedding_bias,
             np.zeros((1, 3), dtype=np.float32),
         )
-
-
-def test_a_reused_tuning_keeps_its_similarity_gate(embedder: HashingEmbedder) -> None:
-    tuning = Tuning(
-        digests=example_digests(EXAMPLES, OUT_OF_SCOPE_EXAMPLES),
-        threshold=0.4,
-        similarity=0.33,
-        metrics={},
-    )
-    reused = train_router(
-        EXAMPLES,
-        OUT_OF_SCOPE_EXAMPLES,
-        encoder=embedder.embed,
-        embedder=embedder.model_id,
-        previous=tuning,
-    )
-    assert reused.header.min_similarity == 0.33
-    ngrams_only = train_router(EXAMPLES, OUT_OF_SCOPE_EXAMPLES, previous=tuning)
-    assert ngrams_only.header.min_similarity is None  # no vectors, nothing to gate on
