@@ -260,8 +260,7 @@ def answer_question(
                 candidates=prediction.candidates,
             )
 
-    guessed = prediction is not None and not prediction.far
-    candidates = prediction.candidates if prediction is not None and guessed else ()
+    candidates = prediction.candidates if prediction is not None and not prediction.far else ()
     best = candidates[0] if candidates else None
     threshold = loaded.router.lowest_threshold if loaded.router else 1.0
     domain = loaded.intent_domain.get(best[0], "general") if best else "general"

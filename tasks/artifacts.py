@@ -167,6 +167,7 @@ def router_blob(
     )
     blob = router.to_bytes()
     if cache:
+        settled = policy or RouterPolicy()
         cache.put("router", key, blob)
         cache.put("router-latest", str(embedder), blob)
         tuning = Tuning(
@@ -175,9 +176,9 @@ def router_blob(
             agreed=router.header.agreed_threshold,
             words_weight=router.header.words_weight,
             similarity=router.header.min_similarity,
-            wrong_target=(policy or RouterPolicy()).wrong_target,
-            oos_share=(policy or RouterPolicy()).oos_share,
-            similarity_gate=(policy or RouterPolicy()).similarity_gate,
+            wrong_target=settled.wrong_target,
+            oos_share=settled.oos_share,
+            similarity_gate=settled.similarity_gate,
             metrics={
                 k: v for k, v in router.header.metrics.items() if k != "threshold_reused_overlap"
             },

@@ -457,10 +457,9 @@ def verdicts_of(
         mixed = weight * words + (1.0 - weight) * meaning
         best = int(np.argmax(mixed))
         agreed = first_words == best == first_meaning
-        similarity = 1.0
-        if model.centroids is not None and vector is not None:
-            similarity = float(model.centroids[best] @ vector)
-        found.append((model.header.classes[best], float(mixed[best]), agreed, similarity))
+        name = model.header.classes[best]
+        near = model.similarity(name, vector)
+        found.append((name, float(mixed[best]), agreed, 1.0 if near is None else near))
     return found
 
 
