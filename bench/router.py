@@ -33,6 +33,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +261,7 @@ def bench(name: str, embedder: MiniLMEmbedder, layered: MiniLMEmbedder) -> None:
                 model.header.min_similarity,
             )
             heads = True
-            final: Verdict = lambda q, v, model=model: verdict_of(model, q, v)  # noqa: E731
+            final: Verdict = partial(verdict_of, model)
             variant = f"{variant}, words {model.header.words_weight:g}"
         else:
 
