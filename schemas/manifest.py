@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 import msgspec
 
 from schemas.errors import CorruptSnapshotError
 from schemas.keys import exact_key, intent_key, topic_key, validate_tenant, validate_version
-from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, TopicBlock
+from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
 
 __all__ = [
     "SCHEMA_VERSION",
+    "DuplicateGroup",
+    "DuplicateMember",
+    "DuplicateVerdict",
     "GateResult",
     "Manifest",
+    "MemberStatus",
     "Snapshot",
     "SourceFingerprint",
     "snapshot_checksum",
@@ -43,6 +48,51 @@ class GateResult(msgspec.Struct, frozen=True, kw_only=True):
     target: float | None = None
 
 
+DuplicateVerdict = Literal["same", "conflict"]
+"""``same``: every member answers like the canonical entry; ``conflict``: one answers otherwise."""
+MemberStatus = Literal["canonical", "merged", "held", "rejected"]
+"""``canonical`` serves the group; ``merged`` phrasings train the canonical's class and its
+section is cited as an alternate; ``held`` waits in the review queue (not served, not merged);
+``rejected`` was turned down in review."""
+
+
+class DuplicateMember(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of a duplicate group."""
+
+    entry_id: str
+    question: str
+    section: Source
+    """The section the entry was drawn from (a curated entry's FAQ line)."""
+    question_similarity: float = 1.0
+    """Cosine of its question's sentence vector with the canonical question's."""
+    answer_similarity: float = 1.0
+    """Cosine of its answer's sentence vector with the canonical answer's."""
+    status: MemberStatus = "merged"
+
+
+class DuplicateGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """Entries that ask the same question, routed to one canonical entry."""
+
+    id: str
+    """Content hash of the members' sections and canonical questions."""
+    verdict: DuplicateVerdict
+    canonical: str
+    """Entry id that serves the group."""
+    members: tuple[DuplicateMember, ...]
+    """The canonical member first, then the others in canonical order."""
+    reason: str = ""
+    """Why the entries were grouped."""
+
+    @property
+    def entry_ids(self) -> tuple[str, ...]:
+        return tuple(m.entry_id for m in self.members)
+
+    @property
+    def alternates(self) -> tuple[Source, ...]:
+        """The merged members' sections: the canonical answer's alternate sources."""
+        return tuple(m.section for m in self.members if m.status == "merged")
+
+
 class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """What a version is: where it came from, what it holds, which gates it passed."""
 
@@ -60,6 +110,8 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     """SHA-256 over every artifact record and blob; see :func:`snapshot_checksum`."""
     compiler: str = ""
     """What compiled it (package and stage versions): a different compiler recompiles."""
+    duplicates: tuple[DuplicateGroup, ...] = ()
+    """Groups of entries that ask the same question (see :mod:`tasks.duplicates`)."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,13 +210,23 @@ def snapshot_checksum(
         ("topics", topics),
         ("fallbacks", fallbacks),
     ):
-        lines = sorted(msgspec.json.encode(record, order="sorted") for record in records)
+        lines = sorted(_record_json(record) for record in records)
         digest.update(family.encode())
         for line in lines:
             digest.update(hashlib.sha256(line).digest())
     for name in sorted(blobs):
         digest.update(b"blob:" + name.encode() + hashlib.sha256(blobs[name]).digest())
     return digest.hexdigest()
+
+
+def _record_json(record: msgspec.Struct) -> bytes:
+    """A record's canonical JSON for the checksum. Fields added after records were first sealed
+    (``alternates``) are left out while empty, so snapshots sealed before they existed verify."""
+    if getattr(record, "alternates", None) == ():
+        fields = msgspec.to_builtins(record)
+        del fields["alternates"]
+        return msgspec.json.encode(fields, order="sorted")
+    return msgspec.json.encode(record, order="sorted")
 
 
 def _check_unique(snapshot: Snapshot) -> None:

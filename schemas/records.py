@@ -50,6 +50,8 @@ class ExactAnswer(msgspec.Struct, frozen=True, kw_only=True):
     sources: tuple[Source, ...] = ()
     aliases: tuple[str, ...] = ()
     """Other phrasings whose canonical form is served this answer exactly."""
+    alternates: tuple[Source, ...] = ()
+    """Sections elsewhere that answer the same question (merged duplicates); not cited."""
     topic: str | None = None
     domain: str = "general"
     language: str = "en"
@@ -86,6 +88,8 @@ class IntentTemplate(msgspec.Struct, frozen=True, kw_only=True):
     examples: tuple[str, ...] = ()
     """Phrasings the router learns this intent from."""
     sources: tuple[Source, ...] = ()
+    alternates: tuple[Source, ...] = ()
+    """Sections elsewhere that answer the same question (merged duplicates); not cited."""
     topic: str | None = None
     domain: str = "general"
     language: str = "en"
