@@ -21,7 +21,7 @@ __all__ = ["PostgresReviewQueue"]
 
 _STATUSES: Final[tuple[str, ...]] = get_args(ReviewStatus)
 _COLUMNS: Final = (
-    "entry_id, fingerprint, question, answer, score, status, reviewer, decided_at, sources"
+    "entry_id, fingerprint, question, answer, score, status, reviewer, decided_at, sources, reason"
 )
 
 
@@ -54,6 +54,7 @@ def _item(row: Sequence[Any]) -> ReviewItem:
             "reviewer": row[6],
             "decided_at": _iso(row[7]),
             "sources": row[8],
+            "reason": row[9],
         },
         ReviewItem,
     )
@@ -86,13 +87,14 @@ class PostgresReviewQueue(PgComponent):
                 i.reviewer,
                 _when(i),
                 list(i.sources),
+                i.reason,
             )
             for i in items
         ]
         with self._connection() as conn, conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO ragc.review_items ({_COLUMNS}) "  # noqa: S608 - constant
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (entry_id, fingerprint) DO NOTHING",
                 rows,
             )

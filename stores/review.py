@@ -34,6 +34,8 @@ class ReviewItem(msgspec.Struct, frozen=True, kw_only=True):
     reviewer: str = ""
     decided_at: str = ""
     sources: tuple[str, ...] = ()
+    reason: str = ""
+    """Why it is held beyond the policy (a conflicting duplicate names both sections)."""
 
 
 class ReviewQueue:

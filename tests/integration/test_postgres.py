@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from typer.testing import CliRunner
@@ -143,9 +144,11 @@ def test_an_unmigrated_database_is_a_clear_error(blank_dsn: str, component: type
 
 def test_a_database_behind_this_ragc_is_a_clear_error(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
+        conn.execute("DELETE FROM ragc.schema_migrations WHERE version <> '0001'")
         conn.execute("UPDATE ragc.schema_migrations SET version = '0000'")
+    needed = migrations()[-1].version
     with pytest.raises(
-        NotMigratedError, match=r"at schema revision 0000; this ragc needs revision 0001"
+        NotMigratedError, match=rf"at schema revision 0000; this ragc needs revision {needed}"
     ):
         PostgresAuditLog(dsn)
 
@@ -382,6 +385,15 @@ def test_review_resubmitting_keeps_a_decision(queue_factory: Callable[[], AnyQue
     assert (item.status, item.answer) == ("approved", "a")
     assert item == decided
     assert set(queue.decisions()) == {("e1", "fp")}
+
+
+def test_review_a_reason_for_holding_round_trips(queue_factory: Callable[[], AnyQueue]) -> None:
+    queue = queue_factory()
+    reason = "duplicate question answered differently: b.html#q and a.html#q"
+    queue.submit([msgspec.structs.replace(_item("e1", "fp"), reason=reason), _item("e2", "fp")])
+    decided = queue.decide("e1", "approved", reviewer="ana")
+    assert decided.reason == reason
+    assert {i.entry_id: i.reason for i in queue.items()} == {"e1": reason, "e2": ""}
 
 
 def test_review_items_filter_by_status(queue_factory: Callable[[], AnyQueue]) -> None:

@@ -7,16 +7,19 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import stores.review
 from providers.base import DraftAnswer, Passage, Provider, Usage, Verdict
 from schemas.build import Entry, EntryStatus, QuestionOrigin
 from schemas.errors import InvalidInputError
+from schemas.manifest import DuplicateGroup, DuplicateMember, DuplicateVerdict
 from schemas.records import Source
 from stores.cache import BuildCache
-from stores.review import ReviewItem, ReviewQueue
+from stores.review import ReviewItem, ReviewQueue, ReviewStatus
 from tasks._llm_cache import CachedProvider
+from tasks.duplicates import conflict_fingerprint
 from tasks.review import ReviewPolicy, apply_review
 
 FAQ_SOURCE = Source(doc_id="faq", path="help/faq.jsonl", section="Q?", anchor="faq.one")
@@ -252,6 +255,110 @@ def test_a_decision_goes_to_the_newest_fingerprint_within_one_second(
             assert queue.decide("e1", "rejected", reviewer="ana").fingerprint == new
         finally:
             queue.close()
+
+
+# --- conflicting duplicates -------------------------------------------------------------------
+
+WHO = Source(doc_id="who", path="who.html", section="Close contact?", anchor="close-contact")
+CDC = Source(doc_id="cdc", path="cdc.html", section="Close contact?", anchor="close-contact")
+
+
+def _conflict(verdict: DuplicateVerdict = "conflict") -> DuplicateGroup:
+    """cdc.close-contact serves the group; who.close-contact answers otherwise (or alike)."""
+    return DuplicateGroup(
+        id="dup-000000000001",
+        verdict=verdict,
+        canonical="cdc.close-contact",
+        members=(
+            DuplicateMember(
+                entry_id="cdc.close-contact",
+                question="Close contact?",
+                section=CDC,
+                status="canonical",
+            ),
+            DuplicateMember(
+                entry_id="who.close-contact",
+                question="Close contact?",
+                section=WHO,
+                answer_similarity=0.68,
+                status="held" if verdict == "conflict" else "merged",
+            ),
+        ),
+    )
+
+
+def _pair(**canonical: str) -> list[Entry]:
+    cdc = msgspec.structs.replace(_entry("cdc.close-contact", score=0.95), sources=(CDC,))
+    who = msgspec.structs.replace(_entry("who.close-contact", score=0.95), sources=(WHO,))
+    return [msgspec.structs.replace(cdc, **canonical), who]
+
+
+def test_a_conflicting_duplicate_is_held_with_a_reason_naming_both_sections(
+    queue: ReviewQueue,
+) -> None:
+    entries = _pair()
+    cdc, who = apply_review(entries, ReviewPolicy(mode="auto"), queue, [_conflict()])
+
+    assert cdc.status == "approved"
+    assert who.status == "pending"
+    (held,) = queue.items("pending")
+    assert held.entry_id == "who.close-contact"
+    assert held.fingerprint == conflict_fingerprint(entries[1], entries[0])
+    assert "who.html#close-contact" in held.reason
+    assert "cdc.html#close-contact" in held.reason
+    assert "0.68" in held.reason
+    assert who.note == held.reason
+
+
+def test_a_duplicate_with_the_same_answer_is_reviewed_as_usual(queue: ReviewQueue) -> None:
+    out = apply_review(_pair(), ReviewPolicy(mode="auto"), queue, [_conflict("same")])
+    assert [e.status for e in out] == ["approved", "approved"]
+    assert queue.items() == []
+
+
+def test_a_conflict_is_held_even_for_a_curated_entry(queue: ReviewQueue) -> None:
+    cdc, who = _pair()
+    who = msgspec.structs.replace(who, origin="faq")
+    out = apply_review([cdc, who], ReviewPolicy(mode="auto"), queue, [_conflict()])
+    assert out[1].status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("decision", "status", "note"),
+    [
+        ("approved", "approved", "merged into cdc.close-contact in review"),
+        ("rejected", "rejected", "rejected in review (duplicate)"),
+    ],
+)
+def test_a_decision_on_a_conflict_is_applied_on_the_next_review(
+    queue: ReviewQueue, decision: ReviewStatus, status: str, note: str
+) -> None:
+    apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
+    queue.decide("who.close-contact", decision, reviewer="ana")
+
+    _, who = apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
+
+    assert (who.status, who.note) == (status, note)
+    assert who.approved_by == ("ana" if decision == "approved" else "")
+
+
+def test_a_conflict_decision_does_not_hold_once_the_canonical_answer_changes(
+    queue: ReviewQueue,
+) -> None:
+    apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
+    queue.decide("who.close-contact", "approved", reviewer="ana")
+
+    _, who = apply_review(_pair(fingerprint="fp-changed"), ReviewPolicy(), queue, [_conflict()])
+
+    assert who.status == "pending"
+    assert len(queue.items("pending")) == 1
+
+
+def test_an_approval_of_the_answer_alone_does_not_clear_a_conflict(queue: ReviewQueue) -> None:
+    queue.submit([_item("who.close-contact", "fp-who.close-contact")])
+    queue.decide("who.close-contact", "approved", reviewer="ana")
+    _, who = apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
+    assert who.status == "pending"
 
 
 # --- CachedProvider ---------------------------------------------------------------------------
