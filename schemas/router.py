@@ -17,7 +17,7 @@ import io
 import zipfile
 import zlib
 from itertools import pairwise
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 import numpy as np
@@ -32,6 +32,8 @@ __all__ = [
     "Prediction",
     "RouterHeader",
     "RouterModel",
+    "estimated_wrong_rate",
+    "expected_wrong_rate",
     "hashed_features",
 ]
 
@@ -61,6 +63,49 @@ def hashed_features(question: str) -> dict[int, float]:
         bucket = zlib.crc32(gram.encode("utf-8", "surrogatepass")) & _MASK
         counts[bucket] = counts.get(bucket, 0) + 1
     return {bucket: 1.0 + float(np.log(count)) for bucket, count in counts.items()}
+
+
+Rate = TypeVar("Rate", float, npt.NDArray[np.float64])
+
+
+def expected_wrong_rate(correct: Rate, misrouted: Rate, leaked: Rate, oos_share: float) -> Rate:
+    """The share of served answers that are wrong, when ``oos_share`` of the questions are out
+    of scope, from the shares of in-scope questions served rightly (``correct``) and wrongly
+    (``misrouted``) and of out-of-scope ones served (``leaked``); 0 where nothing is served."""
+    answered = (1 - oos_share) * (correct + misrouted) + oos_share * leaked
+    risky = (1 - oos_share) * misrouted + oos_share * leaked
+    if isinstance(answered, float):
+        return risky / answered if answered > 0 else 0.0
+    return np.divide(risky, answered, out=np.zeros_like(risky), where=answered > 0)
+
+
+def estimated_wrong_rate(
+    metrics: dict[str, float], oos_share: float, *, document_share: float = 0.0
+) -> float | None:
+    """A router's expected wrong-answer rate at ``oos_share`` of out-of-scope traffic, from the
+    held-out figures its rules were tuned to (``None`` where they were not recorded), the
+    curated rule's and the document rule's mixed by ``document_share`` (the share of classes
+    the document rule decides)."""
+    parts: list[tuple[float, float, float, float]] = []
+    for prefix, weight in (("heldout", 1.0 - document_share), ("document", document_share)):
+        if weight <= 0:
+            continue
+        if f"{prefix}_coverage" not in metrics or f"{prefix}_misrouted" not in metrics:
+            return None
+        parts.append(
+            (
+                weight,
+                metrics[f"{prefix}_coverage"],
+                metrics[f"{prefix}_misrouted"],
+                metrics.get(f"{prefix}_negatives_served", 0.0),
+            )
+        )
+    if not parts:
+        return None
+    correct = sum(w * c for w, c, _, _ in parts)
+    misrouted = sum(w * m for w, _, m, _ in parts)
+    leaked = sum(w * n for w, _, _, n in parts)
+    return round(float(expected_wrong_rate(correct, misrouted, leaked, oos_share)), 4)
 
 
 class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +138,14 @@ class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
     """Thresholds tuned for single classes, where held-out data allowed it."""
     trained_on: int = 0
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
+    anchor_threshold: float | None = None
+    """Minimum cosine between the question's vector and the nearest phrasing of a document
+    entry (an anchor) for that entry to be served (``None``: no document rule). Document
+    entries are decided by this rule alone, never by the probabilities: their phrasings are
+    written from the section (by the offline provider, templates of its heading), so how
+    surely the regression separates them says nothing of real questions."""
+    anchor_margin: float = 0.0
+    """Minimum gap between the nearest document entry's similarity and the next entry's."""
 
 
 class Prediction(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,6 +175,8 @@ class RouterModel:
         embedding_weights: FloatArray | None = None,
         embedding_bias: FloatArray | None = None,
         centroids: FloatArray | None = None,
+        anchors: FloatArray | None = None,
+        anchor_labels: npt.NDArray[np.int64] | None = None,
     ) -> None:
         classes = len(header.classes)
         if weights.shape != (len(buckets), classes) or idf.shape != buckets.shape:
@@ -144,6 +199,20 @@ class RouterModel:
             raise CorruptSnapshotError("router centroids do not match their header")
         if header.min_similarity is not None and centroids is None:
             raise CorruptSnapshotError("router has a similarity gate but no centroids")
+        if (anchors is None) != (anchor_labels is None) or (
+            anchors is not None
+            and anchor_labels is not None
+            and (
+                anchors.shape != (len(anchor_labels), header.embedding_dim)
+                or (
+                    len(anchor_labels)
+                    and not 0 <= int(anchor_labels.min()) <= int(anchor_labels.max()) < classes
+                )
+            )
+        ):
+            raise CorruptSnapshotError("router anchors do not match their header")
+        if header.anchor_threshold is not None and anchors is None:
+            raise CorruptSnapshotError("router has a document rule but no anchors")
         self.header = header
         self.buckets = buckets
         self.idf = idf
@@ -152,6 +221,29 @@ class RouterModel:
         self.embedding_weights = embedding_weights
         self.embedding_bias = embedding_bias
         self.centroids = centroids
+        self.anchors = anchors
+        self.anchor_labels = anchor_labels
+        self.documents: frozenset[str] = (
+            frozenset(header.classes[int(i)] for i in set(anchor_labels.tolist()))
+            if anchor_labels is not None
+            else frozenset()
+        )
+        """Classes decided by the document rule (see :attr:`RouterHeader.anchor_threshold`)."""
+
+    def nearest_documents(self, embedding: FloatArray) -> tuple[tuple[str, float], ...]:
+        """Document classes by their nearest anchor's cosine to ``embedding``, best first (at
+        most three; empty without anchors)."""
+        if self.anchors is None or self.anchor_labels is None or not len(self.anchor_labels):
+            return ()
+        scores = self.anchors @ embedding.astype(np.float32)
+        best = np.full(len(self.header.classes), -np.inf, dtype=np.float32)
+        np.maximum.at(best, self.anchor_labels, scores)
+        order = np.argsort(-best)[:3]
+        return tuple(
+            (self.header.classes[i], round(float(best[i]), 4))
+            for i in order
+            if np.isfinite(best[i])
+        )
 
     def similarity(self, best: str, embedding: FloatArray | None) -> float | None:
         """Cosine of a question's sentence vector to class ``best``'s centroid (``None``
@@ -217,7 +309,45 @@ class RouterModel:
         return mean, words, meaning
 
     def predict(self, question: str, embedding: FloatArray | None = None) -> Prediction:
-        """Classify, then abstain unless the best in-scope class clears its threshold."""
+        """Classify, then abstain unless the best in-scope class clears its threshold.
+
+        A curated class is served by the probabilities' rule; a document class only by the
+        document rule (nearest anchor within :attr:`RouterHeader.anchor_threshold`, ahead of
+        the next class by :attr:`RouterHeader.anchor_margin`), tried when the first does not
+        serve a curated class."""
+        found = self._predict(question, embedding)
+        if found.intent is not None or not self.documents or embedding is None:
+            return found
+        return self._document_rule(embedding, found)
+
+    def _document_rule(self, embedding: FloatArray, found: Prediction) -> Prediction:
+        nearest = self.nearest_documents(embedding)
+        gate = self.header.anchor_threshold
+        if not nearest or gate is None:
+            return found
+        best, similarity = nearest[0]
+        runner = nearest[1][1] if len(nearest) > 1 else 0.0
+        margin = self.header.anchor_margin
+        if similarity >= gate and similarity - runner >= margin:
+            return Prediction(
+                intent=best,
+                confidence=similarity,
+                candidates=nearest,
+                reason=f"nearest to a phrasing of {best}: similarity {similarity:.2f} "
+                f"(min {gate:.2f}), ahead of the next by {similarity - runner:.2f} "
+                f"(min {margin:.2f})",
+            )
+        if found.intent is None and found.candidates and found.candidates[0][0] in self.documents:
+            why = (
+                f"similarity {similarity:.2f} below {gate:.2f}"
+                if similarity < gate
+                else f"too close to {nearest[1][0]} (gap {similarity - runner:.2f} below "
+                f"{margin:.2f})"
+            )
+            return msgspec.structs.replace(found, reason=f"nearest document entry {best}: {why}")
+        return found
+
+    def _predict(self, question: str, embedding: FloatArray | None) -> Prediction:
         probs, words, meaning = self.head_probabilities(question, embedding)
         order = np.argsort(-probs)[:3]
         candidates = tuple((self.header.classes[i], round(float(probs[i]), 4)) for i in order)
@@ -229,12 +359,14 @@ class RouterModel:
             top = order[0]
             if int(np.argmax(words)) == top == int(np.argmax(meaning)):
                 threshold = min(threshold, agreed)
-        if best == OUT_OF_SCOPE:
+        if best == OUT_OF_SCOPE or best in self.documents:
             return Prediction(
                 intent=None,
                 confidence=confidence,
                 candidates=candidates,
-                reason="closest to the known out-of-scope questions",
+                reason="closest to the known out-of-scope questions"
+                if best == OUT_OF_SCOPE
+                else f"{best} is a document entry (decided by its phrasings' similarity)",
             )
         if confidence < threshold:
             return Prediction(
@@ -298,6 +430,9 @@ class RouterModel:
             arrays["embedding_bias"] = self.embedding_bias
         if self.centroids is not None:
             arrays["centroids"] = self.centroids
+        if self.anchors is not None and self.anchor_labels is not None:
+            arrays["anchors"] = self.anchors
+            arrays["anchor_labels"] = self.anchor_labels
         np.savez_compressed(out, allow_pickle=False, **arrays)
         return out.getvalue()
 
@@ -316,6 +451,8 @@ class RouterModel:
                     _optional(arrays, "embedding_weights"),
                     _optional(arrays, "embedding_bias"),
                     _optional(arrays, "centroids"),
+                    _optional(arrays, "anchors"),
+                    arrays["anchor_labels"].astype(np.int64) if "anchor_labels" in arrays else None,
                 )
         except (
             ValueError,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 import msgspec
@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 
 from schemas.keys import content_hash
 from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
+from tasks.document_rule import DocumentRule, tune_document_rule
 
 __all__ = [
     "REUSE_OVERLAP",
@@ -75,6 +76,7 @@ REUSE_OVERLAP: Final = 0.95
 _LARGE: Final = 4000
 _GRID: Final = tuple(round(0.01 * i, 2) for i in range(5, 100))
 SIMILARITY_GRID: Final = (None, *(round(0.02 * i, 2) for i in range(10, 46)))
+
 """Minimum centroid similarities tuning tries (``None``: no similarity gate)."""
 OOS_PRIOR: Final = 0.05
 """Share of traffic assumed to be out of scope when the threshold is tuned."""
@@ -326,7 +328,7 @@ def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thres
     allowed = grid[None, :] <= grid[:, None]  # [t, a]: the agreed threshold is the lower one
     gated = policy.similarity_gate and bool((similarity < 1.0).any())
     gates = SIMILARITY_GRID if gated else SIMILARITY_GRID[:1]
-    best: tuple[float, float, float, int, int, float | None] | None = None
+    best: tuple[float, float, float, float, int, int, float | None] | None = None
     for gate in gates:
         eligible = answerable if gate is None else answerable & (similarity >= gate)
         correct = _served_counts(confidence, agreed, eligible & inside & right, grid) / (n_in or 1)
@@ -343,15 +345,24 @@ def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thres
         scored = np.where(feasible, correct, -1.0)
         t, a = (int(i) for i in np.unravel_index(int(np.argmax(scored)), scored.shape))
         if best is None or scored[t, a] > best[0]:
-            best = (float(correct[t, a]), float(wrong[t, a]), float(leaked[t, a]), t, a, gate)
+            best = (
+                float(correct[t, a]),
+                float(wrong[t, a]),
+                float(leaked[t, a]),
+                float(misrouted[t, a]),
+                t,
+                a,
+                gate,
+            )
     if best is None:
         return Thresholds(_GRID[-1], _GRID[-1], sizes)
-    covered, wrong_rate, leak, t, a, gate = best
+    covered, wrong_rate, leak, astray, t, a, gate = best
     return Thresholds(
         _GRID[t],
         _GRID[a],
         {
             "heldout_coverage": round(covered, 4),
+            "heldout_misrouted": round(astray, 4),
             "heldout_wrong_rate": round(wrong_rate, 4),
             "heldout_negatives_served": round(leak, 4),
             **sizes,
@@ -401,6 +412,8 @@ class Tuning(msgspec.Struct, frozen=True, kw_only=True):
     wrong_target: float = WRONG_TARGET
     oos_share: float = OOS_PRIOR
     similarity_gate: bool = False
+    anchor_threshold: float | None = None
+    anchor_margin: float = 0.0
     metrics: dict[str, float]
 
 
@@ -515,8 +528,13 @@ def train_router(
     previous: Tuning | None = None,
     start: RouterModel | None = None,
     policy: RouterPolicy | None = None,
+    documents: Mapping[str, str] | None = None,
 ) -> RouterModel:
     """Tune the threshold on held-out examples (to ``policy``), then fit on everything.
+
+    ``documents`` maps the classes compiled from document sections to their section text:
+    with an encoder, they are decided by the document rule (:mod:`tasks.document_rule`), and
+    the probabilities' rule is tuned on the curated classes alone.
 
     A threshold tuned on a training set that shares at least :data:`REUSE_OVERLAP` of its
     examples with this one (``previous``, e.g. the last compile's) is reused: one changed
@@ -528,6 +546,9 @@ def train_router(
     vectors = encoder([q for q, _ in everything]) if encoder is not None else None
     digests = example_digests(examples, out_of_scope)
     policy = policy or RouterPolicy()
+    docs = {c: t for c, t in (documents or {}).items() if any(c == k for _, k in everything)}
+    if vectors is None:
+        docs = {}
     same_policy = previous is not None and (
         previous.wrong_target,
         previous.oos_share,
@@ -536,6 +557,7 @@ def train_router(
     if (
         previous is not None
         and same_policy
+        and bool(docs) == (previous.anchor_threshold is not None)
         and (shared := overlap(previous.digests, digests)) >= REUSE_OVERLAP
     ):
         model = fit_router(
@@ -548,7 +570,10 @@ def train_router(
         agreed = previous.threshold if previous.agreed is None else previous.agreed
         metrics = {**previous.metrics, "threshold_reused_overlap": round(shared, 4)}
         rule = Thresholds(previous.threshold, agreed, metrics, previous.similarity)
-        return _with_rule(model, rule)
+        reused = None
+        if previous.anchor_threshold is not None:
+            reused = DocumentRule(previous.anchor_threshold, previous.anchor_margin, {})
+        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), reused)
 
     weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
 
@@ -558,13 +583,86 @@ def train_router(
         )
         return lambda question, vector: verdicts_of(model, question, vector, weights)
 
-    held = held_out_variants(everything, vectors, probe, len(weights))
+    document: DocumentRule | None = None
+    if docs:
+        assert encoder is not None  # docs is empty otherwise
+        assert vectors is not None
+        document = _tune_documents(everything, vectors, docs, encoder, policy)
+    curated = [pair for pair in everything if pair[1] not in docs]
+    if not any(c != OUT_OF_SCOPE for _, c in curated):
+        model = fit_router(everything, vectors=vectors, embedder=embedder)
+        rule = Thresholds(_GRID[-1], _GRID[-1], {})
+        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document)
+    held = [
+        _curated_only(variant, docs)
+        for variant in held_out_variants(everything, vectors, probe, len(weights))
+    ]
     if not any(h.kind == "in" for h in held[0]):
-        return fit_router(everything, vectors=vectors, embedder=embedder)
+        model = fit_router(everything, vectors=vectors, embedder=embedder)
+        rule = Thresholds(model.header.threshold, model.header.threshold, {})
+        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document)
     rules = [tune_rule(variant, policy) for variant in held]
     chosen = max(range(len(rules)), key=lambda i: _preference(rules[i], i))
     model = fit_router(everything, vectors=vectors, embedder=embedder, words_weight=weights[chosen])
-    return _with_rule(model, rules[chosen])
+    return _with_rule(model, rules[chosen], _anchors(model, everything, vectors, docs), document)
+
+
+def _curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[Held]:
+    """Held-out verdicts as the probabilities' rule sees them when ``documents`` are decided by
+    the document rule: their own phrasings are not its to answer, and a question whose best
+    class is one of them is not served by it."""
+    return [
+        h._replace(predicted=OUT_OF_SCOPE) if h.predicted in documents else h
+        for h in held
+        if not (h.kind == "in" and h.truth in documents)
+    ]
+
+
+Anchors = tuple[Matrix, npt.NDArray[np.int64]] | None
+
+
+def _anchors(
+    model: RouterModel,
+    everything: Sequence[tuple[str, str]],
+    vectors: Matrix | None,
+    documents: Mapping[str, str],
+) -> Anchors:
+    """The document classes' phrasing vectors and their class indices in ``model``."""
+    if vectors is None or not documents:
+        return None
+    rows = [i for i, (_, c) in enumerate(everything) if c in documents]
+    labels = np.array([model.header.classes.index(everything[i][1]) for i in rows], np.int64)
+    return np.ascontiguousarray(vectors[rows]), labels
+
+
+def _tune_documents(
+    everything: Sequence[tuple[str, str]],
+    vectors: Matrix,
+    documents: Mapping[str, str],
+    encoder: Encoder,
+    policy: RouterPolicy,
+) -> DocumentRule:
+    """The document rule tuned on the section texts and left-out headings (see
+    :mod:`tasks.document_rule`)."""
+    classes = sorted({c for _, c in everything})
+    rows = [i for i, (_, c) in enumerate(everything) if c in documents]
+    labels = np.array([classes.index(everything[i][1]) for i in rows], np.int64)
+    first: dict[str, int] = {}
+    for i, (_, c) in enumerate(everything):
+        first.setdefault(c, i)
+    names = sorted(documents)
+    texts = encoder([documents[c] for c in names])
+    stand_ins = [(classes.index(c), vectors[first[c]], texts[k]) for k, c in enumerate(names)]
+    outside = [i for i, (_, c) in enumerate(everything) if c == OUT_OF_SCOPE]
+    return tune_document_rule(
+        np.ascontiguousarray(vectors[rows]),
+        labels,
+        len(classes),
+        documents=stand_ins,
+        out_of_scope=vectors[outside],
+        wrong_target=policy.wrong_target,
+        oos_share=policy.oos_share,
+    )
 
 
 def _preference(rule: Thresholds, order: int) -> tuple[float, float, int]:
@@ -579,14 +677,22 @@ def _preference(rule: Thresholds, order: int) -> tuple[float, float, int]:
     )
 
 
-def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:
-    """``model`` deciding by ``rule`` (its thresholds and the metrics they were tuned to)."""
+def _with_rule(
+    model: RouterModel,
+    rule: Thresholds,
+    anchors: Anchors = None,
+    document: DocumentRule | None = None,
+) -> RouterModel:
+    """``model`` deciding by ``rule`` (its thresholds and the metrics they were tuned to) and,
+    for the classes of ``anchors``, by the ``document`` rule."""
     header = msgspec.structs.replace(
         model.header,
         threshold=rule.threshold,
         agreed_threshold=rule.agreed if model.embedding_weights is not None else None,
         min_similarity=rule.similarity if model.centroids is not None else None,
-        metrics=rule.metrics,
+        metrics={**rule.metrics, **(document.metrics if document else {})},
+        anchor_threshold=document.threshold if document and anchors is not None else None,
+        anchor_margin=document.margin if document and anchors is not None else 0.0,
     )
     return RouterModel(
         header,
@@ -597,4 +703,5 @@ def _with_rule(model: RouterModel, rule: Thresholds) -> RouterModel:
         model.embedding_weights,
         model.embedding_bias,
         model.centroids,
+        *(anchors if anchors is not None and document is not None else (None, None)),
     )
