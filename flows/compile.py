@@ -28,9 +28,10 @@ from schemas.frames import (
     TopicFrame,
     validate_records,
 )
-from schemas.manifest import GateResult
+from schemas.manifest import DuplicateGroup, GateResult
 from tasks.answer import generate_answers
 from tasks.chunk import chunk_documents
+from tasks.duplicates import detect_duplicates
 from tasks.gates import check_gates, gate_snapshot, load_cases
 from tasks.index import index_chunks
 from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
@@ -96,6 +97,9 @@ class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
     """Tokens the provider spent per stage (input, output, prompt-cache reads and writes)."""
     entries: dict[str, int]
     """Entries by review status."""
+    duplicates: tuple[DuplicateGroup, ...] = ()
+    """Entries that ask the same question, each group compiled as its canonical entry; a
+    ``conflict`` group's differing members wait in the review queue."""
     seconds: float
 
 
@@ -107,6 +111,7 @@ STAGES: Final = (
     "synthesize",
     "answer",
     "verify",
+    "duplicates",
     "review",
     "compile",
     "gates",
@@ -141,8 +146,8 @@ def _run(times: list[StageTime], stage: str, call: Callable[[], T]) -> T:
 
 @flow(name="compile-knowledge", log_prints=True, validate_parameters=True)
 def compile_knowledge(params: CompileParams) -> CompileResult:
-    """Ingest, chunk, index, discover topics, synthesize, answer, verify, review, compile,
-    gate and (with ``publish``) publish a new snapshot version."""
+    """Ingest, chunk, index, discover topics, synthesize, answer, verify, group duplicates,
+    review, compile, gate and (with ``publish``) publish a new snapshot version."""
     started = time.perf_counter()
     root = Path(params.knowledge)
     times: list[StageTime] = []
@@ -183,8 +188,15 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             validate_records("verify", verified, EntryFrame)
         finally:
             index.close()
+        duplicates = _run(
+            times,
+            "duplicates",
+            lambda: detect_duplicates(verified, questions, chunks, res.embedder, res.cache),
+        )
         entries: list[Entry] = _run(
-            times, "review", lambda: review_answers(verified, params.review, params.store)
+            times,
+            "review",
+            lambda: review_answers(verified, params.review, params.store, duplicates.groups),
         )
         validate_records("review", entries, EntryFrame)
         snapshot = _run(
@@ -200,6 +212,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
                 res.router_embedder,
                 res.cache,
                 params.router,
+                duplicates.groups,
             ),
         )
         regression = Path(params.regression) if params.regression else regression_path(root)
@@ -242,5 +255,6 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             provider_reused=dict(res.provider.reused),
             usage=tuple(u for u in res.provider.usage() if u.calls),
             entries=statuses,
+            duplicates=sealed.manifest.duplicates,
             seconds=round(time.perf_counter() - started, 3),
         )

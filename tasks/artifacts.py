@@ -7,7 +7,7 @@ that carry the ``path#anchor`` they came from, bounded by a token budget and tok
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
@@ -19,11 +19,12 @@ from llama_index.core.utils import get_tokenizer
 from schemas.build import Chunk, Entry, IngestReport, SourceDoc, Topic
 from schemas.keys import content_hash
 from schemas.ladder import DEFAULT_FALLBACK
-from schemas.manifest import Manifest, Snapshot, SourceFingerprint
+from schemas.manifest import DuplicateGroup, Manifest, Snapshot, SourceFingerprint
 from schemas.normalize import canonical_text
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
 from schemas.router import ROUTER_BLOB, RouterModel
 from stores.cache import BuildCache
+from tasks.duplicates import merge_duplicates
 from tasks.router import Encoder, RouterPolicy, Tuning, example_digests, train_router
 from tasks.synthesize import passage_of
 
@@ -114,9 +115,9 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "8"
+ROUTER_VERSION: Final = "9"
 """Bump when router features or training change, so cached routers are retrained."""
-ARTIFACTS_VERSION: Final = "2"
+ARTIFACTS_VERSION: Final = "3"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""
 
 
@@ -128,9 +129,10 @@ def router_blob(
     embedder: str | None,
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
+    documents: Mapping[str, str] | None = None,
 ) -> bytes:
     """The trained router as bytes, reused from the build cache when it was trained on exactly
-    these examples, out-of-scope questions and encoder before."""
+    these examples, out-of-scope questions, document texts and encoder before."""
     key = content_hash(
         msgspec.json.encode(
             [
@@ -138,6 +140,7 @@ def router_blob(
                 embedder,
                 sorted(examples),
                 sorted(out_of_scope),
+                sorted((documents or {}).items()),
                 *(
                     (policy.wrong_target, policy.oos_share, policy.similarity_gate)
                     if policy
@@ -164,6 +167,7 @@ def router_blob(
         previous=previous,
         start=RouterModel.from_bytes(latest) if latest else None,
         policy=policy,
+        documents=documents,
     )
     blob = router.to_bytes()
     if cache:
@@ -179,6 +183,8 @@ def router_blob(
             wrong_target=settled.wrong_target,
             oos_share=settled.oos_share,
             similarity_gate=settled.similarity_gate,
+            anchor_threshold=router.header.anchor_threshold,
+            anchor_margin=router.header.anchor_margin,
             metrics={
                 k: v for k, v in router.header.metrics.items() if k != "threshold_reused_overlap"
             },
@@ -221,9 +227,13 @@ def build_snapshot(
     cache: BuildCache | None = None,
     fallback: str = DEFAULT_FALLBACK,
     policy: RouterPolicy | None = None,
+    duplicates: Sequence[DuplicateGroup] = (),
 ) -> Snapshot:
-    """The sealed snapshot of approved entries, with a router trained on them."""
-    approved = [e for e in entries if e.status == "approved"]
+    """The sealed snapshot of approved entries, with a router trained on them. Each group of
+    ``duplicates`` is compiled as one entry (see :func:`tasks.duplicates.merge_duplicates`)."""
+    merged = merge_duplicates(entries, duplicates)
+    approved = list(merged.entries)
+    alternates = merged.alternates
     ambiguous = _ambiguous(approved)
     exact = tuple(
         ExactAnswer(
@@ -232,6 +242,7 @@ def build_snapshot(
             answer=e.answer,
             sources=e.sources,
             aliases=tuple(p for p in e.paraphrases if canonical_text(p) not in ambiguous),
+            alternates=alternates.get(e.id, ()),
             topic=e.topic,
             confidence=e.score,
             approved_by=e.approved_by,
@@ -248,6 +259,7 @@ def build_snapshot(
             static_context=e.answer if e.slots else "",
             examples=(e.question, *e.paraphrases),
             sources=e.sources,
+            alternates=alternates.get(e.id, ()),
             topic=e.topic,
             confidence=e.score,
             approved_by=e.approved_by,
@@ -265,6 +277,7 @@ def build_snapshot(
             embedder=embedder,
             cache=cache,
             policy=policy,
+            documents={e.id: e.answer for e in approved if e.origin != "faq"},
         )
     manifest = Manifest(
         compiler=compiler_id(),
@@ -275,6 +288,7 @@ def build_snapshot(
             SourceFingerprint(doc_id=s.doc_id, path=s.path, sha256=s.sha256, bytes=s.bytes)
             for s in report.sources
         ),
+        duplicates=merged.groups,
     )
     return Snapshot(
         manifest=manifest,

@@ -18,7 +18,7 @@ from providers import make_provider
 from providers.embedders import Embedder, default_embedder, router_embedder
 from schemas.build import Chunk, Entry, IngestReport, Topic
 from schemas.keys import validate_version
-from schemas.manifest import Snapshot
+from schemas.manifest import DuplicateGroup, Snapshot
 from schemas.rollout import RolloutRecord
 from stores import GcReport, open_store, write_snapshot
 from stores.cache import BuildCache
@@ -97,6 +97,7 @@ def snapshot_artifacts(
     embedder: Embedder,
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
+    duplicates: tuple[DuplicateGroup, ...] = (),
 ) -> Snapshot:
     """Prefect task over :func:`tasks.artifacts.build_snapshot`; the router reads the vectors of
     ``embedder`` (a compile passes :attr:`Resources.router_embedder`)."""
@@ -111,6 +112,7 @@ def snapshot_artifacts(
         embedder=embedder.model_id,
         cache=cache,
         policy=policy,
+        duplicates=duplicates,
     )
 
 

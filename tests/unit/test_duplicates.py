@@ -10,9 +10,18 @@ import msgspec
 import numpy as np
 import pytest
 
-from schemas.build import Chunk, Entry, EntryStatus, Question, QuestionOrigin
+from schemas.build import (
+    Chunk,
+    Entry,
+    EntryStatus,
+    IngestReport,
+    Question,
+    QuestionOrigin,
+    SourceDoc,
+)
 from schemas.manifest import DuplicateGroup
 from schemas.records import Source
+from tasks.artifacts import build_snapshot
 from tasks.duplicates import (
     ANSWER_THRESHOLD,
     QUESTION_THRESHOLD,
@@ -331,3 +340,56 @@ def test_entries_outside_every_group_pass_through_unchanged() -> None:
     assert merged.entries[-1] == entries[-1]
     assert merged.entries[-1].id == alone.id
     assert merge_duplicates(entries, []).entries == tuple(entries)
+
+
+# --- compiled as one entry --------------------------------------------------------------------
+
+
+def test_a_group_compiles_as_one_entry_citing_its_own_section() -> None:
+    kb = Knowledge()
+    kb.section("a.html", "What are the symptoms?", paraphrases=("Tell me about symptoms",))
+    kb.section("b.html", "What are the symptoms?", paraphrases=("Signs of the illness?",))
+    kb.section("b.html", "Close contact?", "Stay home.", order=1)
+    kb.section("c.html", "Close contact?", "Call a doctor.")
+    groups = kb.find()
+    symptoms, other, contact, conflicting = kb.entries
+    entries = _approve(kb.entries, {conflicting.id: "pending"})
+    report = IngestReport(
+        sources=tuple(
+            SourceDoc(
+                doc_id=PurePosixPath(p).stem,
+                path=p,
+                kind="html",
+                sha256="0" * 64,
+                bytes=1,
+                modified="2026-01-01",
+            )
+            for p in ("a.html", "b.html", "c.html")
+        )
+    )
+
+    snapshot = build_snapshot(
+        version="v1",
+        parent=None,
+        report=report,
+        chunks=kb.chunks,
+        topics=[],
+        entries=entries,
+        duplicates=groups,
+    )
+
+    assert sorted(i.intent for i in snapshot.intents) == sorted([symptoms.id, contact.id])
+    intent = next(i for i in snapshot.intents if i.intent == symptoms.id)
+    assert intent.sources == symptoms.sources
+    assert intent.alternates == other.sources
+    assert intent.examples == (
+        "What are the symptoms?",
+        "Tell me about symptoms",
+        "Signs of the illness?",
+    )
+    exact = next(e for e in snapshot.exact if e.id == symptoms.id)
+    assert exact.alternates == other.sources
+    assert "Signs of the illness?" in exact.aliases
+    assert [g.verdict for g in snapshot.manifest.duplicates] == ["same", "conflict"]
+    assert [m.status for m in snapshot.manifest.duplicates[1].members] == ["canonical", "held"]
+    snapshot.verify()
