@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, ParamSpec, TypeVar
@@ -33,6 +33,7 @@ console = Console()
 err = Console(stderr=True)
 
 if TYPE_CHECKING:
+    from schemas.manifest import DuplicateGroup
     from stores.postgres import PostgresReviewQueue
     from stores.review import ReviewQueue
 
@@ -356,8 +357,36 @@ def compile_(
         f"generated, {reused} reused from cache",
         highlight=False,
     )
+    _print_duplicates(result.duplicates)
     where = "published and active" if result.published else f"written to {result.snapshot_dir}"
     console.print(f"[bold green]{result.version}[/] {where}", highlight=False)
+
+
+def _print_duplicates(groups: Sequence[DuplicateGroup]) -> None:
+    """The compile's duplicate groups: one line each, then its members."""
+    if not groups:
+        return
+    conflicts = sum(g.verdict == "conflict" for g in groups)
+    console.print(
+        f"duplicate groups (entries asking the same question): {len(groups)}; "
+        f"{len(groups) - conflicts} with the same answer, {conflicts} conflicting",
+        highlight=False,
+    )
+    for group in groups:
+        console.print(
+            f"  {group.id} {group.verdict} ({group.reason}) → {group.canonical}", highlight=False
+        )
+        for member in group.members:
+            console.print(
+                f"    {member.status:<9} {member.section.ref}  {member.question!r}"
+                + (
+                    ""
+                    if member.status == "canonical"
+                    else f"  (question {member.question_similarity:.2f}, "
+                    f"answer {member.answer_similarity:.2f})"
+                ),
+                highlight=False,
+            )
 
 
 review_app = typer.Typer(help="The review queue: list, approve, reject or edit answers.")
@@ -403,10 +432,15 @@ def review_list(
     if as_json:
         _emit(items, True, "")
         return
-    table = Table("entry", "status", "score", "question", "answer")
+    table = Table("entry", "status", "score", "question", "answer", "why held")
     for item in items:
         table.add_row(
-            item.entry_id, item.status, f"{item.score:.2f}", item.question, item.answer[:80]
+            item.entry_id,
+            item.status,
+            f"{item.score:.2f}",
+            item.question,
+            item.answer[:80],
+            item.reason,
         )
     console.print(table if items else f"no {status or ''} answers in the review queue")
 
@@ -644,6 +678,15 @@ def eval_(
     table.add_row("queries", f"{figures.queries} ({figures.in_scope} in scope)")
     table.add_row("coverage", f"{figures.coverage:.1%}")
     table.add_row("wrong-answer rate", f"{figures.wrong_rate:.1%}")
+    table.add_row(
+        "served an equivalent duplicate",
+        f"{figures.duplicate_served}  ({result.duplicate_groups} duplicate groups, "
+        f"{result.conflict_groups} conflicting)",
+    )
+    table.add_row("coverage, duplicates counted right", f"{figures.coverage_lenient:.1%}")
+    table.add_row(
+        "wrong-answer rate, duplicates counted right", f"{figures.wrong_rate_lenient:.1%}"
+    )
     if figures.rejection is not None:
         table.add_row("out-of-scope rejection", f"{figures.rejection:.1%}")
     for kind, share in figures.rejection_by_type.items():

@@ -30,6 +30,10 @@ class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
     """The router's lower threshold for when both its heads pick the same entry."""
     report: EvalReport
     outcomes: list[Outcome]
+    duplicate_groups: int = 0
+    """Groups of entries asking the same question in the evaluated snapshot."""
+    conflict_groups: int = 0
+    """Those of them whose answers differ (members held for review)."""
 
 
 def _default_store(knowledge: Path, policy: RouterPolicy) -> str:
@@ -115,6 +119,7 @@ def run_eval(
                 outcomes,
                 threshold_curve(outcomes),
                 threshold,
+                ready.loaded.manifest.duplicates,
             ),
             "utf-8",
         )
@@ -125,4 +130,6 @@ def run_eval(
         agreed_threshold=agreed,
         report=figures,
         outcomes=outcomes,
+        duplicate_groups=len(ready.loaded.manifest.duplicates),
+        conflict_groups=sum(g.verdict == "conflict" for g in ready.loaded.manifest.duplicates),
     )

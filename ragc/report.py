@@ -1,4 +1,5 @@
-"""The HTML report of ``ragc eval``: a trade-off curve, the worst intents and the misses."""
+"""The HTML report of ``ragc eval``: a trade-off curve, the worst intents, the misses and the
+snapshot's duplicate groups."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from schemas.evaluation import CurvePoint, EvalReport, Outcome
+from schemas.manifest import DuplicateGroup
 
 __all__ = ["render_report"]
 
@@ -70,15 +72,28 @@ def _rows(outcomes: Sequence[Outcome], limit: int) -> str:
     )
 
 
+def _group_rows(groups: Sequence[DuplicateGroup]) -> str:
+    return "".join(
+        f"<tr><td>{html.escape(g.id)}</td><td>{g.verdict}</td>"
+        f"<td>{html.escape(m.status)}</td><td>{html.escape(m.section.ref)}</td>"
+        f"<td>{html.escape(m.question)}</td><td>{m.question_similarity:.2f}</td>"
+        f"<td>{m.answer_similarity:.2f}</td></tr>"
+        for g in groups
+        for m in g.members
+    )
+
+
 def render_report(
     title: str,
     report: EvalReport,
     outcomes: Sequence[Outcome],
     curve: Sequence[CurvePoint],
     threshold: float | None,
+    duplicates: Sequence[DuplicateGroup] = (),
 ) -> str:
     """A self-contained HTML page (no scripts, no external assets)."""
-    wrong = [o for o in outcomes if o.served and not o.correct]
+    wrong = [o for o in outcomes if o.served and not o.correct and o.duplicate is None]
+    equivalent = [o for o in outcomes if o.duplicate is not None]
     missed = [o for o in outcomes if o.in_scope and not o.served]
     confusions = Counter(
         (_expected(o), o.entry_id or o.layer) for o in wrong if o.in_scope
@@ -92,6 +107,9 @@ def render_report(
             ),
             ("coverage", f"{report.coverage:.1%}"),
             ("wrong-answer rate", f"{report.wrong_rate:.1%}"),
+            ("served an equivalent duplicate", f"{report.duplicate_served}"),
+            ("coverage, duplicates counted right", f"{report.coverage_lenient:.1%}"),
+            ("wrong-answer rate, duplicates counted right", f"{report.wrong_rate_lenient:.1%}"),
             (
                 "out-of-scope rejection",
                 "—" if report.rejection is None else f"{report.rejection:.1%}",
@@ -122,13 +140,23 @@ text-align:left;vertical-align:top}}th{{background:#f1f3f5}}h2{{margin-top:2rem}
 <p>Each dot is a threshold (hover for figures); the orange one is the threshold compiled into
 the snapshot. L1 answers are counted as they are; L3 is left out of the curve.</p>
 {_curve_svg(curve, threshold)}
-<h2>Worst confusions ({len(wrong)} wrong answers)</h2>
+<h2>Worst confusions ({len(wrong)} wrong answers, besides {len(equivalent)} equivalent
+duplicates)</h2>
 <table><tr><th>expected</th><th>served</th><th>times</th></tr>{confusion_rows}</table>
 <h2>Wrong answers</h2>
 <table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th><th>why</th></tr>
 {_rows(wrong, 100)}</table>
+<h2>Served an equivalent duplicate ({len(equivalent)})</h2>
+<p>Counted wrong in the strict figures and right in the lenient ones: the served entry or section
+and an accepted target are equivalent members of one duplicate group (below).</p>
+<table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th><th>why</th></tr>
+{_rows(equivalent, 100)}</table>
 <h2>Misses: in-scope questions that got the fallback ({len(missed)})</h2>
 <table><tr><th>query</th><th>expected</th><th>served</th><th>confidence</th><th>why</th></tr>
 {_rows(missed, 100)}</table>
+<h2>Duplicate groups of the snapshot ({len(duplicates)})</h2>
+<table><tr><th>group</th><th>verdict</th><th>member</th><th>section</th><th>question</th>
+<th>question cosine</th><th>answer cosine</th></tr>
+{_group_rows(duplicates)}</table>
 </body></html>
 """

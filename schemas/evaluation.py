@@ -4,6 +4,11 @@ A served answer is correct when it matches any ``accept`` target; a target match
 its fields does: ``entry_id`` the served entry, ``doc_id`` the file stem of a cited source,
 ``section`` that source's heading (compared without case or punctuation). ``accept: []`` marks an
 out-of-scope query: only the fallback is correct, and any served answer to it is wrong.
+
+A wrong answer that serves an equivalent duplicate of an accepted target — its entry or cited
+section and the target's are members of one duplicate group of the snapshot's manifest, each
+``canonical`` or ``merged`` (not a ``held`` or ``rejected`` conflict) — is counted apart as
+``duplicate_served``: wrong in the strict figures, right in the lenient ones.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import msgspec
 
 from schemas.build import RegressionCase
 from schemas.ladder import Answer, Composer, LoadedSnapshot, Vector, answer_question
+from schemas.manifest import DuplicateGroup
 from schemas.normalize import canonical_text
 from schemas.router import OUT_OF_SCOPE
 
@@ -23,6 +29,7 @@ __all__ = [
     "CurvePoint",
     "EvalReport",
     "Outcome",
+    "equivalent_duplicate",
     "evaluate",
     "is_correct",
     "outcome_of",
@@ -73,6 +80,35 @@ def is_correct(answer: Answer, case: RegressionCase) -> bool:
     return answer.layer != "SAFE" and any(_matches(answer, t) for t in case.accept)
 
 
+_EQUIVALENT = ("canonical", "merged")
+
+
+def equivalent_duplicate(
+    answer: Answer, case: RegressionCase, groups: Sequence[DuplicateGroup]
+) -> DuplicateGroup | None:
+    """The duplicate group through which a wrong in-scope answer serves an accepted target's
+    equivalent (the served entry or a cited section is an equivalent member of the group, and
+    so is a member matching an accept target), else ``None``."""
+    if not case.accept or answer.layer == "SAFE" or is_correct(answer, case):
+        return None
+    cited = {(s.path, s.anchor) for s in answer.sources}
+    for group in groups:
+        equivalent = [m for m in group.members if m.status in _EQUIVALENT]
+        if not any(
+            (answer.entry_id is not None and m.entry_id == answer.entry_id)
+            or (m.section.path, m.section.anchor) in cited
+            for m in equivalent
+        ):
+            continue
+        for member in equivalent:
+            probe = msgspec.structs.replace(
+                answer, entry_id=member.entry_id, sources=(member.section,)
+            )
+            if any(_matches(probe, t) for t in case.accept):
+                return group
+    return None
+
+
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """One query's result."""
 
@@ -92,12 +128,19 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     candidate_confidence: float = 0.0
     candidate_correct: bool = False
     """Whether serving ``candidate`` would have been right."""
+    duplicate: str | None = None
+    """Wrong strictly, but an equivalent duplicate of a target: the duplicate group's id."""
 
 
 def outcome_of(
-    case: RegressionCase, answer: Answer, loaded: LoadedSnapshot | None = None
+    case: RegressionCase,
+    answer: Answer,
+    loaded: LoadedSnapshot | None = None,
+    *,
+    duplicates: Sequence[DuplicateGroup] | None = None,
 ) -> Outcome:
-    """One query's outcome; with ``loaded``, also what the router's best guess would give."""
+    """One query's outcome; with ``loaded``, also what the router's best guess would give.
+    Duplicate groups come from ``duplicates``, else from ``loaded``'s manifest."""
     candidate, confidence, right = None, 0.0, False
     if answer.candidates:
         candidate, confidence = answer.candidates[0]
@@ -105,7 +148,11 @@ def outcome_of(
             candidate = None
         elif loaded is not None:
             right = _would_be_correct(loaded, candidate, case)
+    if duplicates is None:
+        duplicates = loaded.manifest.duplicates if loaded is not None else ()
+    group = equivalent_duplicate(answer, case, duplicates)
     return Outcome(
+        duplicate=group.id if group else None,
         candidate=candidate,
         candidate_confidence=confidence,
         candidate_correct=right,
@@ -138,6 +185,12 @@ class EvalReport(msgspec.Struct, frozen=True, kw_only=True):
     rejection_by_type: dict[str, float]
     pass_rate: float
     """Queries with the right outcome (right answer, or the fallback when out of scope)."""
+    duplicate_served: int = 0
+    """Wrong answers that served an equivalent duplicate of a target (see the module)."""
+    coverage_lenient: float = 0.0
+    """Coverage with equivalent duplicates counted right."""
+    wrong_rate_lenient: float = 0.0
+    """Wrong-answer rate with equivalent duplicates counted right."""
     layer_share: dict[str, float]
     latency_p50_ms: dict[str, float]
     latency_p99_ms: dict[str, float]
@@ -215,6 +268,8 @@ def summarize(outcomes: Iterable[Outcome]) -> EvalReport:
     for o in oos:
         by_type[o.oos_type or "unspecified"].append(o)
     layers = Counter(o.layer for o in rows)
+    duplicates = sum(o.duplicate is not None for o in rows)
+    lenient = sum(o.correct or o.duplicate is not None for o in in_scope)
     latencies: defaultdict[str, list[float]] = defaultdict(list)
     for o in rows:
         latencies[o.layer].append(o.latency_ms)
@@ -230,6 +285,13 @@ def summarize(outcomes: Iterable[Outcome]) -> EvalReport:
             for t, group in sorted(by_type.items())
         },
         pass_rate=round(sum(o.correct for o in rows) / len(rows), 4) if rows else 1.0,
+        duplicate_served=duplicates,
+        coverage_lenient=round(lenient / len(in_scope), 4) if in_scope else 0.0,
+        wrong_rate_lenient=round(
+            sum(not o.correct and o.duplicate is None for o in served) / len(served), 4
+        )
+        if served
+        else 0.0,
         layer_share={layer: round(n / len(rows), 4) for layer, n in sorted(layers.items())},
         latency_p50_ms={k: _percentile(v, 0.5) for k, v in sorted(latencies.items())},
         latency_p99_ms={k: _percentile(v, 0.99) for k, v in sorted(latencies.items())},

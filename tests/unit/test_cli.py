@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from ragc.cli import app
+from schemas.manifest import DuplicateGroup, DuplicateMember, MemberStatus
+from schemas.records import Source
 from stores import open_store, write_snapshot
+from stores.review import ReviewItem, ReviewQueue
 from tests.factories import make_snapshot
 
 runner = CliRunner()
@@ -158,3 +162,128 @@ def test_eval_passes_the_similarity_gate_choice_to_the_router_policy(
     assert code == 1
     assert "stopped after the policy was built" in err
     assert [getattr(p, "similarity_gate", None) for p in seen] == [bool(flag)]
+
+
+def _group() -> DuplicateGroup:
+    def member(path: str, status: MemberStatus, answer: float) -> DuplicateMember:
+        return DuplicateMember(
+            entry_id=f"{path[:6]}.close-contact",
+            question="What should I do after close contact?",
+            section=Source(doc_id=path[:6], path=path, section="Close", anchor="close-contact"),
+            question_similarity=0.998,
+            answer_similarity=answer,
+            status=status,
+        )
+
+    return DuplicateGroup(
+        id="dup-0123456789ab",
+        verdict="conflict",
+        canonical="page-1.close-contact",
+        members=(member("page-1.html", "canonical", 1.0), member("page-2.html", "held", 0.68)),
+        reason="questions alike (cosine >= 0.95)",
+    )
+
+
+def test_eval_prints_strict_and_lenient_figures_and_the_duplicates_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    from ragc import evaluate  # noqa: PLC0415 - patched where the command imports it from
+    from schemas.evaluation import summarize  # noqa: PLC0415
+
+    report = msgspec.structs.replace(
+        summarize([]),
+        coverage=0.3158,
+        wrong_rate=0.3333,
+        duplicate_served=5,
+        coverage_lenient=0.3816,
+        wrong_rate_lenient=0.1944,
+    )
+    result = evaluate.EvalResult(
+        version="v1",
+        compiled=False,
+        threshold=0.2,
+        report=report,
+        outcomes=[],
+        duplicate_groups=6,
+        conflict_groups=2,
+    )
+    monkeypatch.setattr(evaluate, "run_eval", lambda *a, **k: result)
+
+    code, out, _ = ragc("eval", "q.jsonl", "--knowledge", str(tmp_path))
+    assert code == 0
+    lines = {" ".join(line.strip(" │|").split()) for line in out.splitlines()}
+    assert "coverage │ 31.6%" in lines
+    assert "wrong-answer rate │ 33.3%" in lines
+    assert "served an equivalent duplicate │ 5 (6 duplicate groups, 2 conflicting)" in lines
+    assert "coverage, duplicates counted right │ 38.2%" in lines
+    assert "wrong-answer rate, duplicates counted right │ 19.4%" in lines
+
+    code, out, _ = ragc("eval", "q.jsonl", "--knowledge", str(tmp_path), "--json")
+    figures = json.loads(out)
+    assert (figures["duplicate_served"], figures["coverage_lenient"]) == (5, 0.3816)
+
+
+def test_compile_lists_the_duplicate_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    import flows.compile  # noqa: PLC0415 - patched where the command imports it from
+
+    result = flows.compile.CompileResult(
+        version="v1",
+        published=False,
+        snapshot_dir=str(tmp_path),
+        counts={},
+        gates=(),
+        stages=(),
+        skipped=(),
+        provider_calls={},
+        provider_reused={},
+        entries={"approved": 1, "pending": 1},
+        duplicates=(_group(),),
+        seconds=1.0,
+    )
+    monkeypatch.setattr(flows.compile, "compile_knowledge", lambda params: result)
+
+    code, out, _ = ragc("compile", str(tmp_path), "--store", f"sqlite:///{tmp_path / 'k.db'}")
+    assert code == 0
+    assert (
+        "duplicate groups (entries asking the same question): 1; 0 with the same answer, "
+        "1 conflicting" in out
+    )
+    assert (
+        "dup-0123456789ab conflict (questions alike (cosine >= 0.95)) → page-1.close-contact" in out
+    )
+    assert "held      page-2.html#close-contact" in out
+    assert "(question 1.00, answer 0.68)" in out
+
+    code, out, _ = ragc(
+        "compile", str(tmp_path), "--store", f"sqlite:///{tmp_path / 'k.db'}", "--json"
+    )
+    assert json.loads(out)["duplicates"][0]["members"][1]["status"] == "held"
+
+
+def test_review_list_says_why_an_answer_is_held(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    queue = ReviewQueue(url)
+    try:
+        queue.submit(
+            [
+                ReviewItem(
+                    entry_id="page-2.close-contact",
+                    fingerprint="fp",
+                    question="Close contact?",
+                    answer="Call.",
+                    score=1.0,
+                    reason="duplicate question answered differently",
+                )
+            ]
+        )
+    finally:
+        queue.close()
+    code, out, _ = ragc("review", "list", "--store", url)
+    assert code == 0
+    assert "duplicate question answered" in out
+    code, out, _ = ragc("review", "list", "--store", url, "--json")
+    assert json.loads(out)[0]["reason"] == "duplicate question answered differently"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.build import RegressionCase
 from schemas.evaluation import Outcome, is_correct, outcome_of, summarize
-from schemas.ladder import Answer, Layer
+from schemas.ladder import Answer, Layer, LoadedSnapshot
+from schemas.manifest import DuplicateGroup, DuplicateMember
 from schemas.records import Source
+from tests.factories import make_snapshot
 
 REFUNDS = Source(
     doc_id="refunds", path="policies/refunds.md", section="Return window", anchor="return-window"
@@ -261,3 +263,174 @@ def test_the_report_says_why_each_miss_and_wrong_answer_happened() -> None:
     page = render_report("t", summarize(outcomes), outcomes, threshold_curve(outcomes), 0.5)
     assert "far from every phrasing of refund.damaged: similarity 0.55 below 0.72" in page
     assert "matched refund.window at 0.80 (threshold 0.5) &lt;b&gt;" in page
+
+
+# --- equivalent duplicates --------------------------------------------------------------------
+
+ARRIVAL = Source(doc_id="a", path="a.html", section="When will it arrive?", anchor="arrive")
+DELIVERY = Source(doc_id="b", path="b.html", section="When is it delivered?", anchor="delivery")
+TRACKING = Source(doc_id="c", path="c.html", section="Can I track it?", anchor="track")
+
+
+def _group(*, held: bool = False) -> DuplicateGroup:
+    """``a.arrive`` (canonical) and ``b.delivery`` (merged, or a held conflict)."""
+    return DuplicateGroup(
+        id="dup-0123456789ab",
+        verdict="conflict" if held else "same",
+        canonical="a.arrive",
+        members=(
+            DuplicateMember(entry_id="a.arrive", question="?", section=ARRIVAL, status="canonical"),
+            DuplicateMember(
+                entry_id="b.delivery",
+                question="?",
+                section=DELIVERY,
+                status="held" if held else "merged",
+            ),
+        ),
+    )
+
+
+def _served(layer: Layer = "L2", *, entry_id: str | None = "a.arrive") -> Answer:
+    return _answer(layer, entry_id=entry_id, sources=(ARRIVAL,))
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        {"doc_id": "b", "section": "When is it delivered?"},
+        {"doc_id": "b"},
+        {"entry_id": "b.delivery"},
+    ],
+)
+def test_serving_the_canonical_entry_of_a_targets_group_is_an_equivalent_duplicate(
+    target: dict[str, str],
+) -> None:
+    outcome = outcome_of(_case(target), _served(), duplicates=[_group()])
+    assert not outcome.correct
+    assert outcome.duplicate == "dup-0123456789ab"
+
+
+def test_an_l3_answer_citing_a_merged_section_is_an_equivalent_duplicate() -> None:
+    answer = _answer("L3", entry_id=None, sources=(DELIVERY,))
+    outcome = outcome_of(_case({"doc_id": "a"}), answer, duplicates=[_group()])
+    assert outcome.duplicate == "dup-0123456789ab"
+
+
+def test_a_held_conflict_is_not_an_equivalent() -> None:
+    outcome = outcome_of(_case({"doc_id": "b"}), _served(), duplicates=[_group(held=True)])
+    assert outcome.duplicate is None
+
+
+@pytest.mark.parametrize(
+    ("case", "answer"),
+    [
+        (_case({"doc_id": "a"}), _served()),  # right: nothing to forgive
+        (_case({"doc_id": "b"}), _served("SAFE")),  # not served
+        (_case(oos_type="in_domain"), _served()),  # out of scope: any answer is wrong
+        (_case({"doc_id": "c"}), _served()),  # the target is in no group
+        (_case({"doc_id": "b"}), _answer("L2", entry_id="c.track", sources=(TRACKING,))),
+    ],
+)
+def test_only_a_wrong_in_scope_answer_within_the_targets_group_is_a_duplicate(
+    case: RegressionCase, answer: Answer
+) -> None:
+    assert outcome_of(case, answer, duplicates=[_group()]).duplicate is None
+
+
+def test_duplicates_are_counted_apart_with_strict_and_lenient_figures() -> None:
+    groups = [_group()]
+    outcomes = [
+        outcome_of(_case({"doc_id": "a"}), _served(), duplicates=groups),  # right
+        outcome_of(_case({"doc_id": "b"}), _served(), duplicates=groups),  # duplicate
+        outcome_of(_case({"doc_id": "c"}), _served(), duplicates=groups),  # wrong
+        outcome_of(_case({"doc_id": "c"}), _served("SAFE"), duplicates=groups),  # miss
+    ]
+    report = summarize(outcomes)
+    assert report.duplicate_served == 1
+    assert (report.coverage, report.coverage_lenient) == (0.25, 0.5)
+    assert (report.wrong_rate, report.wrong_rate_lenient) == (0.6667, 0.3333)
+    assert report.pass_rate == 0.25  # the regression gate stays strict
+
+
+def test_groups_come_from_the_loaded_snapshot_manifest() -> None:
+    snapshot = make_snapshot("v1")
+    grouped = msgspec.structs.replace(
+        snapshot, manifest=msgspec.structs.replace(snapshot.manifest, duplicates=(_group(),))
+    )
+    outcome = outcome_of(_case({"doc_id": "b"}), _served(), LoadedSnapshot(grouped))
+    assert outcome.duplicate == "dup-0123456789ab"
+    assert outcome_of(_case({"doc_id": "b"}), _served(), LoadedSnapshot(snapshot)).duplicate is None
+
+
+SECTIONS = (ARRIVAL, DELIVERY, TRACKING)
+served_rows = st.lists(
+    st.tuples(
+        st.sampled_from(LAYERS),
+        st.sampled_from(SECTIONS),
+        st.one_of(st.none(), st.sampled_from(SECTIONS)),
+    ),
+    max_size=40,
+)
+
+
+@settings(deadline=None)
+@given(served_rows, st.booleans())
+def test_lenient_figures_forgive_exactly_the_equivalent_duplicates(
+    rows: list[tuple[Layer, Source, Source | None]], held: bool
+) -> None:
+    groups = [_group(held=held)]
+    outcomes = [
+        outcome_of(
+            _case({"doc_id": expected.doc_id}) if expected else _case(oos_type="in_domain"),
+            _answer(layer, entry_id=f"{served.doc_id}.{served.anchor}", sources=(served,)),
+            duplicates=groups,
+        )
+        for layer, served, expected in rows
+    ]
+    report = summarize(outcomes)
+    pair = {ARRIVAL.doc_id, DELIVERY.doc_id}
+    expected_duplicates = sum(
+        layer != "SAFE"
+        and expected is not None
+        and not held
+        and served.doc_id != expected.doc_id
+        and {served.doc_id, expected.doc_id} == pair
+        for layer, served, expected in rows
+    )
+    assert report.duplicate_served == expected_duplicates
+    assert all(not o.correct for o in outcomes if o.duplicate is not None)
+    assert report.coverage_lenient >= report.coverage
+    assert report.wrong_rate_lenient <= report.wrong_rate
+    in_scope = sum(expected is not None for _, _, expected in rows)
+    served = sum(layer != "SAFE" for layer, _, _ in rows)
+    if in_scope:
+        assert report.coverage_lenient == pytest.approx(
+            report.coverage + expected_duplicates / in_scope, abs=1e-3
+        )
+    if served:
+        assert report.wrong_rate_lenient == pytest.approx(
+            report.wrong_rate - expected_duplicates / served, abs=1e-3
+        )
+    if not expected_duplicates:
+        assert (report.coverage_lenient, report.wrong_rate_lenient) == (
+            report.coverage,
+            report.wrong_rate,
+        )
+
+
+def test_the_report_lists_equivalent_duplicates_apart_and_the_groups() -> None:
+    from ragc.report import render_report  # noqa: PLC0415 - the CLI's report module
+    from schemas.evaluation import threshold_curve  # noqa: PLC0415
+
+    duplicate = outcome_of(_case({"doc_id": "b"}), _served(), duplicates=[_group()])
+    wrong = outcome_of(_case({"doc_id": "c"}), _served(), duplicates=[_group()])
+    outcomes = [duplicate, wrong]
+    page = render_report(
+        "t", summarize(outcomes), outcomes, threshold_curve(outcomes), 0.5, [_group()]
+    )
+    assert "Served an equivalent duplicate (1)" in page
+    assert "Worst confusions (1 wrong answers, besides 1 equivalent\nduplicates)" in page
+    assert "coverage, duplicates counted right</th><td>50.0%" in page
+    assert "wrong-answer rate</th><td>100.0%" in page
+    assert "Duplicate groups of the snapshot (1)" in page
+    assert "b.html#delivery" in page
