@@ -325,9 +325,15 @@ def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
 
 
 def router_embedder(embedder: Embedder) -> Embedder:
-    """The encoder the L2 router reads, given the compile's sentence embedder: MiniLM's layers
-    :data:`ROUTER_LAYERS` for MiniLM (measured in ``bench/router.py``), else ``embedder``."""
+    """The encoder the L2 router reads, given the compile's sentence embedder: all-mpnet-base-v2
+    when its parts are installed (converted once, see :func:`providers.mpnet.prepare_mpnet`),
+    else MiniLM's layers :data:`ROUTER_LAYERS` for MiniLM (both measured in ``bench/router.py``),
+    else ``embedder``."""
     if isinstance(embedder, MiniLMEmbedder) and not embedder.layers:
+        try:
+            return MPNetEmbedder()
+        except PermanentError as exc:
+            logger.warning("all-mpnet-base-v2 unavailable (%s); the router reads MiniLM", exc)
         return MiniLMEmbedder(
             embedder.model_path,
             embedder.tokenizer_path,

@@ -113,7 +113,9 @@ def tune_document_rule(
     sizes = {"document_size": float(n), "document_negatives": float(len(negatives_top))}
     if not feasible.any():
         strict = {**sizes, "document_coverage": 0.0, "document_wrong_rate": 0.0}
-        return DocumentRule(float(ANCHOR_GRID[-1]), float(MARGIN_GRID[-1]), strict)
+        return DocumentRule(
+            round(float(ANCHOR_GRID[-1]), 3), round(float(MARGIN_GRID[-1]), 3), strict
+        )
     # Most positives answered rightly, then the lower expected rate, then the stricter rule.
     t_index = np.arange(len(ANCHOR_GRID))[:, None] + np.zeros((1, len(MARGIN_GRID)))
     m_index = np.zeros((len(ANCHOR_GRID), 1)) + np.arange(len(MARGIN_GRID))[None, :]
@@ -126,8 +128,8 @@ def tune_document_rule(
     )
     t, m = (int(v) for v in np.argwhere(feasible)[keys[0]])
     return DocumentRule(
-        float(ANCHOR_GRID[t]),
-        float(MARGIN_GRID[m]),
+        round(float(ANCHOR_GRID[t]), 3),
+        round(float(MARGIN_GRID[m]), 3),
         {
             **sizes,
             "document_coverage": round(float(correct[t, m]), 4),

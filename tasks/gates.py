@@ -18,7 +18,7 @@ from expectations.gate import run_expectations
 from providers.embedders import Embedder
 from schemas.build import Entry, RegressionCase
 from schemas.errors import GateFailedError, InvalidInputError
-from schemas.evaluation import EvalReport, evaluate, summarize
+from schemas.evaluation import EvalReport, Outcome, evaluate, summarize
 from schemas.ladder import Composer, LoadedSnapshot, answer_question
 from schemas.manifest import GateResult, Snapshot
 from tasks._policies import stage_task
@@ -73,6 +73,23 @@ def evaluate_cases(
     return summarize(evaluate(loaded, cases, composer=composer, embed=embed))
 
 
+FAILING_SHOWN: Final = 10
+"""Failing regression cases a gate's detail lists (the rest are counted)."""
+
+
+def failing_cases(outcomes: Sequence[Outcome]) -> str:
+    """The failing cases of a regression run, one per line: question, expected, got, why."""
+    failed = [o for o in outcomes if not o.correct]
+    lines = []
+    for o in failed[:FAILING_SHOWN]:
+        expected = ", ".join("/".join(t.values()) for t in o.expected) or "the fallback"
+        got = f"{o.layer} {o.entry_id}" if o.entry_id else o.layer
+        lines.append(f"\n  - {o.query!r}: expected {expected}, got {got} ({o.explanation})")
+    if len(failed) > FAILING_SHOWN:
+        lines.append(f"\n  ... and {len(failed) - FAILING_SHOWN} more")
+    return "; failing:" + "".join(lines) if lines else ""
+
+
 def run_gates(
     snapshot: Snapshot,
     entries: Sequence[Entry],
@@ -97,7 +114,10 @@ def run_gates(
         )
     )
     suite = [*canonical_cases(snapshot), *cases]
-    report = evaluate_cases(snapshot, suite, composer, embedder)
+    loaded = LoadedSnapshot(snapshot)
+    embed = (lambda q: embedder.embed([q])[0]) if embedder is not None else None
+    outcomes = evaluate(loaded, suite, composer=composer, embed=embed)
+    report = summarize(outcomes)
     pending = sum(e.status == "pending" for e in entries)
     waiting = (
         f"; {pending} answers wait in the review queue (`ragc review list`)" if pending else ""
@@ -112,11 +132,11 @@ def run_gates(
                 f"{round(report.pass_rate * report.queries)}/{report.queries} right "
                 f"({len(cases)} labelled + {report.queries - len(cases)} canonical); "
                 f"wrong-answer rate {report.wrong_rate:.1%}{waiting}"
+                + failing_cases(outcomes)
             ),
         )
     )
     if misses:
-        loaded = LoadedSnapshot(snapshot)
         answered = sum(
             answer_question(loaded, q, composer=composer).layer != "SAFE" for q in misses
         )
