@@ -4,8 +4,9 @@ An L1 answer costs the service about 15 µs; Litestar's request machinery around
 stream, signature model, dependency injection, header parameter, response object) costs about
 twice that again, and the framework's own floor for a JSON POST is roughly half of its floor
 for a GET. The middleware serves the common request — a JSON body, no session header, the
-offline composer, nothing unusual — with the same request struct, the same service call and
-the same encoder, straight on the ASGI interface. Everything else goes to the controller's
+offline composer, nothing unusual — with the same request struct, the same service call
+(``answer_async``: a question that needs the sentence encoder awaits its batch) and the same
+response encoder, straight on the ASGI interface. Everything else goes to the controller's
 handler with the body replayed untouched: other content types, a session header, an
 undecodable or invalid body, a service error. So validation errors, error bodies, the OpenAPI
 document and the one exception-to-HTTP mapping stay the controller's, and a response is the
@@ -63,7 +64,7 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
             return
         try:
             data = _decoder.decode(body)
-            answer = service.answer(
+            answer = await service.answer_async(
                 data.question,
                 tenant=data.tenant,
                 language=data.language,

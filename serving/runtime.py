@@ -3,16 +3,22 @@
 Versions are immutable, so a loaded version is cached for the life of the process and shared
 by every request (and by ``ragc ask``), keyed by store URL and version label. For the same
 reason a version's routing of a question text never changes: the last ``route_cache`` distinct
-texts keep their router verdict, so a repeated question skips the sentence encoder and the
-router (most traffic is the same few hundred questions).
+texts keep their router verdict (a :class:`RouteMemo`), so a repeated question skips the
+sentence encoder and the router (most traffic is the same few hundred questions).
+
+:meth:`LoadedVersion.answer_cached` walks the ladder as far as it can without the encoder: it
+answers L1 hits, memoised questions and routers that read no vector, and returns ``None`` for a
+question that needs its vector, which the service then has embedded in a batch (see
+``serving/batching.py``) and hands to :meth:`LoadedVersion.answer`.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
 import threading
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Mapping
+from functools import partial
 from typing import Final
 
 import numpy as np
@@ -24,12 +30,55 @@ from schemas.ladder import Answer, Composer, LoadedSnapshot, answer_question
 from schemas.router import Prediction
 from stores.base import SnapshotStore
 
-__all__ = ["LoadedVersion", "VersionCache"]
+__all__ = ["LoadedVersion", "RouteMemo", "VersionCache"]
 
 MAX_VERSIONS: Final = 4
 """Versions held in memory at once (stable, canary, pinned ones)."""
 ROUTE_CACHE: Final = 10_000
 """Distinct question texts whose router verdict a loaded version remembers."""
+
+Vector = npt.NDArray[np.float32]
+
+
+class RouteMemo:
+    """The router's verdicts for the last ``size`` distinct question texts (thread-safe LRU).
+
+    Keyed by the question text as asked (the router reads the raw text), holding plain
+    :class:`~schemas.router.Prediction` records: nothing in it refers back to the version, so an
+    evicted version is freed with its memo. ``size`` 0 remembers nothing.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, Prediction] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, question: str) -> Prediction | None:
+        """The remembered verdict (now the most recently used), or ``None``."""
+        if not self.size:
+            return None
+        with self._lock:
+            found = self._entries.get(question)
+            if found is not None:
+                self._entries.move_to_end(question)
+            return found
+
+    def put(self, question: str, prediction: Prediction) -> None:
+        """Remember ``prediction``, forgetting the least recently used text past ``size``."""
+        if not self.size:
+            return
+        with self._lock:
+            self._entries[question] = prediction
+            self._entries.move_to_end(question)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+class _NeedsVector(Exception):  # noqa: N818 - a signal inside answer_cached, never raised out
+    """The question's route is not memoised and the router reads its vector."""
 
 
 class LoadedVersion:
@@ -41,24 +90,39 @@ class LoadedVersion:
         self.loaded = loaded
         self.version = loaded.version
         self.embedder = embedder
+        self.memo = RouteMemo(route_cache)
         router = loaded.router
-        self.route: Callable[[str], Prediction] | None = None
-        if router is not None and (embedder is not None or not router.needs_embedding):
-            self.route = (
-                functools.lru_cache(maxsize=route_cache)(self._route)
-                if route_cache > 0
-                else self._route
-            )
+        self.can_route = router is not None and (embedder is not None or not router.needs_embedding)
+        """The router runs on this machine (it has a router, and the encoder if it needs one)."""
+        self.encodes = self.can_route and router is not None and router.needs_embedding
+        """Routing a question it has not memoised needs the question's vector."""
 
-    def _route(self, question: str) -> Prediction:
-        router = self.loaded.router
-        assert router is not None  # checked in __init__
-        return router.predict(question, self._embed(question) if router.needs_embedding else None)
-
-    def _embed(self, question: str) -> npt.NDArray[np.float32]:
-        assert self.embedder is not None
-        vector: npt.NDArray[np.float32] = self.embedder.embed([question])[0]
+    def embed(self, question: str) -> Vector:
+        """``question``'s router vector, from the encoder inline (one text per call)."""
+        assert self.embedder is not None  # only called when self.encodes
+        vector: Vector = self.embedder.embed([question])[0]
         return vector
+
+    def route(self, question: str, vector: Vector | None = None) -> Prediction:
+        """The router's verdict: memoised, else from ``vector`` (embedded here when not given)."""
+        found = self.memo.get(question)
+        if found is not None:
+            return found
+        router = self.loaded.router
+        assert router is not None  # the ladder routes only when self.can_route
+        if not router.needs_embedding:
+            vector = None
+        elif vector is None:
+            vector = self.embed(question)
+        prediction = router.predict(question, vector)
+        self.memo.put(question, prediction)
+        return prediction
+
+    def _memoised(self, question: str) -> Prediction:
+        found = self.memo.get(question)
+        if found is None:
+            raise _NeedsVector
+        return found
 
     def answer(
         self,
@@ -69,8 +133,13 @@ class LoadedVersion:
         slots: Mapping[str, object] | None = None,
         composer: Composer | Provider | None = None,
         allow_l3: bool = True,
+        vector: Vector | None = None,
     ) -> Answer:
-        """Walk the ladder for one question on this version."""
+        """Walk the ladder for one question on this version (``vector``: its router vector,
+        already embedded; without it the encoder runs inline when the router needs it)."""
+        route = None
+        if self.can_route:
+            route = self.route if vector is None else partial(self.route, vector=vector)
         return answer_question(
             self.loaded,
             question,
@@ -78,10 +147,48 @@ class LoadedVersion:
             language=language,
             slots=slots,
             composer=composer,
-            embed=self._embed if self.embedder is not None else None,
             allow_l3=allow_l3,
-            route=self.route,
+            route=route,
         )
+
+    def answer_cached(
+        self,
+        question: str,
+        *,
+        tenant: str | None = None,
+        language: str | None = None,
+        slots: Mapping[str, object] | None = None,
+        composer: Composer | Provider | None = None,
+        allow_l3: bool = True,
+    ) -> Answer | None:
+        """:meth:`answer` without the encoder: ``None`` when the question reaches the router,
+        which has not memoised it and needs its vector (then embed it and call :meth:`answer`).
+
+        L1 hits and memoised questions cost what :meth:`answer` costs; a question that needs
+        its vector costs one normalisation and one L1 lookup here before it is embedded.
+        """
+        if not self.encodes:
+            return self.answer(
+                question,
+                tenant=tenant,
+                language=language,
+                slots=slots,
+                composer=composer,
+                allow_l3=allow_l3,
+            )
+        try:
+            return answer_question(
+                self.loaded,
+                question,
+                tenant=tenant,
+                language=language,
+                slots=slots,
+                composer=composer,
+                allow_l3=allow_l3,
+                route=self._memoised,
+            )
+        except _NeedsVector:
+            return None
 
 
 class VersionCache:

@@ -1,10 +1,20 @@
-"""The answer service: pick the version, walk the ladder, count, audit — for HTTP and CLI alike."""
+"""The answer service: pick the version, walk the ladder, count, audit — for HTTP and CLI alike.
+
+:meth:`AnswerService.answer` is the synchronous ladder (``ragc ask``, the batch route): the
+sentence encoder runs inline. :meth:`AnswerService.answer_async` is the HTTP one: a question
+that needs its vector awaits the process's :class:`~serving.batching.EncoderBatcher`, so
+concurrent requests share encoder calls; L1 hits and memoised routes are answered on the spot,
+exactly as by :meth:`AnswerService.answer`. With a composer that does I/O (``anthropic``) the
+ladder runs in a worker thread, which blocks on the same batcher for the vector.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 
+import anyio.to_thread
 import msgspec
 
 from providers import make_provider
@@ -13,6 +23,7 @@ from schemas.keys import validate_tenant
 from schemas.ladder import Answer
 from schemas.rollout import PointerState, choose_version
 from serving.audit import AuditWriter
+from serving.batching import EncoderBatcher, Vector
 from serving.budget import LLMBudget
 from serving.errors import NotReadyError
 from serving.metrics import Metrics
@@ -50,6 +61,11 @@ class AnswerService:
         self.budget = LLMBudget(
             settings.l3_budget, audit_log.l3_spent() if audit_log is not None else None
         )
+        self.batchers: dict[str, EncoderBatcher] = {}
+        """The encoder batchers by encoder model (versions share their encoder), each made on
+        first use; read-only outside :meth:`batcher_for`."""
+        self._batchers_lock = threading.Lock()
+        self._closed = threading.Event()
 
     def _load_versions(self, state: PointerState) -> None:
         """Load every version the pointers name (stable, canary, pins): at start-up and on each
@@ -66,6 +82,11 @@ class AnswerService:
     def close(self) -> None:
         """Stop background work and flush the audit log (the store is the caller's)."""
         self.pointers.stop()
+        with self._batchers_lock:
+            self._closed.set()
+            batchers = list(self.batchers.values())
+        for batcher in batchers:  # queued questions fail with EncoderClosedError (503)
+            batcher.close()
         if self.audit is not None:
             self.audit.close()
 
@@ -83,6 +104,29 @@ class AnswerService:
         if version is None:
             raise NotReadyError
         return self.versions.get(version)
+
+    def batcher_for(self, ready: LoadedVersion) -> EncoderBatcher | None:
+        """The encoder batcher of ``ready``'s encoder; ``None`` when batching is off
+        (``RAGC_ENCODER_BATCH=1``), the version routes without the encoder, or after close."""
+        embedder = ready.embedder
+        if self.settings.encoder_batch <= 1 or not ready.encodes or embedder is None:
+            return None
+        if self._closed.is_set():  # the encoder runs inline for whatever still asks
+            return None
+        found = self.batchers.get(embedder.model_id)
+        if found is not None:
+            return found
+        with self._batchers_lock:
+            if self._closed.is_set():
+                return None
+            return self.batchers.setdefault(
+                embedder.model_id,
+                EncoderBatcher(
+                    embedder,
+                    max_batch=self.settings.encoder_batch,
+                    window=self.settings.encoder_window_ms / 1000,
+                ),
+            )
 
     def answer(
         self,
@@ -107,6 +151,46 @@ class AnswerService:
             composer=self.composer,
             allow_l3=allow_l3,
         )
+        return self._finish(answer, question, tenant, allow_l3, started)
+
+    async def answer_async(
+        self,
+        question: str,
+        *,
+        tenant: str | None = None,
+        language: str | None = None,
+        slots: Mapping[str, object] | None = None,
+        session: str | None = None,
+    ) -> Answer:
+        """:meth:`answer` for the event loop: only a question that needs the encoder waits, for
+        its batch; the answer is the one :meth:`answer` gives (``latency_ms`` includes the wait)."""
+        started = time.perf_counter()
+        if tenant is not None:
+            validate_tenant(tenant)
+        ready = self.version_for(tenant, session)
+        allow_l3 = self.budget.allows(tenant)
+        batcher = self.batcher_for(ready)
+        ladder = _Ladder(ready, question, tenant, language, slots, self.composer, allow_l3)
+        if self.composer.name != "offline":  # the composer does I/O: off the loop
+            answer = await anyio.to_thread.run_sync(ladder.blocking, batcher)
+        elif batcher is None:  # batching off: the encoder runs inline, on the loop
+            answer = ladder.walk()
+        else:
+            found = ladder.cached()
+            if found is None:
+                found = ladder.walk(await batcher.embed(question))
+            answer = found
+        return self._finish(answer, question, tenant, allow_l3, started)
+
+    def _finish(
+        self,
+        answer: Answer,
+        question: str,
+        tenant: str | None,
+        allow_l3: bool,
+        started: float,
+    ) -> Answer:
+        """Spend the L3 budget, mark FAQ-only answers, count and audit."""
         if answer.layer == "L3":
             self.budget.spend(tenant)
         if not allow_l3:
@@ -129,3 +213,72 @@ class AnswerService:
                 )
             )
         return answer
+
+
+class _Ladder:
+    """One question's walk down one version's ladder, in the steps the batcher needs."""
+
+    __slots__ = (
+        "allow_l3",
+        "began",
+        "composer",
+        "language",
+        "question",
+        "ready",
+        "slots",
+        "tenant",
+    )
+
+    def __init__(
+        self,
+        ready: LoadedVersion,
+        question: str,
+        tenant: str | None,
+        language: str | None,
+        slots: Mapping[str, object] | None,
+        composer: Provider,
+        allow_l3: bool,
+    ) -> None:
+        self.ready = ready
+        self.question = question
+        self.tenant = tenant
+        self.language = language
+        self.slots = slots
+        self.composer = composer
+        self.allow_l3 = allow_l3
+        self.began = time.perf_counter()
+
+    def cached(self) -> Answer | None:
+        """The answer when it needs no encoder, else ``None`` (see ``answer_cached``)."""
+        return self.ready.answer_cached(
+            self.question,
+            tenant=self.tenant,
+            language=self.language,
+            slots=self.slots,
+            composer=self.composer,
+            allow_l3=self.allow_l3,
+        )
+
+    def walk(self, vector: Vector | None = None) -> Answer:
+        """The answer, from ``vector`` when given (its ``latency_ms`` then counts from the
+        first step, the wait for the vector included), else with the encoder inline."""
+        answer = self.ready.answer(
+            self.question,
+            tenant=self.tenant,
+            language=self.language,
+            slots=self.slots,
+            composer=self.composer,
+            allow_l3=self.allow_l3,
+            vector=vector,
+        )
+        if vector is None:
+            return answer
+        latency = round((time.perf_counter() - self.began) * 1000, 3)
+        return msgspec.structs.replace(answer, latency_ms=latency)
+
+    def blocking(self, batcher: EncoderBatcher | None) -> Answer:
+        """The answer in a worker thread, blocking on ``batcher`` (if any) for the vector."""
+        if batcher is None:
+            return self.walk()
+        found = self.cached()
+        return found if found is not None else self.walk(batcher.submit(self.question).result())

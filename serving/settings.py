@@ -36,6 +36,12 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     route_cache: int = 10_000
     """Distinct question texts per loaded version whose router verdict is remembered
     (``RAGC_ROUTE_CACHE``; 0 turns the memo off)."""
+    encoder_batch: int = 32
+    """Most questions the sentence encoder embeds in one call across concurrent requests
+    (``RAGC_ENCODER_BATCH``; 1 turns batching off: each request runs the encoder inline)."""
+    encoder_window_ms: float = 1.0
+    """Longest wait, after a question is queued for the encoder, for others to share its batch
+    (``RAGC_ENCODER_WINDOW_MS``)."""
     warm_dsn: str | None = None
     """Postgres warm tier (``RAGC_WARM_DSN``): audit log, miss log and webhook ledger go there
     instead of the store's SQLite file."""
@@ -60,6 +66,17 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
             raise InvalidInputError(
                 f"RAGC_ROUTE_CACHE={route_cache} is negative", hint="use 0 to turn the memo off"
             )
+        batch = number("RAGC_ENCODER_BATCH", int)
+        if batch is not None and batch < 1:
+            raise InvalidInputError(
+                f"RAGC_ENCODER_BATCH={batch} is below 1", hint="use 1 to turn batching off"
+            )
+        window = number("RAGC_ENCODER_WINDOW_MS", float)
+        if window is not None and not 0 <= window <= 1000:
+            raise InvalidInputError(
+                f"RAGC_ENCODER_WINDOW_MS={window} is out of range",
+                hint="a few milliseconds: between 0 and 1000",
+            )
         return cls(
             store=env.get("RAGC_STORE") or DEFAULT_STORE,
             admin_token=env.get("RAGC_ADMIN_TOKEN") or None,
@@ -71,4 +88,6 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
             audit=(env.get("RAGC_AUDIT") or "1").lower() not in ("0", "false", "no", "off"),
             warm_dsn=env.get("RAGC_WARM_DSN") or None,
             route_cache=int(route_cache) if route_cache is not None else 10_000,
+            encoder_batch=int(batch) if batch is not None else 32,
+            encoder_window_ms=float(window) if window is not None else 1.0,
         )

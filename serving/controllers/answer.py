@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
@@ -48,9 +47,15 @@ class AnswerController(Controller):
         session: SessionHeader = None,
     ) -> Answer:
         """Answer one question."""
-        if service.composer.name == "offline":  # no I/O anywhere on the ladder: stay on the loop
-            return _answer(service, data, session)
-        return await anyio.to_thread.run_sync(partial(_answer, service, data, session))
+        # On the loop; only the encoder is awaited (batched), and a composer that does I/O
+        # runs in a worker thread (see AnswerService.answer_async).
+        return await service.answer_async(
+            data.question,
+            tenant=data.tenant,
+            language=data.language,
+            slots=data.slots,
+            session=data.session or session,
+        )
 
     @post("/batch", operation_id="answer_batch", status_code=200)
     async def batch(

@@ -1,7 +1,10 @@
-"""A loaded version remembers its router's verdicts: a repeated question skips the encoder."""
+"""A loaded version remembers its router's verdicts: a repeated question skips the encoder; a
+question it has not seen can be embedded apart (in a batch) and routes the same."""
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -9,9 +12,11 @@ import numpy.typing as npt
 import pytest
 
 from providers.embedders import Embedder
+from serving.batching import EncoderBatcher
 from serving.runtime import LoadedVersion, VersionCache
 from stores import open_store
 from stores.base import SnapshotStore
+from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Compiled
 
 pytestmark = [pytest.mark.e2e]
@@ -75,3 +80,71 @@ def test_the_memo_is_bounded(store: SnapshotStore) -> None:
         version.answer(question)
     version.answer("do you ship to norway")  # evicted by the third question: routed again
     assert counting.texts.count("do you ship to norway") == 2
+
+
+def test_answer_cached_answers_only_what_needs_no_encoder(store: SnapshotStore) -> None:
+    version, counting = _counting(store, route_cache=100)
+    exact = version.answer_cached("What's your return window?")
+    assert exact is not None
+    assert exact.layer == "L1"
+    assert version.answer_cached(ROUTED) is None  # unseen: its vector is needed
+    assert counting.texts == []
+    assert version.embedder is not None
+    vector = version.embedder.embed([ROUTED])[0]
+    routed = version.answer(ROUTED, vector=vector)  # fills the memo, as the batched path does
+    assert counting.texts == [ROUTED]
+    memoised = version.answer_cached(ROUTED)
+    assert memoised is not None
+    assert counting.texts == [ROUTED]
+    assert (memoised.layer, memoised.entry_id, memoised.explanation) == (
+        routed.layer,
+        routed.entry_id,
+        routed.explanation,
+    )
+
+
+def test_the_memo_does_not_keep_its_version_alive(store: SnapshotStore) -> None:
+    """The memo holds plain verdicts (no bound method of the version, so no reference cycle): a
+    dropped version is freed by its reference count at once, not left to the collector (which
+    never frees what gc.freeze() moved out of its way)."""
+    version, _ = _counting(store, route_cache=100)
+    version.answer(ROUTED)
+    assert len(version.memo) == 1
+    gone = weakref.ref(version)
+    del version
+    assert gone() is None
+
+
+def _questions() -> list[str]:
+    lines = [
+        line
+        for name in ("queries.jsonl", "regression.jsonl")
+        for line in (EXAMPLES / name).read_text("utf-8").splitlines()
+    ]
+    texts = [json.loads(line)["query"] for line in lines if line.strip()]
+    return list(dict.fromkeys([*texts, ROUTED, "who won the world cup in 1998", "hi"]))
+
+
+def test_a_batched_vector_routes_exactly_like_a_single_one(store: SnapshotStore) -> None:
+    """MiniLM pads a batch with an attention mask: a question's vector and verdict do not
+    depend on the questions it shares a batch with."""
+    ready = VersionCache(store).get(store.active_version() or "")
+    router, embedder = ready.loaded.router, ready.embedder
+    assert router is not None
+    assert embedder is not None
+    questions = _questions()
+    batcher = EncoderBatcher(embedder, max_batch=len(questions), window=600.0)
+    try:
+        futures = [batcher.submit(q) for q in questions]  # one full batch: embedded at once
+        batched = [f.result(timeout=600) for f in futures]
+    finally:
+        batcher.close()
+    assert (batcher.calls, batcher.texts) == (1, len(questions))
+    routed = 0
+    for question, vector in zip(questions, batched, strict=True):
+        single = embedder.embed([question])[0]
+        np.testing.assert_allclose(vector, single, rtol=0, atol=1e-6)
+        prediction = router.predict(question, vector)
+        assert prediction == router.predict(question, single), question
+        routed += prediction.intent is not None
+    assert routed >= len(questions) // 2  # most of them reach an entry: the check has teeth

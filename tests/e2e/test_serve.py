@@ -10,20 +10,27 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from providers import OfflineProvider
 from serving.app import create_app
+from serving.service import AnswerService
 from serving.settings import ServeSettings
 from stores import open_store
+from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Compiled
 
 Client = AsyncTestClient[Litestar]
+ConcurrentClient = httpx.AsyncClient
+"""Through ``httpx.ASGITransport`` on the test's loop: AsyncTestClient runs one request at a
+time, this one runs them concurrently, as a server does."""
 
 pytestmark = [pytest.mark.e2e]
 
+BASE = "http://testserver.local"
 ADMIN = {"Authorization": "Bearer admin-secret"}
 L1 = "What's your return window?"
 L2 = "how long does the 500 wh battery take to charge from empty"
@@ -54,7 +61,7 @@ async def client(store_url: str) -> AsyncIterator[Client]:
         yield test_client
 
 
-async def ask(client: Client, question: str, **fields: object) -> dict[str, Any]:
+async def ask(client: Client | ConcurrentClient, question: str, **fields: object) -> dict[str, Any]:
     response = await client.post("/v1/answer", json={"question": question, **fields})
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -352,3 +359,54 @@ async def test_a_replica_stays_ready_through_a_flip_without_any_request(
             break
         assert time.monotonic() - flipped < 1.0
         await asyncio.sleep(0.02)
+
+
+class _ThreadedComposer(OfflineProvider):
+    """The offline composer under another name: the service runs its ladder in a thread, as
+    it does for a composer that does I/O."""
+
+    name = "threaded-offline"
+
+
+@pytest.mark.parametrize("composer", ["offline", "threaded"])
+async def test_concurrent_cold_questions_share_encoder_calls_and_get_the_same_answers(
+    store_url: str, composer: str
+) -> None:
+    """With the route memo off every routed question needs the encoder. Asked all at once,
+    they are embedded together (one call: the batch is exactly as large as the questions
+    that need it, the window a minute), and answered exactly as one by one."""
+    lines = [
+        line
+        for name in ("queries.jsonl", "regression.jsonl")
+        for line in (EXAMPLES / name).read_text("utf-8").splitlines()
+    ]
+    # At most 36: a thread blocked on the batcher holds one of anyio's 40 worker threads.
+    queries = [json.loads(line)["query"] for line in lines]
+    questions = list(dict.fromkeys([L1, L2, L3, *queries]))[:36]
+    provider = OfflineProvider() if composer == "offline" else _ThreadedComposer()
+
+    async def answers(app: Litestar) -> tuple[list[dict[str, Any]], AnswerService]:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar is ASGI
+        async with app.lifespan(), ConcurrentClient(transport=transport, base_url=BASE) as client:
+            replies = await asyncio.gather(*(ask(client, q, tenant="acme") for q in questions))
+            service: AnswerService = app.state.service
+        for reply in replies:
+            assert reply.pop("latency_ms") >= 0
+        return list(replies), service
+
+    inline, _ = await answers(
+        create_app(settings(store_url, route_cache=0, encoder_batch=1), provider=provider)
+    )
+    encoded = [q for q, a in zip(questions, inline, strict=True) if a["layer"] != "L1"]
+    assert len(encoded) > 20
+    batched_app = create_app(
+        settings(store_url, route_cache=0, encoder_batch=len(encoded), encoder_window_ms=60e3),
+        provider=provider,
+    )
+    batched, service = await answers(batched_app)
+    assert batched == inline
+    assert {"L1", "L2", "SAFE"} <= {a["layer"] for a in batched}
+    ready = service.version_for(None, None)
+    assert service.batcher_for(ready) is None  # closed with the service
+    assert ready.embedder is not None
+    assert service.batchers[ready.embedder.model_id].calls == 1

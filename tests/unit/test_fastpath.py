@@ -32,7 +32,7 @@ class FakeService:
         self.error = error
         self.calls: list[dict[str, Any]] = []
 
-    def answer(self, question: str, **kwargs: Any) -> Answer:
+    async def answer_async(self, question: str, **kwargs: Any) -> Answer:
         self.calls.append({"question": question, **kwargs})
         if self.error is not None:
             raise self.error
