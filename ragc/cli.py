@@ -33,6 +33,7 @@ console = Console()
 err = Console(stderr=True)
 
 if TYPE_CHECKING:
+    from schemas.evaluation import EvalReport
     from schemas.manifest import DuplicateGroup
     from stores.postgres import PostgresReviewQueue
     from stores.review import ReviewQueue
@@ -678,6 +679,7 @@ def eval_(
     table.add_row("queries", f"{figures.queries} ({figures.in_scope} in scope)")
     table.add_row("coverage", f"{figures.coverage:.1%}")
     table.add_row("wrong-answer rate", f"{figures.wrong_rate:.1%}")
+    table.add_row("  the compile's estimate", _estimate(figures))
     table.add_row(
         "served an equivalent duplicate",
         f"{figures.duplicate_served}  ({result.duplicate_groups} duplicate groups, "
@@ -710,6 +712,16 @@ def eval_(
     console.print(table)
     if report:
         console.print(f"report written to {report}", highlight=False)
+
+
+def _estimate(figures: EvalReport) -> str:
+    """The compile's expected wrong-answer rate, as the eval table shows it."""
+    if figures.estimated_wrong_rate is None or figures.estimated_wrong_rate_here is None:
+        return "none (the router was tuned without held-out verdicts)"
+    return (
+        f"{figures.estimated_wrong_rate:.1%} as tuned, {figures.estimated_wrong_rate_here:.1%} "
+        f"at this file's out-of-scope share ({figures.estimate_basis})"
+    )
 
 
 # --- ragc db: the Postgres warm tier's schema -----------------------------------------------

@@ -12,6 +12,7 @@ from providers import OfflineProvider
 from ragc.report import render_report
 from schemas.errors import InvalidInputError
 from schemas.evaluation import EvalReport, Outcome, evaluate, summarize, threshold_curve
+from schemas.router import RouterModel
 from serving.runtime import VersionCache
 from stores import open_store
 from tasks.artifacts import compiler_id
@@ -65,6 +66,20 @@ def _up_to_date(url: str, knowledge: Path) -> str | None:
     return active if compiled == current else None
 
 
+def with_estimate(figures: EvalReport, router: RouterModel | None) -> EvalReport:
+    """``figures`` with the wrong-answer rate the router's compile expected beside the measured
+    one: at the out-of-scope share it was tuned to, and at the query file's own share."""
+    if router is None:
+        return figures
+    share = figures.out_of_scope / figures.queries if figures.queries else 0.0
+    return msgspec.structs.replace(
+        figures,
+        estimated_wrong_rate=router.estimated_wrong_rate(),
+        estimated_wrong_rate_here=router.estimated_wrong_rate(share),
+        estimate_basis=router.estimate_basis,
+    )
+
+
 def run_eval(
     queries: Path,
     knowledge: Path,
@@ -106,7 +121,7 @@ def run_eval(
         composer=OfflineProvider(),
         embed=(lambda q: embedder.embed([q])[0]) if embedder is not None else None,
     )
-    figures = summarize(outcomes)
+    figures = with_estimate(summarize(outcomes), ready.loaded.router)
     router = ready.loaded.router
     threshold = router.header.threshold if router else None
     agreed = router.header.agreed_threshold if router else None

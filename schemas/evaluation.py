@@ -194,6 +194,13 @@ class EvalReport(msgspec.Struct, frozen=True, kw_only=True):
     layer_share: dict[str, float]
     latency_p50_ms: dict[str, float]
     latency_p99_ms: dict[str, float]
+    estimated_wrong_rate: float | None = None
+    """The wrong-answer rate the compile expected at the out-of-scope share it was tuned to
+    (``None``: it could not estimate)."""
+    estimated_wrong_rate_here: float | None = None
+    """The same estimate at this query file's own out-of-scope share."""
+    estimate_basis: str = ""
+    """What the estimate stands on."""
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

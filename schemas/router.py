@@ -230,6 +230,35 @@ class RouterModel:
         )
         """Classes decided by the document rule (see :attr:`RouterHeader.anchor_threshold`)."""
 
+    @property
+    def document_share(self) -> float:
+        """The share of in-scope classes the document rule decides."""
+        inside = [c for c in self.header.classes if c != OUT_OF_SCOPE]
+        return len(self.documents) / len(inside) if inside else 0.0
+
+    def estimated_wrong_rate(self, oos_share: float | None = None) -> float | None:
+        """The wrong-answer rate this router's tuning expects at ``oos_share`` of out-of-scope
+        traffic (default: the share it was tuned to), or ``None`` when it cannot say (a router
+        tuned without held-out verdicts, or by an older compiler)."""
+        metrics = self.header.metrics
+        share = metrics.get("policy_oos_share") if oos_share is None else oos_share
+        if share is None:
+            return None
+        return estimated_wrong_rate(metrics, share, document_share=self.document_share)
+
+    @property
+    def estimate_basis(self) -> str:
+        """What the risk estimate stands on, in words (shown beside it)."""
+        parts = []
+        if self.document_share < 1.0:
+            parts.append("curated entries: held-out phrasings and left-out entries")
+        if self.documents:
+            parts.append(
+                "document entries: section texts asked as questions and left-out headings "
+                "(harder than real questions: a conservative estimate)"
+            )
+        return "; ".join(parts)
+
     def nearest_documents(self, embedding: FloatArray) -> tuple[tuple[str, float], ...]:
         """Document classes by their nearest anchor's cosine to ``embedding``, best first (at
         most three; empty without anchors)."""

@@ -21,6 +21,7 @@ from schemas.errors import GateFailedError, InvalidInputError
 from schemas.evaluation import EvalReport, Outcome, evaluate, summarize
 from schemas.ladder import Composer, LoadedSnapshot, answer_question
 from schemas.manifest import GateResult, Snapshot
+from schemas.router import RouterModel
 from tasks._policies import stage_task
 from tasks._warm import logged_misses
 
@@ -90,6 +91,29 @@ def failing_cases(outcomes: Sequence[Outcome]) -> str:
     return "; failing:" + "".join(lines) if lines else ""
 
 
+def risk_estimate(router: RouterModel | None) -> GateResult:
+    """The wrong-answer rate the router was tuned to expect (reported; it does not block)."""
+    if router is None:
+        return GateResult(name="risk-estimate", passed=True, detail="no router in this snapshot")
+    estimate = router.estimated_wrong_rate()
+    metrics = router.header.metrics
+    if estimate is None:
+        return GateResult(
+            name="risk-estimate",
+            passed=True,
+            detail="cannot estimate: the router was tuned without held-out verdicts",
+        )
+    share = metrics.get("policy_oos_share", 0.0)
+    return GateResult(
+        name="risk-estimate",
+        passed=True,
+        value=estimate,
+        target=metrics.get("policy_wrong_target"),
+        detail=f"expected wrong-answer rate {estimate:.1%} with {share:.0%} of questions out "
+        f"of scope ({router.estimate_basis})",
+    )
+
+
 def run_gates(
     snapshot: Snapshot,
     entries: Sequence[Entry],
@@ -131,11 +155,11 @@ def run_gates(
             detail=(
                 f"{round(report.pass_rate * report.queries)}/{report.queries} right "
                 f"({len(cases)} labelled + {report.queries - len(cases)} canonical); "
-                f"wrong-answer rate {report.wrong_rate:.1%}{waiting}"
-                + failing_cases(outcomes)
+                f"wrong-answer rate {report.wrong_rate:.1%}{waiting}" + failing_cases(outcomes)
             ),
         )
     )
+    results.append(risk_estimate(loaded.router))
     if misses:
         answered = sum(
             answer_question(loaded, q, composer=composer).layer != "SAFE" for q in misses

@@ -573,7 +573,7 @@ def train_router(
         reused = None
         if previous.anchor_threshold is not None:
             reused = DocumentRule(previous.anchor_threshold, previous.anchor_margin, {})
-        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), reused)
+        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), reused, policy)
 
     weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
 
@@ -592,7 +592,7 @@ def train_router(
     if not any(c != OUT_OF_SCOPE for _, c in curated):
         model = fit_router(everything, vectors=vectors, embedder=embedder)
         rule = Thresholds(_GRID[-1], _GRID[-1], {})
-        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document)
+        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document, policy)
     held = [
         _curated_only(variant, docs)
         for variant in held_out_variants(everything, vectors, probe, len(weights))
@@ -600,11 +600,13 @@ def train_router(
     if not any(h.kind == "in" for h in held[0]):
         model = fit_router(everything, vectors=vectors, embedder=embedder)
         rule = Thresholds(model.header.threshold, model.header.threshold, {})
-        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document)
+        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document, policy)
     rules = [tune_rule(variant, policy) for variant in held]
     chosen = max(range(len(rules)), key=lambda i: _preference(rules[i], i))
     model = fit_router(everything, vectors=vectors, embedder=embedder, words_weight=weights[chosen])
-    return _with_rule(model, rules[chosen], _anchors(model, everything, vectors, docs), document)
+    return _with_rule(
+        model, rules[chosen], _anchors(model, everything, vectors, docs), document, policy
+    )
 
 
 def _curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[Held]:
@@ -682,15 +684,25 @@ def _with_rule(
     rule: Thresholds,
     anchors: Anchors = None,
     document: DocumentRule | None = None,
+    policy: RouterPolicy | None = None,
 ) -> RouterModel:
     """``model`` deciding by ``rule`` (its thresholds and the metrics they were tuned to) and,
-    for the classes of ``anchors``, by the ``document`` rule."""
+    for the classes of ``anchors``, by the ``document`` rule; the metrics also record the
+    ``policy`` they were tuned to (``policy_wrong_target``, ``policy_oos_share``)."""
     header = msgspec.structs.replace(
         model.header,
         threshold=rule.threshold,
         agreed_threshold=rule.agreed if model.embedding_weights is not None else None,
         min_similarity=rule.similarity if model.centroids is not None else None,
-        metrics={**rule.metrics, **(document.metrics if document else {})},
+        metrics={
+            **rule.metrics,
+            **(document.metrics if document else {}),
+            **(
+                {"policy_wrong_target": policy.wrong_target, "policy_oos_share": policy.oos_share}
+                if policy
+                else {}
+            ),
+        },
         anchor_threshold=document.threshold if document and anchors is not None else None,
         anchor_margin=document.margin if document and anchors is not None else 0.0,
     )
