@@ -12,13 +12,15 @@ rebuilds either from a model id.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import itertools
 import logging
 import math
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -324,6 +326,50 @@ def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
     )
 
 
+class MemoEmbedder:
+    """An embedder that remembers the vectors of the last ``size`` texts it embedded (the same
+    vectors: an encoder is deterministic), so that compiles in one process (a test session, a
+    worker) embed the phrasings they share once."""
+
+    def __init__(self, inner: Embedder, *, size: int = 20_000) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dim = inner.dim
+        self.size = size
+        self._memo: OrderedDict[str, Matrix] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        """Embed ``texts`` (see :class:`Embedder`), the new ones in one call."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+            for text in texts:
+                if text in self._memo:
+                    self._memo.move_to_end(text)
+        if missing:
+            fresh = self.inner.embed(missing)
+            with self._lock:
+                for text, row in zip(missing, fresh, strict=True):
+                    self._memo[text] = row
+                while len(self._memo) > self.size:
+                    self._memo.popitem(last=False)
+        result = np.zeros((len(texts), self.dim), dtype=np.float32)
+        with self._lock:
+            for i, text in enumerate(texts):
+                row = self._memo.get(text)
+                if row is None:  # evicted by a concurrent call: embed it alone
+                    row = self.inner.embed([text])[0]
+                result[i] = row
+        return result
+
+
+@functools.cache
+def _shared_mpnet() -> Embedder:
+    """One MPNet session per process for compiling (it loads in seconds; see
+    :class:`MemoEmbedder`)."""
+    return MemoEmbedder(MPNetEmbedder())
+
+
 def router_embedder(embedder: Embedder) -> Embedder:
     """The encoder the L2 router reads, given the compile's sentence embedder: all-mpnet-base-v2
     when its parts are installed (converted once, see :func:`providers.mpnet.prepare_mpnet`),
@@ -331,7 +377,7 @@ def router_embedder(embedder: Embedder) -> Embedder:
     else ``embedder``."""
     if isinstance(embedder, MiniLMEmbedder) and not embedder.layers:
         try:
-            return MPNetEmbedder()
+            return _shared_mpnet()
         except PermanentError as exc:
             logger.warning("all-mpnet-base-v2 unavailable (%s); the router reads MiniLM", exc)
         return MiniLMEmbedder(

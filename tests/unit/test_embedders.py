@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -213,12 +214,48 @@ def test_embedder_for_rebuilds_a_layered_encoder_from_its_model_id(
     np.testing.assert_array_equal(again.embed(TEXTS[:3]), layered.embed(TEXTS[:3]))
 
 
-def test_router_embedder_reads_layers_of_minilm_and_keeps_hashing(minilm: MiniLMEmbedder) -> None:
+def test_router_embedder_reads_mpnet_once_per_process_and_keeps_hashing(
+    minilm: MiniLMEmbedder,
+) -> None:
+    router = embedders.router_embedder(minilm)
+    assert router.model_id.startswith("sentence-transformers/all-mpnet-base-v2")
+    assert router.dim == 768
+    assert embedders.router_embedder(minilm) is router  # one session per process
+    hashing = HashingEmbedder()
+    assert embedders.router_embedder(hashing) is hashing
+
+
+def test_router_embedder_falls_back_to_minilm_layers_without_mpnet(
+    minilm: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing() -> embedders.Embedder:
+        raise PermanentError("no MPNet here", hint="install it")
+
+    monkeypatch.setattr(embedders, "_shared_mpnet", missing)
     router = embedders.router_embedder(minilm)
     assert isinstance(router, MiniLMEmbedder)
     assert router.layers == embedders.ROUTER_LAYERS
-    hashing = HashingEmbedder()
-    assert embedders.router_embedder(hashing) is hashing
+
+
+def test_memo_embedder_gives_the_inner_vectors_and_embeds_each_text_once() -> None:
+    calls: list[list[str]] = []
+
+    class Counting:
+        model_id = "counting"
+        dim = HashingEmbedder().dim
+
+        def embed(self, texts: Sequence[str]) -> np.ndarray:
+            calls.append(list(texts))
+            return HashingEmbedder().embed(texts)
+
+    memo = embedders.MemoEmbedder(Counting(), size=3)
+    first = memo.embed(["a b", "c d", "a b"])
+    np.testing.assert_array_equal(first, HashingEmbedder().embed(["a b", "c d", "a b"]))
+    memo.embed(["c d", "e f"])
+    assert calls == [["a b", "c d"], ["e f"]]
+    memo.embed(["g h"])  # the fourth text evicts the oldest, "a b"
+    memo.embed(["a b"])
+    assert calls[-2:] == [["g h"], ["a b"]]
 
 
 @pytest.mark.parametrize("layers", [(0,), (7,), (2, 9)])
