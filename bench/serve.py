@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/serve.py [--requests N] [--concurrency C] [--rounds R] [--store URL]
                                     [--build-dir DIR] [--loadgen auto|wrk|python] [--install-wrk]
+                                    [--encoder-batch N] [--encoder-window-ms MS] [--cold-only]
 
 1. Compiles ``examples/`` into a temporary store (``--build-dir`` reuses a build cache), unless
    ``--store URL`` names a published one.
@@ -16,9 +17,15 @@
    (latency without queueing), and the floor and L1 again
    on a second server with the audit log switched the other way.
 4. A repeated L2/L3 question is routed once per version (the route memo), so the runs above
-   measure the memo; L2 and L3 are measured again, at each concurrency, on a
-   third server started with ``RAGC_ROUTE_CACHE=0``, where every request runs the sentence
-   encoder and the router ("cold").
+   measure the memo; L2 and L3 are measured again, at each concurrency, on servers started
+   with ``RAGC_ROUTE_CACHE=0``, where every request runs the sentence encoder and the router
+   ("cold"), each cycling through up to 16 distinct questions that land on its layer: one
+   server batching the encoder across concurrent requests ("after": ``--encoder-batch`` 32,
+   ``--encoder-window-ms`` 1) and one with batching off ("before": ``RAGC_ENCODER_BATCH=1``,
+   the encoder inline; ``--no-compare-batching`` skips it). Both run at once and their runs
+   are interleaved, so load from elsewhere hits both; a table gives after / before ratios and
+   the mean encoder batch (from the server's ``ragc_encoder_batch_size`` metric).
+   ``--cold-only`` measures only these.
 
 The load generator is ``wrk`` with a Lua script (it stops each thread after its share of the
 requests) when it is on the PATH — ``--install-wrk`` installs it with apt if it is missing —
@@ -48,7 +55,7 @@ import sys
 import tempfile
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -86,6 +93,7 @@ L3_QUESTIONS = (
 TARGET_L1_SHARE = 0.50
 TARGET_L1_P99_MS = 2.0
 TARGET_L2_P99_MS = 10.0
+TARGET_BATCH_SPEEDUP = 2.0
 
 console = Console(soft_wrap=True)
 
@@ -97,6 +105,8 @@ class Target:
     name: str
     path: str
     question: str | None = None
+    rotation: tuple[str, ...] = ()
+    """More questions: the requests cycle through ``question`` and these."""
 
     @property
     def body(self) -> bytes | None:
@@ -104,9 +114,16 @@ class Target:
             return None
         return json.dumps({"question": self.question}).encode()
 
-    def raw_request(self, port: int) -> bytes:
+    @property
+    def bodies(self) -> list[bytes]:
+        """Every body the requests cycle through (none for a GET)."""
+        if self.question is None:
+            return []
+        return [json.dumps({"question": q}).encode() for q in (self.question, *self.rotation)]
+
+    def raw_request(self, port: int, body: bytes | None = None) -> bytes:
         """The whole HTTP/1.1 request, encoded once and sent as is."""
-        body = self.body
+        body = self.body if body is None else body
         if body is None:
             return f"GET {self.path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
         head = (
@@ -114,6 +131,10 @@ class Target:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         return head.encode() + body
+
+    def raw_requests(self, port: int) -> list[bytes]:
+        """One encoded request per body (just the one for a GET)."""
+        return [self.raw_request(port, body) for body in self.bodies] or [self.raw_request(port)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +172,7 @@ local quota = {quota}
 local count = 0
 wrk.method = "{method}"
 {body}
+{rotation}
 function response(status, headers, body)
   count = count + 1
   if count == quota then
@@ -164,6 +186,22 @@ function done(summary, latency, requests)
   io.write(string.format("RESULT %d %d %d %d %d %d\\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), e.status,
     e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+_LUA_ROTATION = """
+local bodies = {{{bodies}}}
+local requests = {{}}
+local sent = 0
+function init(args)
+  for i, b in ipairs(bodies) do
+    requests[i] = wrk.format(nil, nil, nil, b)
+  end
+end
+function request()
+  sent = sent % #requests + 1
+  return requests[sent]
 end
 """
 
@@ -190,8 +228,17 @@ class WrkLoad:
             if body is not None
             else ""
         )
+        bodies = target.bodies
+        rotation = (
+            _LUA_ROTATION.format(bodies=", ".join(_lua_string(b) for b in bodies))
+            if len(bodies) > 1
+            else ""
+        )
         script.write_text(
-            _LUA.format(quota=count, method="POST" if body else "GET", body=setup), "utf-8"
+            _LUA.format(
+                quota=count, method="POST" if body else "GET", body=setup, rotation=rotation
+            ),
+            "utf-8",
         )
         command = [
             self.binary,
@@ -249,9 +296,15 @@ def _content_length(head: bytes) -> int:
 
 
 async def _drive(
-    port: int, request: bytes, count: int, connections: int, max_seconds: float, start: Barrier
+    port: int,
+    requests: list[bytes],
+    count: int,
+    connections: int,
+    max_seconds: float,
+    start: Barrier,
 ) -> tuple[int, int, bytes, int]:
-    """Send ``count`` requests over ``connections`` keep-alive connections, one in flight each."""
+    """Send ``count`` requests over ``connections`` keep-alive connections, one in flight each
+    (cycling through ``requests``)."""
     streams = [await asyncio.open_connection(HOST, port) for _ in range(connections)]
     start.wait(timeout=60)
     remaining = count
@@ -265,6 +318,7 @@ async def _drive(
         clock = time.perf_counter_ns
         while remaining > 0 and clock() < deadline:
             remaining -= 1
+            request = requests[remaining % len(requests)]
             sent = clock()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -285,7 +339,7 @@ async def _drive(
 
 def _worker(
     port: int,
-    request: bytes,
+    requests: list[bytes],
     count: int,
     connections: int,
     max_seconds: float,
@@ -296,7 +350,7 @@ def _worker(
         import uvloop  # noqa: PLC0415 - in the load process only
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            results.put(runner.run(_drive(port, request, count, connections, max_seconds, start)))
+            results.put(runner.run(_drive(port, requests, count, connections, max_seconds, start)))
     except Exception as exc:  # noqa: BLE001 - the parent reports it and fails the run
         start.abort()
         results.put(f"{type(exc).__name__}: {exc}")
@@ -315,7 +369,7 @@ class PythonLoad:
         context = mp.get_context("fork")
         start = context.Barrier(procs)
         results = context.Queue()
-        request = target.raw_request(self.port)
+        requests = target.raw_requests(self.port)
         workers = []
         for index in range(procs):
             connections = concurrency // procs + (index < concurrency % procs)
@@ -323,7 +377,7 @@ class PythonLoad:
             workers.append(
                 context.Process(
                     target=_worker,
-                    args=(self.port, request, share, connections, max_seconds, start, results),
+                    args=(self.port, requests, share, connections, max_seconds, start, results),
                     daemon=True,
                 )
             )
@@ -418,11 +472,20 @@ class Server:
     """granian serving the bench app in its own process group."""
 
     def __init__(
-        self, store_url: str, *, audit: bool, log_path: Path, route_cache: int | None = None
+        self,
+        store_url: str,
+        *,
+        audit: bool,
+        log_path: Path,
+        route_cache: int | None = None,
+        encoder_batch: int | None = None,
+        encoder_window_ms: float | None = None,
     ) -> None:
         self.store_url = store_url
         self.audit = audit
         self.route_cache = route_cache
+        self.encoder_batch = encoder_batch
+        self.encoder_window_ms = encoder_window_ms
         self.log_path = log_path
         self.port = _free_port()
         self.base = f"http://{HOST}:{self.port}"
@@ -439,9 +502,14 @@ class Server:
             ),
         }
         env.pop("RAGC_L3_BUDGET", None)
-        env.pop("RAGC_ROUTE_CACHE", None)
-        if self.route_cache is not None:
-            env["RAGC_ROUTE_CACHE"] = str(self.route_cache)
+        for name, value in (
+            ("RAGC_ROUTE_CACHE", self.route_cache),
+            ("RAGC_ENCODER_BATCH", self.encoder_batch),
+            ("RAGC_ENCODER_WINDOW_MS", self.encoder_window_ms),
+        ):
+            env.pop(name, None)
+            if value is not None:
+                env[name] = str(value)
         command = [
             sys.executable,
             "-m",
@@ -559,25 +627,42 @@ def _measure(
 ) -> dict[str, Result]:
     """Each target warmed, then measured ``rounds`` times, interleaved with the others (so a
     burst of other work on the machine hits all of them); the median round by req/s counts."""
-    runs: dict[str, list[Result]] = {t.name: [] for t in targets}
-    for target in targets:
-        load.run(target, min(count, max(50, count // 10)), concurrency, max_seconds)
-    for index in range(rounds):
+    return _measure_servers({"": load}, targets, count, concurrency, max_seconds, rounds)[""]
+
+
+def _measure_servers(
+    loads: Mapping[str, LoadGenerator],
+    targets: Sequence[Target],
+    count: int,
+    concurrency: int,
+    max_seconds: float,
+    rounds: int = 1,
+) -> dict[str, dict[str, Result]]:
+    """:func:`_measure` on several servers (by tag), their rounds interleaved too."""
+    runs: dict[tuple[str, str], list[Result]] = {
+        (tag, t.name): [] for tag in loads for t in targets
+    }
+    for load in loads.values():
         for target in targets:
-            result = load.run(target, count, concurrency, max_seconds)
-            runs[target.name].append(result)
-            console.print(
-                f"  {target.name:<6} c={concurrency:<3} round {index + 1}/{rounds} "
-                f"{result.requests:>6} req {result.rps:>9,.0f} req/s  "
-                f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
-                + (f"  [red]{result.errors} errors[/]" if result.errors else ""),
-                highlight=False,
-            )
-    chosen: dict[str, Result] = {}
-    for name, results in runs.items():
+            load.run(target, min(count, max(50, count // 10)), concurrency, max_seconds)
+    for index in range(rounds):
+        for tag, load in loads.items():
+            for target in targets:
+                result = load.run(target, count, concurrency, max_seconds)
+                runs[tag, target.name].append(result)
+                console.print(
+                    f"  {tag + ' ' if tag else ''}{target.name:<6} c={concurrency:<3} "
+                    f"round {index + 1}/{rounds} "
+                    f"{result.requests:>6} req {result.rps:>9,.0f} req/s  "
+                    f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+                    + (f"  [red]{result.errors} errors[/]" if result.errors else ""),
+                    highlight=False,
+                )
+    chosen: dict[str, dict[str, Result]] = {tag: {} for tag in loads}
+    for (tag, name), results in runs.items():
         ordered = sorted(results, key=lambda r: r.rps)
         median = ordered[len(ordered) // 2]
-        chosen[name] = dataclasses.replace(
+        chosen[tag][name] = dataclasses.replace(
             median, rounds=len(ordered), rps_low=ordered[0].rps, rps_high=ordered[-1].rps
         )
     return chosen
@@ -675,6 +760,190 @@ def _load_average() -> str:
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
+ROTATION = 16
+"""Distinct questions a cold target cycles through at most."""
+COLD_LEVELS = ("saturated", "moderate load", "concurrency 1")
+
+
+def _example_queries() -> tuple[str, ...]:
+    """The labelled questions of ``examples/queries.jsonl`` (candidates for the cold runs)."""
+    path = ROOT / "examples" / "queries.jsonl"
+    if not path.is_file():
+        return ()
+    lines = path.read_text("utf-8").splitlines()
+    return tuple(str(json.loads(line)["query"]) for line in lines if line.strip())
+
+
+def _rotating(base: str, target: Target, candidates: Sequence[str]) -> Target:
+    """``target`` cycling through up to :data:`ROTATION` candidates that land on its layer:
+    distinct texts of various lengths, so an encoder batch is padded as real traffic pads it."""
+    found: list[str] = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for question in dict.fromkeys(candidates):
+            if len(found) + 1 >= ROTATION:
+                break
+            if question == target.question:
+                continue
+            response = client.post(ANSWER_PATH, json={"question": question})
+            response.raise_for_status()
+            if response.json()["layer"] == target.name:
+                found.append(question)
+    console.print(
+        f"  {target.name} cold runs cycle through {len(found) + 1} questions on {target.name}",
+        highlight=False,
+    )
+    return dataclasses.replace(target, rotation=tuple(found))
+
+
+def _batch_sizes(base: str) -> tuple[float, float]:
+    """Sum and count of the server's ``ragc_encoder_batch_size`` histogram."""
+    text = httpx.get(f"{base}/metrics", timeout=30).text
+    found = {"sum": 0.0, "count": 0.0}
+    for line in text.splitlines():
+        for part in found:
+            if line.startswith(f"ragc_encoder_batch_size_{part} "):
+                found[part] = float(line.split()[-1])
+    return found["sum"], found["count"]
+
+
+def _measure_cold(
+    args: argparse.Namespace,
+    store_url: str,
+    work: Path,
+    targets: Sequence[Target],
+    generator: Callable[[int], LoadGenerator],
+) -> tuple[dict[str, Result], dict[str, Result], dict[str, float]]:
+    """The cold targets (route memo off: every request runs the encoder) at each concurrency,
+    on a server with encoder batching on ("after") and, with ``--compare-batching``, one with
+    it off (``RAGC_ENCODER_BATCH=1``, "before"), both running, their rounds interleaved.
+
+    Returns the after and before results by ``"{name} cold {level}"`` and the after server's
+    mean encoder batch at each level."""
+    after = Server(
+        store_url,
+        audit=args.audit,
+        log_path=work / "granian-after.log",
+        route_cache=0,
+        encoder_batch=args.encoder_batch,
+        encoder_window_ms=args.encoder_window_ms,
+    )
+    servers = {"after": after}
+    if args.compare_batching:
+        servers["before"] = Server(
+            store_url,
+            audit=args.audit,
+            log_path=work / "granian-before.log",
+            route_cache=0,
+            encoder_batch=1,
+        )
+    levels = [("saturated", args.concurrency, args.slow_requests)]
+    if args.moderate:
+        levels.append(("moderate load", args.moderate, args.slow_requests))
+    levels.append(("concurrency 1", 1, args.latency_requests or args.slow_requests))
+    runs: dict[str, dict[str, Result]] = {tag: {} for tag in servers}
+    mean_batch: dict[str, float] = {}
+    with contextlib.ExitStack() as stack:
+        for server in servers.values():
+            stack.enter_context(server.running())
+        console.print(
+            "L2 and L3 again with the route memo off (RAGC_ROUTE_CACHE=0), encoder batching "
+            f"on (after: RAGC_ENCODER_BATCH={args.encoder_batch}, "
+            f"RAGC_ENCODER_WINDOW_MS={args.encoder_window_ms:g})"
+            + (" and off (before: RAGC_ENCODER_BATCH=1)" if args.compare_batching else "")
+            + f"; {_load_average()}:"
+        )
+        order = [tag for tag in ("before", "after") if tag in servers]
+        loads: dict[str, LoadGenerator] = {tag: generator(servers[tag].port) for tag in order}
+        for label, concurrency, count in levels:
+            texts, calls = _batch_sizes(after.base)
+            measured = _measure_servers(
+                loads, targets, count, concurrency, args.max_seconds, args.cold_rounds
+            )
+            more_texts, more_calls = _batch_sizes(after.base)
+            if more_calls > calls:
+                mean_batch[label] = (more_texts - texts) / (more_calls - calls)
+            for tag, results in measured.items():
+                for name, result in results.items():
+                    runs[tag][f"{name} cold {label}"] = dataclasses.replace(
+                        result, name=f"{name} cold, c={concurrency}"
+                    )
+    return runs["after"], runs.get("before", {}), mean_batch
+
+
+def _batching_table(
+    args: argparse.Namespace,
+    before: dict[str, Result],
+    after: dict[str, Result],
+    mean_batch: dict[str, float],
+) -> Table:
+    table = Table(
+        title="Encoder batching, route memo off: before = RAGC_ENCODER_BATCH=1 (inline), "
+        f"after = {args.encoder_batch} with a {args.encoder_window_ms:g} ms window"
+    )
+    columns = (
+        "endpoint",
+        "req/s before",
+        "req/s after",
+        "after / before",
+        "p50 ms before",
+        "p50 ms after",
+        "p99 ms before",
+        "p99 ms after",
+        "p99 after / before",
+        "mean batch",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "endpoint" else "right")
+    for key, new in after.items():
+        old = before.get(key)
+        if old is None:
+            continue
+        level = next((label for label in COLD_LEVELS if key.endswith(label)), "")
+        batch = mean_batch.get(level)
+        table.add_row(
+            new.name,
+            f"{old.rps:,.0f}",
+            f"{new.rps:,.0f}",
+            f"{new.rps / old.rps:.2f}x" if old.rps else "-",
+            f"{old.p50_ms:.2f}",
+            f"{new.p50_ms:.2f}",
+            f"{old.p99_ms:.2f}",
+            f"{new.p99_ms:.2f}",
+            f"{new.p99_ms / old.p99_ms:.2f}x" if old.p99_ms else "-",
+            f"{batch:.1f}" if batch is not None else "-",
+        )
+    return table
+
+
+def _batching_targets(
+    args: argparse.Namespace, before: dict[str, Result], after: dict[str, Result]
+) -> Table:
+    table = Table(title="Targets of encoder batching (issue 13 part 4)")
+    for column in ("target", "measured", "result"):
+        table.add_column(column)
+
+    def verdict(ok: bool) -> str:
+        return "[green]met[/]" if ok else "[red]missed[/]"
+
+    old, new = before.get("L2 cold saturated"), after.get("L2 cold saturated")
+    if old and new and old.rps:
+        ratio = new.rps / old.rps
+        table.add_row(
+            f"cold L2 req/s at c={new.concurrency} >= {TARGET_BATCH_SPEEDUP:g}x batching off",
+            f"{ratio:.2f}x ({new.rps:,.0f} / {old.rps:,.0f} req/s)",
+            verdict(ratio >= TARGET_BATCH_SPEEDUP),
+        )
+    old, new = before.get("L2 cold concurrency 1"), after.get("L2 cold concurrency 1")
+    if old and new:
+        limit = old.p99_ms + args.encoder_window_ms
+        table.add_row(
+            f"cold L2 p99 at c=1 <= batching off + the {args.encoder_window_ms:g} ms window",
+            f"{new.p99_ms:.2f} ms (limit {limit:.2f} ms)",
+            verdict(new.p99_ms <= limit),
+        )
+    return table
+
+
 def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ragc-serve-bench-") as tmp:
         work = Path(tmp)
@@ -698,6 +967,9 @@ def run(args: argparse.Namespace) -> None:
         moderate: dict[str, Result] = {}
         flipped_runs: dict[str, Result] = {}
         cold: dict[str, Result] = {}
+        cold_before: dict[str, Result] = {}
+        cold_targets: list[Target] = []
+        mean_batch: dict[str, float] = {}
         server = Server(store_url, audit=args.audit, log_path=work / "granian.log")
         with server.running():
             load = generator(server.port)
@@ -723,23 +995,32 @@ def run(args: argparse.Namespace) -> None:
             targets.insert(1, Target("POST floor", CONSTANT_PATH, l1_question))
             fast = [t for t in targets if t.name in ("floor", "POST floor", "L1")]
             slow = [t for t in targets if t.name not in ("floor", "POST floor", "L1")]
-            console.print(f"measuring at concurrency {args.concurrency}:")
-            loaded.update(
-                _measure(load, fast, args.requests, args.concurrency, args.max_seconds, args.rounds)
-            )
-            loaded.update(
-                _measure(load, slow, args.slow_requests, args.concurrency, args.max_seconds)
-            )
-            if args.moderate:
-                console.print(f"measuring at concurrency {args.moderate}:")
-                moderate.update(
-                    _measure(load, targets, args.slow_requests, args.moderate, args.max_seconds)
+            if args.compare_memo and slow:
+                examples = _example_queries()
+                cold_targets = [
+                    _rotating(server.base, t, (*L2_QUESTIONS, *L3_QUESTIONS, *examples))
+                    for t in slow
+                ]
+            if not args.cold_only:
+                console.print(f"measuring at concurrency {args.concurrency}:")
+                loaded.update(
+                    _measure(
+                        load, fast, args.requests, args.concurrency, args.max_seconds, args.rounds
+                    )
                 )
-            if args.latency_requests:
-                console.print("measuring at concurrency 1:")
-                idle.update(_measure(load, targets, args.latency_requests, 1, args.max_seconds))
+                loaded.update(
+                    _measure(load, slow, args.slow_requests, args.concurrency, args.max_seconds)
+                )
+                if args.moderate:
+                    console.print(f"measuring at concurrency {args.moderate}:")
+                    moderate.update(
+                        _measure(load, targets, args.slow_requests, args.moderate, args.max_seconds)
+                    )
+                if args.latency_requests:
+                    console.print("measuring at concurrency 1:")
+                    idle.update(_measure(load, targets, args.latency_requests, 1, args.max_seconds))
         load_name = load.name
-        if args.compare_audit:
+        if args.compare_audit and not args.cold_only:
             other = Server(store_url, audit=not args.audit, log_path=work / "granian-2.log")
             with other.running():
                 console.print(f"floor and L1 again, audit {'off' if args.audit else 'on'}:")
@@ -747,24 +1028,10 @@ def run(args: argparse.Namespace) -> None:
                 flipped_runs = _measure(
                     load, fast, args.requests, args.concurrency, args.max_seconds, args.rounds
                 )
-        if args.compare_memo and slow:
-            memoless = Server(
-                store_url, audit=args.audit, log_path=work / "granian-3.log", route_cache=0
+        if cold_targets:
+            cold, cold_before, mean_batch = _measure_cold(
+                args, store_url, work, cold_targets, generator
             )
-            with memoless.running():
-                console.print("L2 and L3 again with the route memo off (RAGC_ROUTE_CACHE=0):")
-                load = generator(memoless.port)
-                levels = [("saturated", args.concurrency, args.slow_requests)]
-                if args.moderate:
-                    levels.append(("moderate load", args.moderate, args.slow_requests))
-                levels.append(("concurrency 1", 1, args.latency_requests or args.slow_requests))
-                for label, concurrency, count in levels:
-                    for name, result in _measure(
-                        load, slow, count, concurrency, args.max_seconds
-                    ).items():
-                        cold[f"{name} cold {label}"] = dataclasses.replace(
-                            result, name=f"{name} cold, c={concurrency}"
-                        )
 
     audit_label = "on" if args.audit else "off"
     for title, runs in (
@@ -780,14 +1047,20 @@ def run(args: argparse.Namespace) -> None:
     if flipped_runs:
         console.print(_audit_table(args.audit, loaded, flipped_runs))
     if cold:
+        window = f"{args.encoder_window_ms:g} ms window"
         console.print(
             _results_table(
-                "Route memo off: every request runs the encoder and the router",
+                "Route memo off: every request runs the encoder and the router "
+                f"(RAGC_ENCODER_BATCH={args.encoder_batch}, {window})",
                 list(cold.values()),
                 None,
             )
         )
+    if cold_before:
+        console.print(_batching_table(args, cold_before, cold, mean_batch))
     console.print(_targets_table(loaded, idle, cold, moderate))
+    if cold_before:
+        console.print(_batching_targets(args, cold_before, cold))
     console.print(f"load generator: {load_name}; server: granian, 1 worker, uvloop, HTTP/1.1")
     console.print(f"after measuring: {_load_average()} (other work on the machine skews the run)")
 
@@ -836,16 +1109,46 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=True,
         help="measure L2 and L3 again on a server with the route memo off",
     )
+    parser.add_argument(
+        "--compare-batching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="in the memo-off runs, also measure a server with encoder batching off",
+    )
+    parser.add_argument(
+        "--encoder-batch", type=int, default=32, help="RAGC_ENCODER_BATCH of the batching server"
+    )
+    parser.add_argument(
+        "--encoder-window-ms",
+        type=float,
+        default=1.0,
+        help="RAGC_ENCODER_WINDOW_MS of the batching server",
+    )
+    parser.add_argument(
+        "--cold-rounds",
+        type=int,
+        default=1,
+        help="interleaved memo-off rounds per concurrency (median counts)",
+    )
+    parser.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="only the memo-off runs (the first server just picks the questions)",
+    )
     parser.add_argument("--l1-question", default="")
     parser.add_argument("--l2-question", default="")
     parser.add_argument("--l3-question", default="")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)  # so the server is stopped on a kill, too
     if (
-        min(args.requests, args.slow_requests, args.concurrency, args.rounds) < 1
+        min(args.requests, args.slow_requests, args.concurrency, args.rounds, args.cold_rounds) < 1
+        or args.encoder_batch < 1
         or args.latency_requests < 0
     ):
-        parser.error("--requests, --slow-requests, --concurrency and --rounds must be >= 1")
+        parser.error(
+            "--requests, --slow-requests, --concurrency, --rounds, --cold-rounds and "
+            "--encoder-batch must be >= 1"
+        )
     run(args)
 
 

@@ -9,19 +9,22 @@ with its row. A request on the event loop awaits :meth:`EncoderBatcher.embed`, s
 on reading other requests meanwhile; a worker thread can block on :meth:`EncoderBatcher.submit`.
 
 The batch does not change the vectors: :class:`~providers.embedders.MiniLMEmbedder` pads each
-batch with an attention mask and pools over each text's own tokens, and its int8 graph
-quantises activations per row (``tests/e2e/test_batching.py`` checks a batched vector routes
-exactly like a single one). An error of the encoder fails the futures of that batch only: the
-thread goes on with the next one. :meth:`EncoderBatcher.close` fails whatever is still queued
-with :class:`EncoderClosedError` and joins the thread.
+batch with an attention mask and pools over each text's own tokens, and its int8 model
+quantises only its weights, so no activation scale depends on the batch
+(``tests/e2e/test_route_memo.py`` checks that a batched vector routes exactly like a single
+one). An error of the encoder fails the futures of that batch only: the thread goes on with
+the next one. :meth:`EncoderBatcher.close` fails whatever is still queued with
+:class:`EncoderClosedError` and joins the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Final
 
@@ -32,6 +35,8 @@ from providers.embedders import Embedder
 from schemas.errors import RetryableError
 
 __all__ = ["EncoderBatcher", "EncoderClosedError"]
+
+logger = logging.getLogger(__name__)
 
 Vector = npt.NDArray[np.float32]
 
@@ -63,13 +68,20 @@ class EncoderBatcher:
     """Batches concurrent ``embed`` calls of one embedder on its own thread (started lazily)."""
 
     def __init__(
-        self, embedder: Embedder, *, max_batch: int = MAX_BATCH, window: float = WINDOW_S
+        self,
+        embedder: Embedder,
+        *,
+        max_batch: int = MAX_BATCH,
+        window: float = WINDOW_S,
+        observe: Callable[[int], None] | None = None,
     ) -> None:
+        """``observe`` is told the size of each batch embedded (on the encoder thread)."""
         if max_batch < 1 or window < 0:
             raise ValueError(f"max_batch={max_batch} must be >= 1 and window={window} >= 0")
         self.embedder = embedder
         self.max_batch = max_batch
         self.window = window
+        self.observe = observe
         self.calls = 0
         """``embed`` calls made so far."""
         self.texts = 0
@@ -152,3 +164,8 @@ class EncoderBatcher:
             self.texts += len(jobs)
             for job, vector in zip(jobs, vectors, strict=True):
                 job.future.set_result(vector)
+            if self.observe is not None:
+                try:
+                    self.observe(len(jobs))
+                except Exception:  # a metric must not stop the encoder
+                    logger.exception("observing an encoder batch failed")

@@ -7,10 +7,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 __all__ = ["Metrics"]
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class Metrics:
-    """Requests and latency per layer, misses, and the active version."""
+    """Requests and latency per layer, misses, the active version, encoder batch sizes."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -33,6 +34,12 @@ class Metrics:
             ["version"],
             registry=self.registry,
         )
+        self.encoder_batch = Histogram(
+            "ragc_encoder_batch_size",
+            "Questions per call of the sentence encoder's batcher.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self._active: str | None = None
         layers = ("L1", "L2", "L3", "SAFE")
         self._answers = {layer: self.answers.labels(layer) for layer in layers}
@@ -43,6 +50,9 @@ class Metrics:
         self._latency[layer].observe(seconds)
         if layer == "SAFE":
             self.misses.inc()
+
+    def observe_batch(self, size: int) -> None:
+        self.encoder_batch.observe(size)
 
     def set_active(self, version: str | None) -> None:
         if version == self._active:

@@ -125,6 +125,7 @@ class AnswerService:
                     embedder,
                     max_batch=self.settings.encoder_batch,
                     window=self.settings.encoder_window_ms / 1000,
+                    observe=self.metrics.observe_batch,
                 ),
             )
 

@@ -410,3 +410,5 @@ async def test_concurrent_cold_questions_share_encoder_calls_and_get_the_same_an
     assert service.batcher_for(ready) is None  # closed with the service
     assert ready.embedder is not None
     assert service.batchers[ready.embedder.model_id].calls == 1
+    metrics = service.metrics.render().decode()
+    assert f"ragc_encoder_batch_size_sum {float(len(encoded))}" in metrics

@@ -207,3 +207,25 @@ def test_bad_settings_are_refused(embedder: GatedEmbedder) -> None:
         EncoderBatcher(embedder, max_batch=0)
     with pytest.raises(ValueError, match="window=-1"):
         EncoderBatcher(embedder, window=-1)
+
+
+def test_each_batch_size_is_observed_and_a_failing_observer_stops_nothing(
+    embedder: GatedEmbedder,
+) -> None:
+    sizes: list[int] = []
+
+    def observe(size: int) -> None:
+        sizes.append(size)
+        raise RuntimeError("metrics are down")
+
+    batcher = EncoderBatcher(embedder, window=0.0, observe=observe)
+    try:
+        _hold_first(batcher, embedder)
+        futures = [batcher.submit(q) for q in QUESTIONS[:3]]
+        embedder.gate.set()
+        for future in futures:
+            future.result(timeout=WAIT)
+        assert batcher.submit("still embedding").result(timeout=WAIT).shape == (64,)
+    finally:
+        batcher.close()
+    assert sizes == [1, 3, 1]
