@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.errors import InvalidInputError
@@ -98,6 +98,7 @@ print(json.dumps([
 """
 
 
+@settings(deadline=None)  # each example starts a process: no wall-clock deadline
 @given(st.lists(st.tuples(versions, languages, tenants, st.text()), min_size=1, max_size=20))
 def test_keys_are_identical_in_another_process(
     cases: list[tuple[str, str, str | None, str]],
