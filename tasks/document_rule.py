@@ -10,9 +10,8 @@ question's vector must be within :attr:`DocumentRule.threshold` of the entry's n
 Both are tuned on stand-ins that are harder than real questions, so the rule and its risk
 estimate err on the safe side:
 
-* **positives**: each heading with a third of its content words dropped, three ways
-  (:func:`dropped_variants`: a user's question shares some of the heading's words, seldom all),
-  must come nearest to its entry;
+* **positives**: each section's own text, asked as if it were the question (an answer shares
+  less wording with its heading than a user's rephrasing does), must come nearest to its entry;
 * **negatives**: each entry's heading asked of the *other* entries (the entry left out: a
   question about a section the knowledge does not hold, in the knowledge's own style), and the
   known out-of-scope questions.
@@ -32,88 +31,7 @@ import numpy.typing as npt
 
 from schemas.router import expected_wrong_rate
 
-__all__ = [
-    "ANCHOR_GRID",
-    "MARGIN_GRID",
-    "DocumentRule",
-    "dropped_variants",
-    "nearest_two",
-    "tune_document_rule",
-]
-
-_FUNCTION_WORDS = frozenset(
-    {
-        "a",
-        "an",
-        "the",
-        "of",
-        "to",
-        "in",
-        "on",
-        "for",
-        "and",
-        "or",
-        "is",
-        "are",
-        "was",
-        "be",
-        "do",
-        "does",
-        "did",
-        "i",
-        "my",
-        "me",
-        "we",
-        "our",
-        "you",
-        "your",
-        "it",
-        "its",
-        "can",
-        "could",
-        "how",
-        "what",
-        "when",
-        "where",
-        "why",
-        "which",
-        "who",
-        "whom",
-        "with",
-        "at",
-        "by",
-        "from",
-        "as",
-        "if",
-        "this",
-        "that",
-        "these",
-        "there",
-        "than",
-        "then",
-        "so",
-        "not",
-        "no",
-    }
-)
-VARIANTS = 3
-"""Positive stand-ins per heading (each drops a different third of its content words)."""
-
-
-def dropped_variants(heading: str) -> tuple[str, ...]:
-    """The heading with every third content word dropped, from each of three offsets (function
-    words stay, so each variant still reads as a question; duplicates and the heading itself
-    are left out)."""
-    words = heading.strip().rstrip("?").split()
-    content = [i for i, w in enumerate(words) if w.lower().strip(",.;:!") not in _FUNCTION_WORDS]
-    found: list[str] = []
-    for offset in range(VARIANTS):
-        dropped = {i for k, i in enumerate(content) if k % VARIANTS == offset}
-        kept = " ".join(w for i, w in enumerate(words) if i not in dropped)
-        if kept and kept != " ".join(words) and kept not in found:
-            found.append(kept)
-    return tuple(found)
-
+__all__ = ["ANCHOR_GRID", "MARGIN_GRID", "DocumentRule", "nearest_two", "tune_document_rule"]
 
 Matrix = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
@@ -166,43 +84,33 @@ def tune_document_rule(
     labels: Labels,
     classes: int,
     *,
-    headings: Sequence[tuple[int, Matrix]],
-    positives: Sequence[tuple[int, Matrix]],
+    documents: Sequence[tuple[int, Matrix, Matrix]],
     out_of_scope: Matrix,
     wrong_target: float,
     oos_share: float,
 ) -> DocumentRule:
     """Tune the rule for the document classes whose anchors are ``anchors`` (rows, labelled by
-    class index), given each document class's ``(index, heading vector)``, the positive
-    stand-ins ``(index of the class they belong to, vector)`` and the known out-of-scope
-    questions' vectors."""
-    index = np.array([d[0] for d in headings], dtype=np.int64)
-    heading_vectors = np.stack([d[1] for d in headings]).astype(np.float32)
-    truth = np.array([p[0] for p in positives], dtype=np.int64)
-    asked = (
-        np.stack([p[1] for p in positives]).astype(np.float32)
-        if positives
-        else np.zeros((0, anchors.shape[1]), np.float32)
-    )
-    found, top, second = nearest_two(asked, anchors, labels, classes)
-    right = found == truth
-    _, left_top, left_second = nearest_two(heading_vectors, anchors, labels, classes, exclude=index)
+    class index), given per document class ``(index, heading vector, section-text vector)``
+    and the known out-of-scope questions' vectors."""
+    index = np.array([d[0] for d in documents], dtype=np.int64)
+    headings = np.stack([d[1] for d in documents]).astype(np.float32)
+    texts = np.stack([d[2] for d in documents]).astype(np.float32)
+    found, top, second = nearest_two(texts, anchors, labels, classes)
+    right = found == index
+    _, left_top, left_second = nearest_two(headings, anchors, labels, classes, exclude=index)
     negatives_top = left_top
     negatives_second = left_second
     if len(out_of_scope):
         _, oos_top, oos_second = nearest_two(out_of_scope, anchors, labels, classes)
         negatives_top = np.concatenate([left_top, oos_top])
         negatives_second = np.concatenate([left_second, oos_second])
-    n = max(len(positives), 1)
+    n = len(documents)
     correct = _served(top[right], second[right]) / n
     misrouted = _served(top[~right], second[~right]) / n
     leaked = _served(negatives_top, negatives_second) / max(len(negatives_top), 1)
     wrong = expected_wrong_rate(correct, misrouted, leaked, oos_share)
     feasible = wrong <= wrong_target
-    sizes = {
-        "document_size": float(len(positives)),
-        "document_negatives": float(len(negatives_top)),
-    }
+    sizes = {"document_size": float(n), "document_negatives": float(len(negatives_top))}
     if not feasible.any():
         strict = {**sizes, "document_coverage": 0.0, "document_wrong_rate": 0.0}
         return DocumentRule(

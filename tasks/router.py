@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, NamedTuple
 
 import msgspec
@@ -35,7 +35,7 @@ from sklearn.linear_model import LogisticRegression
 
 from schemas.keys import content_hash
 from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
-from tasks.document_rule import DocumentRule, dropped_variants, tune_document_rule
+from tasks.document_rule import DocumentRule, tune_document_rule
 
 __all__ = [
     "REUSE_OVERLAP",
@@ -528,12 +528,12 @@ def train_router(
     previous: Tuning | None = None,
     start: RouterModel | None = None,
     policy: RouterPolicy | None = None,
-    documents: Collection[str] | None = None,
+    documents: Mapping[str, str] | None = None,
 ) -> RouterModel:
     """Tune the threshold on held-out examples (to ``policy``), then fit on everything.
 
-    ``documents`` holds the classes compiled from document sections: with an encoder, they
-    are decided by the document rule (:mod:`tasks.document_rule`), and
+    ``documents`` maps the classes compiled from document sections to their section text:
+    with an encoder, they are decided by the document rule (:mod:`tasks.document_rule`), and
     the probabilities' rule is tuned on the curated classes alone.
 
     A threshold tuned on a training set that shares at least :data:`REUSE_OVERLAP` of its
@@ -546,10 +546,9 @@ def train_router(
     vectors = encoder([q for q, _ in everything]) if encoder is not None else None
     digests = example_digests(examples, out_of_scope)
     policy = policy or RouterPolicy()
-    trained = {c for _, c in everything}
-    docs = {c for c in (documents or ()) if c in trained}
+    docs = {c: t for c, t in (documents or {}).items() if any(c == k for _, k in everything)}
     if vectors is None:
-        docs = set()
+        docs = {}
     same_policy = previous is not None and (
         previous.wrong_target,
         previous.oos_share,
@@ -610,7 +609,7 @@ def train_router(
     )
 
 
-def _curated_only(held: Sequence[Held], documents: Collection[str]) -> list[Held]:
+def _curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[Held]:
     """Held-out verdicts as the probabilities' rule sees them when ``documents`` are decided by
     the document rule: their own phrasings are not its to answer, and a question whose best
     class is one of them is not served by it."""
@@ -628,7 +627,7 @@ def _anchors(
     model: RouterModel,
     everything: Sequence[tuple[str, str]],
     vectors: Matrix | None,
-    documents: Collection[str],
+    documents: Mapping[str, str],
 ) -> Anchors:
     """The document classes' phrasing vectors and their class indices in ``model``."""
     if vectors is None or not documents:
@@ -641,11 +640,11 @@ def _anchors(
 def _tune_documents(
     everything: Sequence[tuple[str, str]],
     vectors: Matrix,
-    documents: Collection[str],
+    documents: Mapping[str, str],
     encoder: Encoder,
     policy: RouterPolicy,
 ) -> DocumentRule:
-    """The document rule tuned on the headings' word-dropped variants and left-out headings (see
+    """The document rule tuned on the section texts and left-out headings (see
     :mod:`tasks.document_rule`)."""
     classes = sorted({c for _, c in everything})
     rows = [i for i, (_, c) in enumerate(everything) if c in documents]
@@ -654,23 +653,14 @@ def _tune_documents(
     for i, (_, c) in enumerate(everything):
         first.setdefault(c, i)
     names = sorted(documents)
-    variants = [
-        (classes.index(c), variant)
-        for c in names
-        for variant in dropped_variants(everything[first[c]][0])
-    ]
-    asked = (
-        encoder([v for _, v in variants])
-        if variants
-        else np.zeros((0, vectors.shape[1]), np.float32)
-    )
+    texts = encoder([documents[c] for c in names])
+    stand_ins = [(classes.index(c), vectors[first[c]], texts[k]) for k, c in enumerate(names)]
     outside = [i for i, (_, c) in enumerate(everything) if c == OUT_OF_SCOPE]
     return tune_document_rule(
         np.ascontiguousarray(vectors[rows]),
         labels,
         len(classes),
-        headings=[(classes.index(c), vectors[first[c]]) for c in names],
-        positives=[(label, asked[k]) for k, (label, _) in enumerate(variants)],
+        documents=stand_ins,
         out_of_scope=vectors[outside],
         wrong_target=policy.wrong_target,
         oos_share=policy.oos_share,

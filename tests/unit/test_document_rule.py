@@ -13,7 +13,7 @@ from schemas.router import (
     estimated_wrong_rate,
     expected_wrong_rate,
 )
-from tasks.document_rule import dropped_variants, nearest_two, tune_document_rule
+from tasks.document_rule import nearest_two, tune_document_rule
 from tasks.router import Held, RouterPolicy, _curated_only, train_router
 
 
@@ -68,12 +68,12 @@ def test_tuning_serves_separable_documents_and_keeps_a_margin_for_near_ones() ->
     centres = _unit(rng.normal(size=(classes, dim)).astype(np.float32))
     headings = centres
     texts = _unit(centres + 0.3 * rng.normal(size=(classes, dim)).astype(np.float32))
+    stand_ins = [(k, headings[k], texts[k]) for k in range(classes)]
     rule = tune_document_rule(
         headings,
         np.arange(classes),
         classes,
-        headings=[(k, headings[k]) for k in range(classes)],
-        positives=[(k, texts[k]) for k in range(classes)],
+        documents=stand_ins,
         out_of_scope=np.zeros((0, dim), np.float32),
         wrong_target=0.02,
         oos_share=0.05,
@@ -97,24 +97,13 @@ def test_tuning_falls_back_to_the_strictest_rule_when_nothing_meets_the_target()
         same,
         np.arange(3),
         3,
-        headings=[(k, same[k]) for k in range(3)],
-        positives=[(k, same[k]) for k in range(3)],
+        documents=[(k, same[k], same[k]) for k in range(3)],
         out_of_scope=same,
         wrong_target=0.01,
         oos_share=0.5,
     )
     assert rule.threshold == pytest.approx(0.95)
     assert rule.metrics["document_coverage"] == 0.0
-
-
-def test_dropped_variants_keep_the_question_words_and_drop_a_third_of_the_rest() -> None:
-    found = dropped_variants("How do I delete my Facebook account?")
-    assert found == (
-        "How do I my Facebook account",
-        "How do I delete my account",
-        "How do I delete my Facebook",
-    )
-    assert dropped_variants("Refunds") == ()  # nothing left to ask with one word dropped
 
 
 def test_curated_only_hides_document_classes_from_the_probabilities_rule() -> None:
