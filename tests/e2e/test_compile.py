@@ -48,13 +48,20 @@ def test_the_examples_compile_pass_every_gate_and_publish(compiled: Compiled) ->
         "synthesize",
         "answer",
         "verify",
+        "duplicates",
         "review",
         "compile",
         "gates",
         "publish",
     ]
+    # The warranty page's "How to make a warranty claim" asks the curated FAQ's question and
+    # answers it alike: one group, served by the curated entry.
+    (group,) = result.duplicates
+    assert (group.verdict, group.canonical) == ("same", "warranty.claim")
+    assert [m.section.path for m in group.members] == ["faq.jsonl", "policies/warranty.md"]
     snapshot = read_snapshot(result.snapshot_dir)
     assert snapshot.manifest.version == result.version
+    assert snapshot.manifest.duplicates == result.duplicates
     assert {s.path for s in snapshot.manifest.sources} >= {
         "policies/refunds.md",
         "help/account.html",
