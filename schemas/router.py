@@ -255,7 +255,7 @@ class RouterModel:
         if self.documents:
             parts.append(
                 "document entries: section texts asked as questions and left-out headings "
-                "(harder than real questions: a conservative estimate)"
+                "(no user phrasings: stand-ins harder than real questions)"
             )
         return "; ".join(parts)
 

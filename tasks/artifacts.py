@@ -115,7 +115,7 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "9"
+ROUTER_VERSION: Final = "10"
 """Bump when router features or training change, so cached routers are retrained."""
 ARTIFACTS_VERSION: Final = "3"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""
