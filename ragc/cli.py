@@ -726,6 +726,20 @@ def _estimate(figures: EvalReport) -> str:
 
 # --- ragc db: the Postgres warm tier's schema -----------------------------------------------
 
+models_app = typer.Typer(help="Local encoders: prepare them once per machine or image.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("prepare")
+def models_prepare(as_json: JsonOpt = False) -> None:
+    """Convert all-mpnet-base-v2 (the router's encoder) into the model cache
+    ($RAGC_MODEL_DIR, default ~/.cache/ragc/models) once; a server never converts."""
+    from providers.mpnet import prepare_mpnet  # noqa: PLC0415 - heavy
+
+    path = prepare_mpnet()
+    _emit({"model": str(path)}, as_json, f"all-mpnet-base-v2 ready at {path}")
+
+
 db_app = typer.Typer(help="The Postgres warm tier: schema migrations and their status.")
 app.add_typer(db_app, name="db")
 DsnOpt = Annotated[

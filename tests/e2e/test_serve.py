@@ -34,7 +34,7 @@ BASE = "http://testserver.local"
 ADMIN = {"Authorization": "Bearer admin-secret"}
 L1 = "What's your return window?"
 L2 = "how long does the 500 wh battery take to charge from empty"
-L3 = "how do i charge the battery in winter"
+L3 = "charging the battery in cold weather"
 OFF_TOPIC = "who won the world cup in 1998"
 
 
