@@ -41,8 +41,10 @@ CODE_READING_ENV = (
     "ragc/cli.py",
     "serving/webhook.py",
     "flows/_defaults.py",
+    "providers/_mpnet_cache.py",
 )
-"""The modules that read ``RAGC_*`` variables (settings, CLI options, webhook, flows)."""
+"""The modules that read ``RAGC_*`` variables (settings, CLI options, webhook, flows, the model
+cache)."""
 
 RAGC_VAR = re.compile(r"RAGC_[A-Z0-9_]+")  # digits too: RAGC_L3_BUDGET
 SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|DSN")
