@@ -1057,7 +1057,10 @@ def run(args: argparse.Namespace) -> None:
             )
         )
     if cold_before:
-        console.print(_batching_table(args, cold_before, cold, mean_batch))
+        # Ten columns: wider than the default 80 a pipe gets, and unreadable squeezed into it.
+        Console(soft_wrap=True, width=max(console.width, 150)).print(
+            _batching_table(args, cold_before, cold, mean_batch)
+        )
     console.print(_targets_table(loaded, idle, cold, moderate))
     if cold_before:
         console.print(_batching_targets(args, cold_before, cold))
