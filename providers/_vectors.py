@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,17 @@ import numpy.typing as npt
 
 from schemas.errors import PermanentError
 
-__all__ = ["INSTALL_HINT", "Matrix", "l2_normalise", "mean_pool", "sha256_file", "verified"]
+__all__ = [
+    "INSTALL_HINT",
+    "Matrix",
+    "embed_by_length",
+    "l2_normalise",
+    "mean_pool",
+    "padded",
+    "pooled_blocks",
+    "sha256_file",
+    "verified",
+]
 
 Matrix = npt.NDArray[np.float32]
 
@@ -33,6 +44,39 @@ def mean_pool(hidden: Any, mask: npt.NDArray[np.int64]) -> Matrix:
         np.float32
     )
     return pooled
+
+
+def embed_by_length(
+    ids: list[list[int]], dim: int, batch_size: int, run: Callable[[list[list[int]]], Matrix]
+) -> Matrix:
+    """Token id rows embedded by ``run`` in batches of ``batch_size``, sorted by length so
+    that each batch is padded only to its own longest row; rows in the input's order."""
+    result = np.zeros((len(ids), dim), dtype=np.float32)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        result[rows] = run([ids[i] for i in rows])
+    return result
+
+
+def padded(
+    batch: list[list[int]], pad_id: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """A batch of token id rows as ``(input_ids, attention_mask)``, padded with ``pad_id``."""
+    width = max(len(row) for row in batch)
+    input_ids = np.full((len(batch), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(batch), width), dtype=np.int64)
+    for i, row in enumerate(batch):
+        input_ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return input_ids, mask
+
+
+def pooled_blocks(states: Sequence[Any], mask: npt.NDArray[np.int64]) -> Matrix:
+    """Each output's token states mean-pooled and normalised; several outputs (layers) are
+    concatenated and scaled to unit length."""
+    blocks = [l2_normalise(mean_pool(hidden, mask)) for hidden in states]
+    return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
 
 
 def sha256_file(path: Path) -> str:

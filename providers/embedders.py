@@ -27,7 +27,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from providers._vectors import INSTALL_HINT, Matrix, l2_normalise, mean_pool, verified
+from providers._vectors import (
+    INSTALL_HINT,
+    Matrix,
+    embed_by_length,
+    l2_normalise,
+    padded,
+    pooled_blocks,
+    verified,
+)
 from providers.mpnet import MPNetEmbedder
 from providers.mpnet import parse_model_id as parse_mpnet_id
 from schemas.errors import PermanentError
@@ -210,30 +218,18 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed ``texts`` (see :class:`Embedder`); ``[]`` gives a ``(0, dim)`` array."""
-        result = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return result
-        encodings = self._tokenizer.encode_batch(list(texts))
-        ids: list[list[int]] = [encoding.ids for encoding in encodings]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            result[rows] = self._run([ids[i] for i in rows])
-        return result
+            return np.zeros((0, self.dim), dtype=np.float32)
+        ids: list[list[int]] = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
+        return embed_by_length(ids, self.dim, self.batch_size, self._run)
 
     def _run(self, batch: list[list[int]]) -> Matrix:
-        width = max(len(row) for row in batch)
-        input_ids = np.zeros((len(batch), width), dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for i, row in enumerate(batch):
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
+        input_ids, mask = padded(batch, 0)
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": mask * 0}
         states = self._session.run(
             list(self._outputs), {k: v for k, v in feeds.items() if k in self._input_names}
         )
-        blocks = [l2_normalise(mean_pool(hidden, mask)) for hidden in states]
-        return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
+        return pooled_blocks(states, mask)
 
 
 _WORD = re.compile(r"\w+")

@@ -31,7 +31,7 @@ from providers._mpnet_cache import (
     load_prepared,
 )
 from providers._onnx_mpnet import LAYERS, PAD_ID, WIDTH, output_name
-from providers._vectors import Matrix, l2_normalise, mean_pool
+from providers._vectors import Matrix, embed_by_length, padded, pooled_blocks
 from schemas.errors import PermanentError
 
 __all__ = [
@@ -135,25 +135,14 @@ class MPNetEmbedder:
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed ``texts`` (see :class:`~providers.embedders.Embedder`); ``[]`` gives
         ``(0, dim)``."""
-        result = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return result
+            return np.zeros((0, self.dim), dtype=np.float32)
         ids: list[list[int]] = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            result[rows] = self._run([ids[i] for i in rows])
-        return result
+        return embed_by_length(ids, self.dim, self.batch_size, self._run)
 
     def _run(self, batch: list[list[int]]) -> Matrix:
-        width = max(len(row) for row in batch)
-        input_ids = np.full((len(batch), width), PAD_ID, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for i, row in enumerate(batch):
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
+        input_ids, mask = padded(batch, PAD_ID)
         states = self._session.run(
             list(self._outputs), {"input_ids": input_ids, "attention_mask": mask}
         )
-        blocks = [l2_normalise(mean_pool(hidden, mask)) for hidden in states]
-        return blocks[0] if len(blocks) == 1 else l2_normalise(np.concatenate(blocks, axis=1))
+        return pooled_blocks(states, mask)
