@@ -32,6 +32,7 @@ __all__ = [
     "Prediction",
     "RouterHeader",
     "RouterModel",
+    "best_per_class",
     "estimated_wrong_rate",
     "expected_wrong_rate",
     "hashed_features",
@@ -106,6 +107,14 @@ def estimated_wrong_rate(
     misrouted = sum(w * m for w, _, m, _ in parts)
     leaked = sum(w * n for w, _, _, n in parts)
     return round(float(expected_wrong_rate(correct, misrouted, leaked, oos_share)), 4)
+
+
+def best_per_class(scores: FloatArray, labels: npt.NDArray[np.int64], classes: int) -> FloatArray:
+    """For scores ``(n, anchors)`` of anchors labelled by class index, each row's best score
+    per class ``(n, classes)`` (``-inf`` for a class without anchors)."""
+    best = np.full((len(scores), classes), -np.inf, dtype=np.float32)
+    np.maximum.at(best.T, labels, scores.T)
+    return best
 
 
 class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
@@ -264,9 +273,8 @@ class RouterModel:
         most three; empty without anchors)."""
         if self.anchors is None or self.anchor_labels is None or not len(self.anchor_labels):
             return ()
-        scores = self.anchors @ embedding.astype(np.float32)
-        best = np.full(len(self.header.classes), -np.inf, dtype=np.float32)
-        np.maximum.at(best, self.anchor_labels, scores)
+        scores = embedding.astype(np.float32)[None, :] @ self.anchors.T
+        best = best_per_class(scores, self.anchor_labels, len(self.header.classes))[0]
         order = np.argsort(-best)[:3]
         return tuple(
             (self.header.classes[i], round(float(best[i]), 4))

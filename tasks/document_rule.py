@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from schemas.router import expected_wrong_rate
+from schemas.router import best_per_class, expected_wrong_rate
 
 __all__ = ["ANCHOR_GRID", "MARGIN_GRID", "DocumentRule", "nearest_two", "tune_document_rule"]
 
@@ -56,10 +56,7 @@ def nearest_two(
     """For each query row: the class of its nearest anchor, that similarity and the best
     similarity of any other class (-1 where there is none); with ``exclude``, each row's own
     class (``exclude[i]``) is left out, as if the knowledge lacked it."""
-    scores = queries @ anchors.T
-    best = np.full((len(queries), classes), -np.inf, dtype=np.float32)
-    for column, label in enumerate(labels.tolist()):
-        np.maximum(best[:, label], scores[:, column], out=best[:, label])
+    best = best_per_class(queries @ anchors.T, labels, classes)
     if exclude is not None:
         best[np.arange(len(queries)), exclude] = -np.inf
     order = np.argsort(-best, axis=1)

@@ -34,7 +34,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from schemas.keys import content_hash
-from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
+from schemas.router import (
+    OUT_OF_SCOPE,
+    RouterHeader,
+    RouterModel,
+    expected_wrong_rate,
+    hashed_features,
+)
 from tasks.document_rule import DocumentRule, tune_document_rule
 
 __all__ = [
@@ -336,9 +342,7 @@ def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thres
             n_in or 1
         )
         leaked = _served_counts(confidence, agreed, eligible & ~inside, grid) / (n_out or 1)
-        answered = (1 - prior) * (correct + misrouted) + prior * leaked
-        risky = (1 - prior) * misrouted + prior * leaked
-        wrong = np.divide(risky, answered, out=np.zeros_like(risky), where=answered > 0)
+        wrong = expected_wrong_rate(correct, misrouted, leaked, prior)
         feasible = allowed & (wrong <= policy.wrong_target)
         if not feasible.any():
             continue
@@ -549,6 +553,7 @@ def train_router(
     docs = {c: t for c, t in (documents or {}).items() if any(c == k for _, k in everything)}
     if vectors is None:
         docs = {}
+    anchors = _anchors(everything, vectors, docs)
     same_policy = previous is not None and (
         previous.wrong_target,
         previous.oos_share,
@@ -573,7 +578,7 @@ def train_router(
         reused = None
         if previous.anchor_threshold is not None:
             reused = DocumentRule(previous.anchor_threshold, previous.anchor_margin, {})
-        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), reused, policy)
+        return _with_rule(model, rule, anchors, reused, policy)
 
     weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
 
@@ -584,15 +589,15 @@ def train_router(
         return lambda question, vector: verdicts_of(model, question, vector, weights)
 
     document: DocumentRule | None = None
-    if docs:
-        assert encoder is not None  # docs is empty otherwise
+    if anchors is not None:
+        assert encoder is not None  # there are vectors, so an encoder
         assert vectors is not None
-        document = _tune_documents(everything, vectors, docs, encoder, policy)
+        document = _tune_documents(everything, vectors, anchors, docs, encoder, policy)
     curated = [pair for pair in everything if pair[1] not in docs]
     if not any(c != OUT_OF_SCOPE for _, c in curated):
         model = fit_router(everything, vectors=vectors, embedder=embedder)
         rule = Thresholds(_GRID[-1], _GRID[-1], {})
-        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document, policy)
+        return _with_rule(model, rule, anchors, document, policy)
     held = [
         _curated_only(variant, docs)
         for variant in held_out_variants(everything, vectors, probe, len(weights))
@@ -600,13 +605,11 @@ def train_router(
     if not any(h.kind == "in" for h in held[0]):
         model = fit_router(everything, vectors=vectors, embedder=embedder)
         rule = Thresholds(model.header.threshold, model.header.threshold, {})
-        return _with_rule(model, rule, _anchors(model, everything, vectors, docs), document, policy)
+        return _with_rule(model, rule, anchors, document, policy)
     rules = [tune_rule(variant, policy) for variant in held]
     chosen = max(range(len(rules)), key=lambda i: _preference(rules[i], i))
     model = fit_router(everything, vectors=vectors, embedder=embedder, words_weight=weights[chosen])
-    return _with_rule(
-        model, rules[chosen], _anchors(model, everything, vectors, docs), document, policy
-    )
+    return _with_rule(model, rules[chosen], anchors, document, policy)
 
 
 def _curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[Held]:
@@ -624,22 +627,24 @@ Anchors = tuple[Matrix, npt.NDArray[np.int64]] | None
 
 
 def _anchors(
-    model: RouterModel,
     everything: Sequence[tuple[str, str]],
     vectors: Matrix | None,
     documents: Mapping[str, str],
 ) -> Anchors:
-    """The document classes' phrasing vectors and their class indices in ``model``."""
+    """The document classes' phrasing vectors and their class indices (in the sorted class
+    order a fitted router has)."""
     if vectors is None or not documents:
         return None
+    index = {c: k for k, c in enumerate(sorted({c for _, c in everything}))}
     rows = [i for i, (_, c) in enumerate(everything) if c in documents]
-    labels = np.array([model.header.classes.index(everything[i][1]) for i in rows], np.int64)
+    labels = np.array([index[everything[i][1]] for i in rows], np.int64)
     return np.ascontiguousarray(vectors[rows]), labels
 
 
 def _tune_documents(
     everything: Sequence[tuple[str, str]],
     vectors: Matrix,
+    anchors: tuple[Matrix, npt.NDArray[np.int64]],
     documents: Mapping[str, str],
     encoder: Encoder,
     policy: RouterPolicy,
@@ -647,8 +652,6 @@ def _tune_documents(
     """The document rule tuned on the section texts and left-out headings (see
     :mod:`tasks.document_rule`)."""
     classes = sorted({c for _, c in everything})
-    rows = [i for i, (_, c) in enumerate(everything) if c in documents]
-    labels = np.array([classes.index(everything[i][1]) for i in rows], np.int64)
     first: dict[str, int] = {}
     for i, (_, c) in enumerate(everything):
         first.setdefault(c, i)
@@ -657,8 +660,7 @@ def _tune_documents(
     stand_ins = [(classes.index(c), vectors[first[c]], texts[k]) for k, c in enumerate(names)]
     outside = [i for i, (_, c) in enumerate(everything) if c == OUT_OF_SCOPE]
     return tune_document_rule(
-        np.ascontiguousarray(vectors[rows]),
-        labels,
+        *anchors,
         len(classes),
         documents=stand_ins,
         out_of_scope=vectors[outside],
