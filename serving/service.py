@@ -140,19 +140,8 @@ class AnswerService:
     ) -> Answer:
         """Answer one question; the whole request runs on the version it started with."""
         started = time.perf_counter()
-        if tenant is not None:
-            validate_tenant(tenant)
-        ready = self.version_for(tenant, session)
-        allow_l3 = self.budget.allows(tenant)
-        answer = ready.answer(
-            question,
-            tenant=tenant,
-            language=language,
-            slots=slots,
-            composer=self.composer,
-            allow_l3=allow_l3,
-        )
-        return self._finish(answer, question, tenant, allow_l3, started)
+        ladder = self._ladder(question, tenant, language, slots, session)
+        return self._finish(ladder.walk(), question, tenant, ladder.allow_l3, started)
 
     async def answer_async(
         self,
@@ -166,12 +155,8 @@ class AnswerService:
         """:meth:`answer` for the event loop: only a question that needs the encoder waits, for
         its batch; the answer is the one :meth:`answer` gives (``latency_ms`` includes the wait)."""
         started = time.perf_counter()
-        if tenant is not None:
-            validate_tenant(tenant)
-        ready = self.version_for(tenant, session)
-        allow_l3 = self.budget.allows(tenant)
-        batcher = self.batcher_for(ready)
-        ladder = _Ladder(ready, question, tenant, language, slots, self.composer, allow_l3)
+        ladder = self._ladder(question, tenant, language, slots, session)
+        batcher = self.batcher_for(ladder.ready)
         if self.composer.name != "offline":  # the composer does I/O: off the loop
             answer = await anyio.to_thread.run_sync(ladder.blocking, batcher)
         elif batcher is None:  # batching off: the encoder runs inline, on the loop
@@ -181,7 +166,22 @@ class AnswerService:
             if found is None:
                 found = ladder.walk(await batcher.embed(question))
             answer = found
-        return self._finish(answer, question, tenant, allow_l3, started)
+        return self._finish(answer, question, tenant, ladder.allow_l3, started)
+
+    def _ladder(
+        self,
+        question: str,
+        tenant: str | None,
+        language: str | None,
+        slots: Mapping[str, object] | None,
+        session: str | None,
+    ) -> _Ladder:
+        """The question's walk on the version it is routed to, with the tenant's L3 budget."""
+        if tenant is not None:
+            validate_tenant(tenant)
+        ready = self.version_for(tenant, session)
+        allow_l3 = self.budget.allows(tenant)
+        return _Ladder(ready, question, tenant, language, slots, self.composer, allow_l3)
 
     def _finish(
         self,
