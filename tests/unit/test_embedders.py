@@ -14,7 +14,7 @@ import pytest
 
 from providers import embedders
 from providers.embedders import Embedder, HashingEmbedder, MiniLMEmbedder, default_embedder
-from schemas.errors import PermanentError
+from schemas.errors import InvalidInputError, PermanentError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -218,18 +218,34 @@ def test_router_embedder_reads_mpnet_once_per_process_and_keeps_hashing(
     minilm: MiniLMEmbedder,
 ) -> None:
     router = embedders.router_embedder(minilm)
-    assert router.model_id.startswith("sentence-transformers/all-mpnet-base-v2")
+    assert router.model_id == "sentence-transformers/all-mpnet-base-v2-fp32-max128"
     assert router.dim == 768
     assert embedders.router_embedder(minilm) is router  # one session per process
     hashing = HashingEmbedder()
     assert embedders.router_embedder(hashing) is hashing
 
 
+def test_the_router_precision_comes_from_the_environment(
+    minilm: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert embedders.router_precision({}) == "fp32"
+    assert embedders.router_precision({embedders.PRECISION_VARIABLE: "int8"}) == "int8"
+    with pytest.raises(InvalidInputError, match="RAGC_ROUTER_PRECISION='fp16'") as caught:
+        embedders.router_precision({embedders.PRECISION_VARIABLE: "fp16"})
+    assert "fp32 (the default) or int8" in (caught.value.hint or "")
+    monkeypatch.setenv(embedders.PRECISION_VARIABLE, "int8")
+    router = embedders.router_embedder(minilm)
+    assert router.model_id == "sentence-transformers/all-mpnet-base-v2-int8-max128"
+    monkeypatch.setenv(embedders.PRECISION_VARIABLE, "bf16")
+    with pytest.raises(InvalidInputError, match="bf16"):
+        embedders.router_embedder(minilm)
+
+
 def test_router_embedder_falls_back_to_minilm_layers_without_mpnet(
     minilm: MiniLMEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def missing() -> embedders.Embedder:
-        raise PermanentError("no MPNet here", hint="install it")
+    def missing(precision: str) -> embedders.Embedder:
+        raise PermanentError(f"no {precision} MPNet here", hint="install it")
 
     monkeypatch.setattr(embedders, "_shared_mpnet", missing)
     router = embedders.router_embedder(minilm)
