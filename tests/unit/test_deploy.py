@@ -42,9 +42,10 @@ CODE_READING_ENV = (
     "serving/webhook.py",
     "flows/_defaults.py",
     "providers/_mpnet_cache.py",
+    "providers/embedders.py",
 )
 """The modules that read ``RAGC_*`` variables (settings, CLI options, webhook, flows, the model
-cache)."""
+cache, the router's encoder)."""
 
 RAGC_VAR = re.compile(r"RAGC_[A-Z0-9_]+")  # digits too: RAGC_L3_BUDGET
 SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|DSN")
