@@ -15,7 +15,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 RUN := $(UV) run --frozen --no-sync
 
-.PHONY: help install demo test lint fmt bench clean
+.PHONY: help install demo test test-slow lint fmt bench clean
 
 help: ## Show this help.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ demo: install ## Compile examples, serve it, and ask it questions.
 test: install ## Lint, type-check and run the test suite.
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
+
+test-slow: install ## The tests marked slow (CI's second step).
+	$(RUN) pytest -m slow
 
 lint: ## ruff (lint + format check) and mypy strict.
 	$(RUN) ruff check .
