@@ -262,18 +262,19 @@ def bench(name: str, encoders: dict[str, Embedder]) -> None:
     ):
         table.add_column(column, justify="left" if column == "router" else "right")
     rows: list[Row] = []
-    plain = [(n, fit, source, None) for n, (fit, source) in VARIANTS.items()]
-    compiled = [(n, fit_two_heads, source, p) for n, (p, source) in COMPILED.items()]
-    for label, fit, source, policy in [*plain, *compiled]:
+    row = {q: i for i, q in enumerate(questions)}
+    plain: list[tuple[str, str, Fit | RouterPolicy]] = [
+        (n, source, fit) for n, (fit, source) in VARIANTS.items()
+    ]
+    compiled = [(n, source, policy) for n, (policy, source) in COMPILED.items()]
+    for label, source, how in [*plain, *compiled]:
         variant = label
         started = time.perf_counter()
         train_vectors, answer_vectors = embedded[source]
-        if policy is not None:
-            row = {q: i for i, q in enumerate(questions)}
+        if isinstance(how, RouterPolicy):
+            policy = how
 
-            def encoder(
-                qs: Sequence[str], row: dict[str, int] = row, vs: Matrix = train_vectors
-            ) -> Matrix:
+            def encoder(qs: Sequence[str], vs: Matrix = train_vectors) -> Matrix:
                 return vs[[row[q] for q in qs]]
 
             model = train_router(
@@ -289,6 +290,7 @@ def bench(name: str, encoders: dict[str, Embedder]) -> None:
             final: Verdict = partial(verdict_of, model)
             variant = f"{variant}, words {model.header.words_weight:g}"
         else:
+            fit = how
 
             def probe(
                 train: Sequence[tuple[str, str]], vs: Matrix | None, fit: Fit = fit

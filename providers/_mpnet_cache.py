@@ -165,22 +165,33 @@ class PreparedMPNet:
     manifest: dict[str, Any]
 
 
+def _replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:
+    """Have ``fill`` write a temporary file beside ``path``, then rename it into place."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    written = Path(temporary)
+    try:
+        fill(written)
+        written.chmod(0o644)  # a cache other users' processes may read
+        with written.open("rb+") as out:
+            os.fsync(out.fileno())
+        written.replace(path)
+    except BaseException:
+        written.unlink(missing_ok=True)
+        raise
+
+
 def _write_atomically(path: Path, chunks: Sequence[bytes]) -> str:
     """Write ``chunks`` to ``path`` through a temporary file renamed into place; their sha256."""
     digest = hashlib.sha256()
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(handle, 0o644)  # a cache other users' processes may read
-        with os.fdopen(handle, "wb") as out:
+
+    def fill(temporary: Path) -> None:
+        with temporary.open("wb") as out:
             for chunk in chunks:
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(temporary).replace(path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    _replace_atomically(path, fill)
     return digest.hexdigest()
 
 
@@ -264,18 +275,9 @@ def _convert(folder: Path, parts: Sequence[Path]) -> None:
     for name, chunks in ((_TOKENIZER, [tokenizer]), (_DATA, data), (_ONNX, [graph])):
         digest = _write_atomically(folder / name, chunks)
         files[name] = {"sha256": digest, "bytes": sum(len(c) for c in chunks)}
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{_INT8}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        quantize_mpnet(folder / _ONNX, folder / _TOKENIZER, Path(temporary))
-        Path(temporary).chmod(0o644)
-        files[_INT8] = {
-            "sha256": sha256_file(Path(temporary)),
-            "bytes": Path(temporary).stat().st_size,
-        }
-        Path(temporary).replace(folder / _INT8)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    int8 = folder / _INT8
+    _replace_atomically(int8, lambda out: quantize_mpnet(folder / _ONNX, folder / _TOKENIZER, out))
+    files[_INT8] = {"sha256": sha256_file(int8), "bytes": int8.stat().st_size}
     manifest = {
         "model": "sentence-transformers/all-mpnet-base-v2",
         "converter_version": CONVERTER_VERSION,

@@ -22,11 +22,9 @@ small talk and off-topic), written for this purpose and not drawn from any evalu
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from providers._onnx_mpnet import PAD_ID
 from providers._vectors import padded
@@ -142,15 +140,13 @@ CALIBRATION: tuple[str, ...] = (
 
 
 def _batches(tokenizer_path: Path, size: int = 16) -> Iterator[dict[str, Any]]:
-    from tokenizers import Tokenizer  # noqa: PLC0415
+    from providers.mpnet import MAX_LENGTH, load_tokenizer  # noqa: PLC0415 - it imports us
 
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=128)
+    tokenizer = load_tokenizer(tokenizer_path, MAX_LENGTH)
     ids = [e.ids for e in tokenizer.encode_batch(list(CALIBRATION))]
     for start in range(0, len(ids), size):
         input_ids, mask = padded(ids[start : start + size], PAD_ID)
-        yield {"input_ids": input_ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}
+        yield {"input_ids": input_ids, "attention_mask": mask}
 
 
 def quantize_mpnet(fp32_onnx: Path, tokenizer_path: Path, out: Path) -> None:
@@ -173,7 +169,7 @@ def quantize_mpnet(fp32_onnx: Path, tokenizer_path: Path, out: Path) -> None:
             return next(self._batches, None)
 
     graph = onnx.load(str(fp32_onnx), load_external_data=False)
-    nodes: Sequence[str] = [
+    nodes = [
         node.name
         for node in graph.graph.node
         if node.op_type == "MatMul"
@@ -192,7 +188,7 @@ def quantize_mpnet(fp32_onnx: Path, tokenizer_path: Path, out: Path) -> None:
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
-            nodes_to_quantize=list(nodes),
+            nodes_to_quantize=nodes,
             op_types_to_quantize=["MatMul"],
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"MatMulConstBOnly": True},

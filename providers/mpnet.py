@@ -39,6 +39,7 @@ from schemas.errors import PermanentError
 
 __all__ = [
     "CONVERTER_VERSION",
+    "MAX_LENGTH",
     "MODEL_ID_PREFIX",
     "SAFETENSORS_SHA256",
     "TOKENIZER_SHA256",
@@ -47,11 +48,15 @@ __all__ = [
     "PreparedMPNet",
     "default_model_dir",
     "load_prepared",
+    "load_tokenizer",
     "parse_model_id",
     "prepare_mpnet",
 ]
 
 Precision = Literal["fp32", "int8"]
+MAX_LENGTH = 128
+"""Tokens a text is truncated to by default (special tokens included; the model was trained to
+384, 128 keeps it fast)."""
 MODEL_ID_PREFIX = "sentence-transformers/all-mpnet-base-v2"
 _MODEL_ID = re.compile(
     rf"^{re.escape(MODEL_ID_PREFIX)}-(fp32|int8)-max(\d+)(?:-layers(\d+(?:-\d+)*))?$"
@@ -76,6 +81,17 @@ def parse_model_id(model_id: str) -> tuple[Precision, int, tuple[int, ...]] | No
     return precision, int(found.group(2)), layers
 
 
+def load_tokenizer(path: Path, max_length: int) -> Any:
+    """MPNet's tokenizer truncating at ``max_length`` tokens and not padding (the file pads to
+    128; batches are padded to their own longest text)."""
+    from tokenizers import Tokenizer  # noqa: PLC0415
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_length)
+    return tokenizer
+
+
 class MPNetEmbedder:
     """all-mpnet-base-v2 (fp32 ONNX) with mean pooling over the attention mask, 768 dims.
 
@@ -93,7 +109,7 @@ class MPNetEmbedder:
         model_dir: Path | None = None,
         *,
         batch_size: int = 32,
-        max_length: int = 128,
+        max_length: int = MAX_LENGTH,
         intra_op_threads: int = 2,
         spin: bool = True,
         layers: tuple[int, ...] = (),
@@ -120,16 +136,8 @@ class MPNetEmbedder:
         self.model_id = f"{MODEL_ID_PREFIX}-{precision}-max{max_length}{suffix}"
         self._outputs = tuple(output_name(k) for k in self.layers) or (output_name(LAYERS),)
         self.dim = WIDTH * len(self._outputs)
-        self._tokenizer = self._load_tokenizer()
+        self._tokenizer = load_tokenizer(self.prepared.tokenizer_path, max_length)
         self._session = self._load_session(intra_op_threads, spin)
-
-    def _load_tokenizer(self) -> Any:
-        from tokenizers import Tokenizer  # noqa: PLC0415
-
-        tokenizer = Tokenizer.from_file(str(self.prepared.tokenizer_path))
-        tokenizer.no_padding()  # the file pads to 128; padded per batch in embed()
-        tokenizer.enable_truncation(max_length=self.max_length)
-        return tokenizer
 
     def _load_session(self, threads: int, spin: bool) -> Any:
         import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415
