@@ -59,7 +59,7 @@ class CompileParams(BaseModel):
         default=None, description="Version label; next free v{n} when absent."
     )
     publish: bool = Field(default=False, description="Publish and activate when every gate passes.")
-    provider: Literal["offline", "anthropic"] = "offline"
+    provider: Literal["offline", "anthropic", "openai", "azure", "local"] = "offline"
     model: str | None = None
     review: ReviewPolicy = ReviewPolicy()
     router: RouterPolicy = RouterPolicy()

@@ -1,4 +1,5 @@
-"""Language-model and embedding providers: offline (default) and Anthropic."""
+"""Language-model and embedding providers: offline (default), Anthropic, OpenAI-compatible
+(OpenAI, Azure OpenAI, vLLM, SGLang, Ollama, llama.cpp's server) and a local GGUF model."""
 
 from __future__ import annotations
 
@@ -17,15 +18,25 @@ __all__ = [
     "make_provider",
 ]
 
-PROVIDERS = ("offline", "anthropic")
+PROVIDERS = ("offline", "anthropic", "openai", "azure")
 
 
 def make_provider(name: str, *, model: str | None = None) -> Provider:
-    """The provider called ``name``; the Anthropic key comes from ``ANTHROPIC_API_KEY`` only."""
+    """The provider called ``name``, configured from the environment (keys never come from
+    anywhere else): ``ANTHROPIC_API_KEY``; ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``; the
+    ``AZURE_OPENAI_*`` variables."""
     if name == "offline":
         return OfflineProvider()
     if name == "anthropic":
         from providers.anthropic import AnthropicProvider  # noqa: PLC0415 - optional weight
 
         return AnthropicProvider(model=model) if model else AnthropicProvider()
+    if name == "openai":
+        from providers.openai import OpenAIProvider  # noqa: PLC0415 - optional weight
+
+        return OpenAIProvider(model=model)
+    if name == "azure":
+        from providers.openai import azure_provider  # noqa: PLC0415 - optional weight
+
+        return azure_provider(model=model)
     raise InvalidInputError(f"unknown provider {name!r}", hint=f"use one of {', '.join(PROVIDERS)}")

@@ -1,6 +1,6 @@
-"""Prompt texts of the Anthropic provider and the parsing of its JSON replies.
+"""Prompt texts of the language-model providers and the parsing of their JSON replies.
 
-Kept apart from :mod:`providers.anthropic` so the HTTP, retry and usage logic stays short. The
+Kept apart from the providers so their HTTP, retry and usage logic stays short. The
 knowledge block is rendered deterministically (same passages, same bytes) so the provider's
 prompt cache can reuse it across stages; everything volatile goes into the user message.
 Parsers raise :class:`MalformedReplyError` (a ``ValueError``); the provider turns it into a
@@ -9,6 +9,7 @@ Parsers raise :class:`MalformedReplyError` (a ``ValueError``); the provider turn
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -21,6 +22,8 @@ __all__ = [
     "ANSWER_INSTRUCTIONS",
     "COMPOSE_INSTRUCTIONS",
     "NO_ANSWER",
+    "PROMPT_VERSION",
+    "REPLY_SCHEMAS",
     "SYNTHESIZE_INSTRUCTIONS",
     "VERIFY_INSTRUCTIONS",
     "MalformedReplyError",
@@ -39,9 +42,11 @@ __all__ = [
 NO_ANSWER = "NO_ANSWER"
 
 SYNTHESIZE_INSTRUCTIONS = (
-    "You write the questions real users would ask that the knowledge passages above answer. "
-    "Each question must be answerable from the passages alone. Reply with a JSON array of "
-    "strings and nothing else."
+    "You write the questions real users would ask that the knowledge passages above answer, "
+    "the way they type them: a few short keyword queries, full questions, and task-style ones "
+    '("how do I ..."), each worded differently. Each question must be answerable from the '
+    "passages alone. Reply with one JSON object and nothing else: "
+    '{"questions": [strings]}'
 )
 ANSWER_INSTRUCTIONS = (
     "Answer the user's question using only the knowledge passages above. Cite the ids of the "
@@ -58,6 +63,46 @@ COMPOSE_INSTRUCTIONS = (
     "Answer the user's question briefly, using only the context above. If the context does "
     f"not answer it, reply with exactly {NO_ANSWER} and nothing else."
 )
+
+PROMPT_VERSION = hashlib.sha256(
+    "\x00".join(
+        (SYNTHESIZE_INSTRUCTIONS, ANSWER_INSTRUCTIONS, VERIFY_INSTRUCTIONS, COMPOSE_INSTRUCTIONS)
+    ).encode()
+).hexdigest()[:12]
+"""A digest of every instruction text: part of each call's cache key, so a changed prompt is
+never answered from calls cached under the old one."""
+
+REPLY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "synthesize": {
+        "type": "object",
+        "properties": {"questions": {"type": "array", "items": {"type": "string"}}},
+        "required": ["questions"],
+        "additionalProperties": False,
+    },
+    "answer": {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string"},
+            "citations": {"type": "array", "items": {"type": "string"}},
+            "abstain": {"type": "boolean"},
+        },
+        "required": ["answer", "citations", "abstain"],
+        "additionalProperties": False,
+    },
+    "verify": {
+        "type": "object",
+        "properties": {
+            "supported": {"type": "boolean"},
+            "score": {"type": "number"},
+            "reason": {"type": "string"},
+        },
+        "required": ["supported", "score", "reason"],
+        "additionalProperties": False,
+    },
+}
+"""The JSON each stage replies with, for APIs that constrain a reply to a schema (``compose``
+replies in plain text). The parsers below check the same shape, so a server that ignores the
+schema is caught there."""
 
 _FENCE = re.compile(r"^```[\w-]*[ \t]*\n?(.*?)\n?```$", re.DOTALL)
 _SPACES = re.compile(r"\s+")
@@ -78,7 +123,10 @@ def render_knowledge(passages: Sequence[Passage]) -> str:
 
 def synthesize_request(title: str, n: int) -> str:
     """The user message of the synthesize stage."""
-    return f"Write up to {n} distinct questions about {title!r} that the passages answer."
+    return (
+        f"Write up to {n} distinct questions about {title!r} that the passages answer: "
+        "mix short keyword queries, full questions and how-do-I tasks."
+    )
 
 
 def answer_request(question: str) -> str:

@@ -15,22 +15,22 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Self
 
 import anthropic
-import msgspec
 from anthropic.types import MessageParam, TextBlockParam
-from anthropic.types import Usage as ApiUsage
 
-from providers import _prompts as prompts
-from providers.base import DraftAnswer, Passage, Usage, Verdict
-from schemas.errors import InvalidInputError, PermanentError, RetryableError
+from providers._chat import (
+    MAX_TOKENS,
+    STAGES,
+    ChatProvider,
+    ProviderError,
+    ProviderUnavailableError,
+)
+from schemas.errors import InvalidInputError
 
 __all__ = [
     "API_KEY_ENV",
@@ -47,37 +47,10 @@ DEFAULT_MODEL = "claude-sonnet-4-6"
 """A current model; ``RAGC_ANTHROPIC_MODEL`` or ``--model`` choose another."""
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
-STAGES = ("synthesize", "answer", "verify", "compose")
 RETRYABLE_STATUSES = frozenset({429, 529})
 """HTTP statuses worth retrying: rate limited, overloaded. Every other status fails at once."""
 MAX_RETRY_AFTER = 60.0
 """Longest wait, in seconds, a ``retry-after`` header can impose."""
-_MAX_TOKENS = {"synthesize": 1024, "answer": 1024, "verify": 512}
-
-
-class ProviderError(PermanentError):
-    """The Anthropic API refused a call or replied with something unusable; retrying won't help."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        stage: str | None = None,
-        status: int | None = None,
-        hint: str | None = None,
-    ) -> None:
-        self.stage = stage
-        self.status = status
-        super().__init__(message, hint=hint)
-
-
-class ProviderUnavailableError(RetryableError):
-    """The API stayed rate-limited, overloaded or unreachable through every retry."""
-
-    def __init__(self, message: str, *, stage: str, status: int | None = None) -> None:
-        self.stage = stage
-        self.status = status
-        super().__init__(message, hint="the API is busy or unreachable; try again later")
 
 
 def retry_delay(
@@ -130,7 +103,7 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, seconds)
 
 
-class AnthropicProvider:
+class AnthropicProvider(ChatProvider):
     """A :class:`providers.base.Provider` backed by Claude through the ``anthropic`` SDK.
 
     Pass ``client`` to reuse an ``anthropic.Anthropic`` (the provider then never closes it and
@@ -153,6 +126,7 @@ class AnthropicProvider:
         backoff: Sequence[float] = (1, 2, 4, 8),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        super().__init__()
         if max_retries < 0:
             raise InvalidInputError(f"max_retries must be >= 0, got {max_retries}")
         self.model = model
@@ -174,75 +148,6 @@ class AnthropicProvider:
             raise InvalidInputError("pass either client= or api_key=/base_url=, not both")
         else:
             self._client = client.with_options(max_retries=0, timeout=timeout)
-        self._usage = {stage: Usage(stage=stage) for stage in STAGES}
-        self._lock = threading.Lock()
-
-    # -- the Provider protocol ---------------------------------------------------------------
-
-    def synthesize_questions(
-        self, title: str, passages: Sequence[Passage], n: int
-    ) -> tuple[str, ...]:
-        """Up to ``n`` distinct questions users would ask that ``passages`` answer."""
-        if n <= 0 or not passages:
-            return ()
-        reply = self._call(
-            "synthesize",
-            prompts.render_knowledge(passages),
-            prompts.SYNTHESIZE_INSTRUCTIONS,
-            prompts.synthesize_request(title, n),
-        )
-        try:
-            return prompts.parse_questions(reply, n)
-        except prompts.MalformedReplyError as exc:
-            raise _malformed("synthesize", exc) from exc
-
-    def answer(self, question: str, passages: Sequence[Passage]) -> DraftAnswer:
-        """A grounded answer citing only ``passages``; abstains when nothing valid is cited."""
-        if not passages:
-            return DraftAnswer(text="", abstained=True)
-        reply = self._call(
-            "answer",
-            prompts.render_knowledge(passages),
-            prompts.ANSWER_INSTRUCTIONS,
-            prompts.answer_request(question),
-        )
-        try:
-            return prompts.parse_answer(reply, [p.id for p in passages])
-        except prompts.MalformedReplyError as exc:
-            raise _malformed("answer", exc) from exc
-
-    def verify(self, question: str, answer: str, passages: Sequence[Passage]) -> Verdict:
-        """Whether ``answer`` is supported by ``passages``, scored in [0, 1]."""
-        if not passages:
-            return Verdict(supported=False, score=0.0, reason="no passages to check against")
-        reply = self._call(
-            "verify",
-            prompts.render_knowledge(passages),
-            prompts.VERIFY_INSTRUCTIONS,
-            prompts.verify_request(question, answer),
-        )
-        try:
-            return prompts.parse_verdict(reply)
-        except prompts.MalformedReplyError as exc:
-            raise _malformed("verify", exc) from exc
-
-    def compose(self, question: str, context: str, *, max_tokens: int) -> str:
-        """A short answer from ``context`` alone, at most ``max_tokens``; ``""`` when it can't."""
-        if not context.strip() or max_tokens <= 0:
-            return ""
-        reply = self._call(
-            "compose",
-            context,
-            prompts.COMPOSE_INSTRUCTIONS,
-            prompts.compose_request(question),
-            max_tokens=max_tokens,
-        )
-        return prompts.parse_compose(reply)
-
-    def usage(self) -> list[Usage]:
-        """Calls and tokens of every successful response so far, one record per stage."""
-        with self._lock:
-            return [msgspec.structs.replace(self._usage[stage]) for stage in STAGES]
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -251,20 +156,9 @@ class AnthropicProvider:
         if self._owns_client:
             self._client.close()
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- internals -----------------------------------------------------------------------------
 
-    def _call(
+    def _complete(
         self,
         stage: str,
         knowledge: str,
@@ -284,7 +178,7 @@ class AnthropicProvider:
             try:
                 message = self._client.messages.create(
                     model=self.model,
-                    max_tokens=max_tokens or _MAX_TOKENS[stage],
+                    max_tokens=max_tokens or MAX_TOKENS[stage],
                     system=system,
                     messages=messages,
                 )
@@ -302,17 +196,15 @@ class AnthropicProvider:
                     ) from exc
                 self._sleep(delay)
                 attempt += 1
-        self._record(stage, message.usage)
+        usage = message.usage
+        self._record(
+            stage,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read=usage.cache_read_input_tokens or 0,
+            cache_write=usage.cache_creation_input_tokens or 0,
+        )
         return "".join(block.text for block in message.content if block.type == "text")
-
-    def _record(self, stage: str, usage: ApiUsage) -> None:
-        with self._lock:
-            record = self._usage[stage]
-            record.calls += 1
-            record.input_tokens += usage.input_tokens
-            record.output_tokens += usage.output_tokens
-            record.cache_read_input_tokens += usage.cache_read_input_tokens or 0
-            record.cache_creation_input_tokens += usage.cache_creation_input_tokens or 0
 
 
 def _permanent(stage: str, exc: anthropic.APIError) -> ProviderError:
@@ -325,15 +217,6 @@ def _permanent(stage: str, exc: anthropic.APIError) -> ProviderError:
         hint = "the API failed; server errors other than 529 are not retried"
     return ProviderError(
         f"anthropic {stage} call failed: {_describe(exc)}", stage=stage, status=status, hint=hint
-    )
-
-
-def _malformed(stage: str, exc: prompts.MalformedReplyError) -> ProviderError:
-    """The ProviderError for a reply that is not the JSON the stage asked for."""
-    return ProviderError(
-        f"anthropic {stage} reply is malformed: {exc}",
-        stage=stage,
-        hint="the model did not follow the JSON format; retry or try another model",
     )
 
 

@@ -281,7 +281,8 @@ def compile_(
         bool, typer.Option("--publish/--no-publish", help="Publish and activate if gates pass.")
     ] = False,
     provider: Annotated[
-        str, typer.Option(help="Language-model provider: offline or anthropic.")
+        str,
+        typer.Option(help="Language-model provider: offline, anthropic, openai, azure or local."),
     ] = "offline",
     model: Annotated[str | None, typer.Option(help="Model name for the provider.")] = None,
     review: Annotated[str, typer.Option(help="Review policy: auto, sample or full.")] = "auto",

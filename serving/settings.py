@@ -24,7 +24,7 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_secret: str | None = None
     """HMAC key of the knowledge-changed webhook (``RAGC_WEBHOOK_SECRET``)."""
     provider: str = "offline"
-    """L3 composer: ``offline`` or ``anthropic`` (``RAGC_PROVIDER``)."""
+    """L3 composer, one of :data:`providers.PROVIDERS` (``RAGC_PROVIDER``)."""
     l3_budget: int | None = None
     """L3 answers a tenant may get per calendar month (``RAGC_L3_BUDGET``); none: unlimited."""
     poll_interval: float = 0.25

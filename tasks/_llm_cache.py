@@ -1,4 +1,4 @@
-"""Every provider call of a compile, cached by (stage, prompt, context hash, model).
+"""Every provider call of a compile, cached by (stage, prompt version, context, provider, model).
 
 A recompile of unchanged knowledge asks the same questions over the same passages, so it is
 answered entirely from this cache and makes no provider calls at all.
@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from providers._prompts import PROMPT_VERSION
 from providers.base import DraftAnswer, Passage, Provider, Usage, Verdict
 from schemas.keys import content_hash
 from stores.cache import BuildCache
@@ -40,6 +41,7 @@ class CachedProvider:
                 {
                     "stage": stage,
                     "v": STAGE_VERSION,
+                    "prompts": PROMPT_VERSION,
                     "provider": self.name,
                     "model": self.model,
                     "args": args,

@@ -250,7 +250,7 @@ def test_malformed_json_is_a_provider_error_naming_the_stage(
 def test_a_rate_limit_is_retried_after_retry_after(
     stub: StubAnthropic, provider: AnthropicProvider, sleeps: list[float]
 ) -> None:
-    stub.enqueue(Reply.error(429, headers={"retry-after": "3"}), '{"supported": true}')
+    stub.enqueue(stub.error(429, headers={"retry-after": "3"}), '{"supported": true}')
 
     assert provider.verify(QUESTION, "x", PASSAGES).supported
 
@@ -262,7 +262,7 @@ def test_a_rate_limit_is_retried_after_retry_after(
 def test_a_rate_limit_without_retry_after_uses_the_backoff(
     stub: StubAnthropic, provider: AnthropicProvider, sleeps: list[float]
 ) -> None:
-    stub.enqueue(Reply.error(429), Reply.error(529), "fine")
+    stub.enqueue(stub.error(429), stub.error(529), "fine")
 
     assert provider.compose(QUESTION, "ctx", max_tokens=8) == "fine"
     assert sleeps == [0.5, 1.5]
@@ -281,7 +281,7 @@ def test_a_dropped_connection_is_retried(
 def test_a_server_error_is_not_retried(
     stub: StubAnthropic, provider: AnthropicProvider, sleeps: list[float]
 ) -> None:
-    stub.enqueue(*[Reply.error(500)] * 5)
+    stub.enqueue(*[stub.error(500)] * 5)
 
     with pytest.raises(ProviderError, match=r"anthropic answer call failed: HTTP 500") as caught:
         provider.answer(QUESTION, PASSAGES)
@@ -294,7 +294,7 @@ def test_a_server_error_is_not_retried(
 def test_an_auth_error_is_not_retried_and_points_at_the_key(
     stub: StubAnthropic, provider: AnthropicProvider
 ) -> None:
-    stub.enqueue(Reply.error(401))
+    stub.enqueue(stub.error(401))
 
     with pytest.raises(ProviderError, match=r"HTTP 401.*ANTHROPIC_API_KEY"):
         provider.compose(QUESTION, "ctx", max_tokens=8)
@@ -304,7 +304,7 @@ def test_an_auth_error_is_not_retried_and_points_at_the_key(
 def test_overload_until_retries_run_out_is_unavailable(
     stub: StubAnthropic, provider: AnthropicProvider, sleeps: list[float]
 ) -> None:
-    stub.enqueue(*[Reply.error(529)] * 10)
+    stub.enqueue(*[stub.error(529)] * 10)
 
     with pytest.raises(ProviderUnavailableError, match="after 3 attempts: HTTP 529") as caught:
         provider.verify(QUESTION, "x", PASSAGES)
@@ -381,7 +381,7 @@ def test_usage_returns_copies(stub: StubAnthropic, provider: AnthropicProvider) 
 
 
 def test_failed_calls_spend_no_usage(stub: StubAnthropic, provider: AnthropicProvider) -> None:
-    stub.enqueue(Reply.error(500))
+    stub.enqueue(stub.error(500))
 
     with pytest.raises(ProviderError):
         provider.compose(QUESTION, "ctx", max_tokens=8)
@@ -417,7 +417,7 @@ def test_an_injected_client_is_used_without_sdk_retries_and_left_open(
     stub: StubAnthropic, sleeps: list[float]
 ) -> None:
     client = anthropic.Anthropic(auth_token="tok-injected", base_url=stub.base_url, max_retries=5)
-    stub.enqueue("ok", Reply.error(500), Reply.error(500))
+    stub.enqueue("ok", stub.error(500), stub.error(500))
     try:
         provider = AnthropicProvider(client=client, model=MODEL, sleep=sleeps.append)
         assert provider.compose(QUESTION, "ctx", max_tokens=8) == "ok"

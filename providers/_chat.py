@@ -1,0 +1,199 @@
+"""The compile stages as prompts over one chat call, shared by every language-model provider.
+
+:class:`ChatProvider` turns each stage of :class:`providers.base.Provider` into a prompt (the
+texts live in :mod:`providers._prompts`) and parses the reply; a subclass supplies only
+:meth:`ChatProvider._complete`, one call of its API or runtime. Every call puts the static
+knowledge first and the volatile question last, so a provider's prompt cache (Anthropic's
+``cache_control``, the automatic prefix caching of OpenAI, vLLM and llama.cpp) can reuse the
+knowledge across stages. A reply that is not the JSON a stage asked for is a
+:class:`ProviderError` naming the provider and the stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+import msgspec
+
+from providers import _prompts as prompts
+from providers.base import DraftAnswer, Passage, Usage, Verdict
+from schemas.errors import PermanentError, RetryableError
+
+__all__ = [
+    "MAX_TOKENS",
+    "STAGES",
+    "ChatProvider",
+    "ProviderError",
+    "ProviderUnavailableError",
+]
+
+STAGES = ("synthesize", "answer", "verify", "compose")
+MAX_TOKENS = {"synthesize": 1024, "answer": 1024, "verify": 512}
+"""Reply budgets per stage; ``compose`` is given its own by the caller."""
+
+
+class ProviderError(PermanentError):
+    """A provider refused a call or replied with something unusable; retrying won't help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str | None = None,
+        status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.status = status
+        super().__init__(message, hint=hint)
+
+
+class ProviderUnavailableError(RetryableError):
+    """The provider stayed rate-limited, overloaded or unreachable through every retry."""
+
+    def __init__(self, message: str, *, stage: str, status: int | None = None) -> None:
+        self.stage = stage
+        self.status = status
+        super().__init__(message, hint="the API is busy or unreachable; try again later")
+
+
+class ChatProvider:
+    """A :class:`providers.base.Provider` whose stages are prompts; subclasses call a model.
+
+    Subclasses set :attr:`name` and :attr:`model`, call ``super().__init__()`` and implement
+    :meth:`_complete`, recording what each successful call spent with :meth:`_record`.
+    """
+
+    name: str
+    model: str
+
+    def __init__(self) -> None:
+        self._usage = {stage: Usage(stage=stage) for stage in STAGES}
+        self._usage_lock = threading.Lock()
+
+    # -- the Provider protocol ---------------------------------------------------------------
+
+    def synthesize_questions(
+        self, title: str, passages: Sequence[Passage], n: int
+    ) -> tuple[str, ...]:
+        """Up to ``n`` distinct questions users would ask that ``passages`` answer."""
+        if n <= 0 or not passages:
+            return ()
+        reply = self._complete(
+            "synthesize",
+            prompts.render_knowledge(passages),
+            prompts.SYNTHESIZE_INSTRUCTIONS,
+            prompts.synthesize_request(title, n),
+        )
+        try:
+            return prompts.parse_questions(reply, n)
+        except prompts.MalformedReplyError as exc:
+            raise self._malformed("synthesize", exc) from exc
+
+    def answer(self, question: str, passages: Sequence[Passage]) -> DraftAnswer:
+        """A grounded answer citing only ``passages``; abstains when nothing valid is cited."""
+        if not passages:
+            return DraftAnswer(text="", abstained=True)
+        reply = self._complete(
+            "answer",
+            prompts.render_knowledge(passages),
+            prompts.ANSWER_INSTRUCTIONS,
+            prompts.answer_request(question),
+        )
+        try:
+            return prompts.parse_answer(reply, [p.id for p in passages])
+        except prompts.MalformedReplyError as exc:
+            raise self._malformed("answer", exc) from exc
+
+    def verify(self, question: str, answer: str, passages: Sequence[Passage]) -> Verdict:
+        """Whether ``answer`` is supported by ``passages``, scored in [0, 1]."""
+        if not passages:
+            return Verdict(supported=False, score=0.0, reason="no passages to check against")
+        reply = self._complete(
+            "verify",
+            prompts.render_knowledge(passages),
+            prompts.VERIFY_INSTRUCTIONS,
+            prompts.verify_request(question, answer),
+        )
+        try:
+            return prompts.parse_verdict(reply)
+        except prompts.MalformedReplyError as exc:
+            raise self._malformed("verify", exc) from exc
+
+    def compose(self, question: str, context: str, *, max_tokens: int) -> str:
+        """A short answer from ``context`` alone, at most ``max_tokens``; ``""`` when it can't."""
+        if not context.strip() or max_tokens <= 0:
+            return ""
+        reply = self._complete(
+            "compose",
+            context,
+            prompts.COMPOSE_INSTRUCTIONS,
+            prompts.compose_request(question),
+            max_tokens=max_tokens,
+        )
+        return prompts.parse_compose(reply)
+
+    def usage(self) -> list[Usage]:
+        """Calls and tokens of every successful response so far, one record per stage."""
+        with self._usage_lock:
+            return [msgspec.structs.replace(self._usage[stage]) for stage in STAGES]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what the provider opened (a client it built, a loaded model); idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- for subclasses ------------------------------------------------------------------------
+
+    def _complete(
+        self,
+        stage: str,
+        knowledge: str,
+        instructions: str,
+        user: str,
+        *,
+        max_tokens: int | None = None,
+    ) -> str:
+        """One call: ``knowledge`` then ``instructions`` as the static prefix, ``user`` last;
+        the reply's text. ``max_tokens`` defaults to :data:`MAX_TOKENS` of the stage."""
+        raise NotImplementedError
+
+    def _record(
+        self,
+        stage: str,
+        *,
+        input_tokens: int,
+        output_tokens: int,
+        cache_read: int = 0,
+        cache_write: int = 0,
+    ) -> None:
+        """Add one successful call's tokens to ``stage``'s usage."""
+        with self._usage_lock:
+            record = self._usage[stage]
+            record.calls += 1
+            record.input_tokens += input_tokens
+            record.output_tokens += output_tokens
+            record.cache_read_input_tokens += cache_read
+            record.cache_creation_input_tokens += cache_write
+
+    def _malformed(self, stage: str, exc: prompts.MalformedReplyError) -> ProviderError:
+        """The ProviderError for a reply that is not the JSON the stage asked for."""
+        return ProviderError(
+            f"{self.name} {stage} reply is malformed: {exc}",
+            stage=stage,
+            hint="the model did not follow the JSON format; retry or try another model",
+        )
