@@ -51,6 +51,14 @@ StoreOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ProviderOpt = Annotated[
+    str,
+    typer.Option(help="Language-model provider: offline, anthropic, openai, azure or local."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(help="Model for the provider (a GGUF path for local; default: its own)."),
+]
 WrongTargetOpt = Annotated[
     float,
     typer.Option(help="Router: highest expected share of wrong answers among those served."),
@@ -280,11 +288,8 @@ def compile_(
     publish: Annotated[
         bool, typer.Option("--publish/--no-publish", help="Publish and activate if gates pass.")
     ] = False,
-    provider: Annotated[
-        str,
-        typer.Option(help="Language-model provider: offline, anthropic, openai, azure or local."),
-    ] = "offline",
-    model: Annotated[str | None, typer.Option(help="Model name for the provider.")] = None,
+    provider: ProviderOpt = "offline",
+    model: ModelOpt = None,
     review: Annotated[str, typer.Option(help="Review policy: auto, sample or full.")] = "auto",
     threshold: Annotated[
         float, typer.Option(help="Verification score for automatic approval.")
@@ -641,6 +646,8 @@ def eval_(
     wrong_target: WrongTargetOpt = 0.02,
     oos_share: OosShareOpt = 0.05,
     similarity_gate: SimilarityGateOpt = False,
+    provider: ProviderOpt = "offline",
+    model: ModelOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure coverage, wrong answers, rejection and latency per layer on labelled queries,
@@ -666,6 +673,8 @@ def eval_(
             build_dir=build_dir,
             report_path=report,
             policy=policy,
+            provider=provider,
+            model=model,
         )
     if as_json:
         _emit(result.report, True, "")

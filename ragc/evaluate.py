@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from flows.compile import CompileParams, compile_knowledge
-from providers import OfflineProvider
+from providers import PROVIDERS, OfflineProvider
 from ragc.report import render_report
 from schemas.errors import InvalidInputError
 from schemas.evaluation import EvalReport, Outcome, evaluate, summarize, threshold_curve
@@ -37,10 +37,12 @@ class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
     """Those of them whose answers differ (members held for review)."""
 
 
-def _default_store(knowledge: Path, policy: RouterPolicy) -> str:
-    """One store per folder and router policy, so a compile under another policy is never
-    mistaken for an up-to-date one."""
+def _default_store(knowledge: Path, policy: RouterPolicy, provider: str = "offline") -> str:
+    """One store per folder, router policy and provider, so a compile under another policy or
+    by another provider is never mistaken for an up-to-date one."""
     identity = str(knowledge.resolve())
+    if provider != "offline":
+        identity += f"\x1fprovider={provider}"
     if policy != RouterPolicy():
         identity += f"\x1f{policy.wrong_target}\x1f{policy.oos_share}"
         if policy.similarity_gate:
@@ -88,14 +90,21 @@ def run_eval(
     build_dir: Path | None = None,
     report_path: Path | None = None,
     policy: RouterPolicy | None = None,
+    provider: str = "offline",
+    model: str | None = None,
 ) -> EvalResult:
     """Evaluate ``queries`` against the knowledge compiled from ``knowledge`` (with its router
-    tuned to ``policy``, default :class:`RouterPolicy`)."""
+    tuned to ``policy``, default :class:`RouterPolicy`; its questions and answers written by
+    ``provider``)."""
     if not queries.is_file():
         raise InvalidInputError(f"query file {queries} does not exist")
+    if provider not in PROVIDERS:
+        raise InvalidInputError(
+            f"unknown provider {provider!r}", hint=f"use one of {', '.join(PROVIDERS)}"
+        )
     cases = load_cases(queries)
     policy = policy or RouterPolicy()
-    url = store or _default_store(knowledge, policy)
+    url = store or _default_store(knowledge, policy, provider)
     version = _up_to_date(url, knowledge)
     compiled = version is None
     if version is None:
@@ -106,6 +115,8 @@ def run_eval(
                 publish=True,
                 build_dir=str(build_dir or Path(".ragc/eval/build")),
                 router=policy,
+                provider=provider,  # type: ignore[arg-type]
+                model=model,
             )
         )
         version = result.version
