@@ -5,8 +5,8 @@ texts live in :mod:`providers._prompts`) and parses the reply; a subclass suppli
 :meth:`ChatProvider._complete`, one call of its API or runtime. Every call puts the static
 knowledge first and the volatile question last, so a provider's prompt cache (Anthropic's
 ``cache_control``, the automatic prefix caching of OpenAI, vLLM and llama.cpp) can reuse the
-knowledge across stages. A reply that is not the JSON a stage asked for is a
-:class:`ProviderError` naming the provider and the stage.
+knowledge across stages. A reply that is not the JSON a stage asked for is an
+:class:`UnusableReplyError` naming the provider and the stage.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ __all__ = [
     "ChatProvider",
     "ProviderError",
     "ProviderUnavailableError",
+    "UnusableReplyError",
 ]
 
 STAGES = ("synthesize", "answer", "verify", "compose")
@@ -49,6 +50,14 @@ class ProviderError(PermanentError):
         self.stage = stage
         self.status = status
         super().__init__(message, hint=hint)
+
+
+class UnusableReplyError(ProviderError):
+    """A reply that is not the JSON its stage asked for: the call worked, the model did not.
+
+    A compile may do without that one reply (a section keeps its heading as its question);
+    other provider errors (a refused key, a bad request) stop it.
+    """
 
 
 class ProviderUnavailableError(RetryableError):
@@ -190,9 +199,9 @@ class ChatProvider:
             record.cache_read_input_tokens += cache_read
             record.cache_creation_input_tokens += cache_write
 
-    def _malformed(self, stage: str, exc: prompts.MalformedReplyError) -> ProviderError:
-        """The ProviderError for a reply that is not the JSON the stage asked for."""
-        return ProviderError(
+    def _malformed(self, stage: str, exc: prompts.MalformedReplyError) -> UnusableReplyError:
+        """The error for a reply that is not the JSON the stage asked for."""
+        return UnusableReplyError(
             f"{self.name} {stage} reply is malformed: {exc}",
             stage=stage,
             hint="the model did not follow the JSON format; retry or try another model",

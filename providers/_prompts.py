@@ -164,8 +164,17 @@ def load_json(text: str) -> Any:
 
 
 def parse_questions(text: str, n: int) -> tuple[str, ...]:
-    """Up to ``n`` distinct non-empty questions from a JSON array (or ``{"questions": [...]}``)."""
-    value = load_json(text)
+    """Up to ``n`` distinct non-empty questions from a JSON array (or ``{"questions": [...]}``).
+
+    A reply cut off inside its array (a small model repeating itself until its token budget
+    ends) still yields the questions it completed; the unfinished one is dropped.
+    """
+    try:
+        value = load_json(text)
+    except MalformedReplyError:
+        value = _complete_strings(text)
+        if not value:
+            raise
     if isinstance(value, dict):
         value = value.get("questions")
     if not isinstance(value, list):
@@ -221,6 +230,25 @@ def parse_compose(text: str) -> str:
     """The composed answer, or ``""`` when the model replied NO_ANSWER."""
     answer = text.strip()
     return "" if not answer or answer.startswith(NO_ANSWER) else answer
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
+def _complete_strings(text: str) -> list[str]:
+    """The complete JSON strings of an array that was cut off before its ``]``."""
+    start = text.find("[")
+    if start < 0 or "]" in text[start:]:
+        return []
+    strings: list[str] = []
+    for match in _JSON_STRING.finditer(text, start):
+        try:
+            item = json.loads(match.group())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, str):
+            strings.append(item)
+    return strings
 
 
 def _load_object(text: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Final
 
 import numpy as np
 
+from providers._chat import UnusableReplyError
 from providers.base import Passage, Provider
 from schemas.build import Chunk, IngestReport, Question, Topic
 from schemas.keys import make_name
@@ -102,9 +103,14 @@ def build_questions(
             suffix += 1
             entry_id = f"{base}-{suffix}"
         used.add(entry_id)
-        asked = provider.synthesize_questions(
-            first.section, [passage_of(c) for c in section], per_section
-        )
+        heading = first.section.strip()
+        try:
+            asked = provider.synthesize_questions(
+                first.section, [passage_of(c) for c in section], per_section
+            )
+        except UnusableReplyError as exc:
+            logger.warning("%s: %s; the section keeps its heading as its question", entry_id, exc)
+            asked = (heading,)
         if index is not None and provider.name != "offline" and asked:
             kept = answerable_by(index, asked, {c.id for c in section}, cache)
             if len(kept) < len(asked):
@@ -114,7 +120,6 @@ def build_questions(
                     len(asked) - len(kept),
                     len(asked),
                 )
-            heading = first.section.strip()
             if heading.endswith("?") and heading.casefold() not in {k.casefold() for k in kept}:
                 kept = (heading, *kept)
             asked = kept or (heading,)

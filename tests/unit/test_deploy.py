@@ -36,17 +36,9 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 NGINX = DEPLOY / "nginx.conf"
 
-CODE_READING_ENV = (
-    "serving/settings.py",
-    "ragc/settings.py",
-    "ragc/cli.py",
-    "serving/webhook.py",
-    "flows/_defaults.py",
-    "providers/_mpnet_cache.py",
-    "providers/embedders.py",
-)
-"""The modules that read ``RAGC_*`` variables (settings, CLI options, webhook, flows, the model
-cache, the router's encoder)."""
+SOURCE_PACKAGES = ("ragc", "serving", "flows", "tasks", "providers", "stores")
+"""The packages whose modules read ``RAGC_*`` variables (settings, CLI options, webhook, flows,
+the providers and the model cache); every module in them is scanned, so a move is not a miss."""
 
 RAGC_VAR = re.compile(r"RAGC_[A-Z0-9_]+")  # digits too: RAGC_L3_BUDGET
 SECRETISH = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|DSN")
@@ -193,8 +185,8 @@ def _docker_env() -> dict[str, str]:
 def _vars_the_code_reads() -> frozenset[str]:
     """Every string literal that is exactly a ``RAGC_*`` name in the modules that read them."""
     names: set[str] = set()
-    for relative in CODE_READING_ENV:
-        tree = ast.parse((ROOT / relative).read_text(encoding="utf-8"), filename=relative)
+    for path in sorted(p for package in SOURCE_PACKAGES for p in (ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node in ast.walk(tree):
             if (
                 isinstance(node, ast.Constant)

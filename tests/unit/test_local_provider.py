@@ -107,6 +107,16 @@ def test_prose_instead_of_json_is_a_provider_error() -> None:
         provider.synthesize_questions(SOURCE.section, PASSAGES, 3)
 
 
+def test_a_reply_cut_off_inside_its_list_keeps_the_questions_it_finished() -> None:
+    # a small model may repeat itself until its token budget runs out, mid-question
+    runtime = ScriptedRuntime('How long?", "Does \\"viable\\" mean alive?", "How long does it surv')
+    provider = LocalProvider(runtime=runtime)
+
+    questions = provider.synthesize_questions(SOURCE.section, PASSAGES, 5)
+
+    assert questions == ("How long?", 'Does "viable" mean alive?')
+
+
 def test_unknown_or_verify_stages_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidInputError, match="cannot take the stages \\['verify'\\]"):
         LocalProvider(runtime=ScriptedRuntime(), stages=["synthesize", "verify"])
@@ -237,3 +247,34 @@ def test_questions_another_section_answers_better_are_dropped() -> None:
     assert masks.text == "Should I wear a mask?"
     assert "Should I wear a face mask?" in masks.paraphrases
     assert answerable_by(index, (), {"faq-masks"}) == ()
+
+
+def test_a_section_whose_reply_is_unusable_keeps_its_heading_and_the_compile_goes_on() -> None:
+    chunks = [
+        _chunk("surfaces", "Virus on surfaces", PASSAGES[0].text),
+        _chunk("masks", "Should I wear a mask?", "Wear a mask in crowded indoor places."),
+    ]
+    runtime = ScriptedRuntime("] no questions here", 'Do I need a mask indoors?"]}')
+    index = index_chunks.fn(default_embedder(), chunks, None)
+    try:
+        provider = LocalProvider(runtime=runtime)
+        surfaces, masks = build_questions(
+            IngestReport(sources=()), chunks, [], provider, index=index
+        )
+    finally:
+        index.close()
+
+    assert (surfaces.text, surfaces.paraphrases) == ("Virus on surfaces", ())
+    assert masks.paraphrases == ("Do I need a mask indoors?",)
+
+
+def test_a_refused_call_still_stops_the_compile() -> None:
+    class Refusing(ScriptedRuntime):
+        def chat(
+            self, messages: Sequence[dict[str, str]], *, max_tokens: int, prefix: str = ""
+        ) -> ChatReply:
+            raise RuntimeError("llama_decode failed: out of memory")
+
+    chunks = [_chunk("masks", "Should I wear a mask?", "Wear a mask indoors.")]
+    with pytest.raises(ProviderError, match="local synthesize generation failed"):
+        build_questions(IngestReport(sources=()), chunks, [], LocalProvider(runtime=Refusing()))
