@@ -189,6 +189,7 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # a server, a worker and three flow runs: a minute and a half
 def test_deploy_check_script_deploys_and_runs_on_a_local_server(tmp_path: Path) -> None:
     process = subprocess.Popen(
         ["bash", str(DEPLOY_CHECK)],
