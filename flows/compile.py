@@ -215,6 +215,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
                 res.cache,
                 params.router,
                 duplicates.groups,
+                model_phrasings=res.provider.name != "offline",
             ),
         )
         regression = Path(params.regression) if params.regression else regression_path(root)

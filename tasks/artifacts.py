@@ -130,9 +130,11 @@ def router_blob(
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
     documents: Mapping[str, str] | None = None,
+    model_phrasings: bool = False,
 ) -> bytes:
     """The trained router as bytes, reused from the build cache when it was trained on exactly
-    these examples, out-of-scope questions, document texts and encoder before."""
+    these examples, out-of-scope questions, document texts and encoder before (and the same
+    kind of document phrasings: see :func:`tasks.router.train_router`)."""
     key = content_hash(
         msgspec.json.encode(
             [
@@ -141,6 +143,7 @@ def router_blob(
                 sorted(examples),
                 sorted(out_of_scope),
                 sorted((documents or {}).items()),
+                model_phrasings,
                 *(
                     (policy.wrong_target, policy.oos_share, policy.similarity_gate)
                     if policy
@@ -155,7 +158,7 @@ def router_blob(
         return found
     # Tunings are reused across compiles of the same router version only: a newer one may
     # tune more (e.g. the similarity gate), which an older tuning knows nothing of.
-    tuned_for = f"{ROUTER_VERSION}:{embedder}"
+    tuned_for = f"{ROUTER_VERSION}:{embedder}:{'model' if model_phrasings else 'templates'}"
     last = cache.get("router-tuning", tuned_for) if cache else None
     previous = msgspec.json.decode(last, type=Tuning) if last else None
     latest = cache.get("router-latest", str(embedder)) if cache else None
@@ -168,6 +171,7 @@ def router_blob(
         start=RouterModel.from_bytes(latest) if latest else None,
         policy=policy,
         documents=documents,
+        model_phrasings=model_phrasings,
     )
     blob = router.to_bytes()
     if cache:
@@ -228,9 +232,11 @@ def build_snapshot(
     fallback: str = DEFAULT_FALLBACK,
     policy: RouterPolicy | None = None,
     duplicates: Sequence[DuplicateGroup] = (),
+    model_phrasings: bool = False,
 ) -> Snapshot:
     """The sealed snapshot of approved entries, with a router trained on them. Each group of
-    ``duplicates`` is compiled as one entry (see :func:`tasks.duplicates.merge_duplicates`)."""
+    ``duplicates`` is compiled as one entry (see :func:`tasks.duplicates.merge_duplicates`);
+    ``model_phrasings``: a language model wrote the document sections' questions."""
     merged = merge_duplicates(entries, duplicates)
     approved = list(merged.entries)
     alternates = merged.alternates
@@ -278,6 +284,7 @@ def build_snapshot(
             cache=cache,
             policy=policy,
             documents={e.id: e.answer for e in approved if e.origin != "faq"},
+            model_phrasings=model_phrasings,
         )
     manifest = Manifest(
         compiler=compiler_id(),

@@ -7,18 +7,23 @@ how real questions fare. A document entry is therefore served by similarity alon
 question's vector must be within :attr:`DocumentRule.threshold` of the entry's nearest phrasing
 (an *anchor*), and ahead of every other entry's nearest phrasing by :attr:`DocumentRule.margin`.
 
-Both are tuned on stand-ins that are harder than real questions, so the rule and its risk
-estimate err on the safe side:
+Both are tuned on stand-ins for real questions:
 
-* **positives**: each section's own text, asked as if it were the question (an answer shares
-  less wording with its heading than a user's rephrasing does), must come nearest to its entry;
-* **negatives**: each entry's heading asked of the *other* entries (the entry left out: a
-  question about a section the knowledge does not hold, in the knowledge's own style), and the
-  known out-of-scope questions.
+* **positives**, which must come nearest to their own entry: where a language model wrote the
+  phrasings (``model_phrasings``), each phrasing asked with itself left out of the anchors, so
+  it must find its entry through the others, as a user's rephrasing would; otherwise, and for
+  an entry left with one phrasing, the section's own text asked as if it were the question (an
+  answer shares less wording with its heading than a user's rephrasing does, so the estimate
+  errs on the safe side). Offline phrasings are templates of the heading, which find each
+  other at any threshold, so they are never positives;
+* **negatives**: each entry's phrasings (only its heading when they are templates) asked of
+  the *other* entries (the entry left out: a question about a section the knowledge does not
+  hold, in the knowledge's own style), and the known out-of-scope questions.
 
-The rule kept answers the most positives rightly while the expected wrong-answer rate, at the
-policy's out-of-scope share, stays within its target; on a tie, the one with the lower
-expected rate, then the stricter one.
+Each entry weighs the same among the positives and among the left-out negatives, however many
+phrasings it has. The rule kept answers the most positives rightly while the expected
+wrong-answer rate, at the policy's out-of-scope share, stays within its target; on a tie, the
+one with the lower expected rate, then the stricter one.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ __all__ = ["ANCHOR_GRID", "MARGIN_GRID", "DocumentRule", "nearest_two", "tune_do
 
 Matrix = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
+Rates = npt.NDArray[np.float64]
 
 ANCHOR_GRID = np.round(np.arange(0.20, 0.955, 0.01), 2).astype(np.float32)
 """Minimum similarities to a document entry's nearest phrasing that tuning tries."""
@@ -51,12 +57,23 @@ class DocumentRule(NamedTuple):
 
 
 def nearest_two(
-    queries: Matrix, anchors: Matrix, labels: Labels, classes: int, *, exclude: Labels | None = None
+    queries: Matrix,
+    anchors: Matrix,
+    labels: Labels,
+    classes: int,
+    *,
+    exclude: Labels | None = None,
+    exclude_anchor: Labels | None = None,
 ) -> tuple[Labels, Matrix, Matrix]:
     """For each query row: the class of its nearest anchor, that similarity and the best
     similarity of any other class (-1 where there is none); with ``exclude``, each row's own
-    class (``exclude[i]``) is left out, as if the knowledge lacked it."""
-    best = best_per_class(queries @ anchors.T, labels, classes)
+    class (``exclude[i]``) is left out, as if the knowledge lacked it; with ``exclude_anchor``,
+    each row's own anchor row (``exclude_anchor[i]``), as if that phrasing were never written."""
+    scores = queries @ anchors.T
+    if exclude_anchor is not None:
+        rows = np.flatnonzero(exclude_anchor >= 0)  # -1: no anchor of its own to leave out
+        scores[rows, exclude_anchor[rows]] = -np.inf
+    best = best_per_class(scores, labels, classes)
     if exclude is not None:
         best[np.arange(len(queries)), exclude] = -np.inf
     order = np.argsort(-best, axis=1)
@@ -68,12 +85,53 @@ def nearest_two(
     return order[:, 0].astype(np.int64), top, second
 
 
-def _served(top: Matrix, second: Matrix) -> npt.NDArray[np.float64]:
-    """How many rows each rule ``[threshold, margin]`` of the grids serves."""
+def _served(top: Matrix, second: Matrix, weights: npt.NDArray[np.float64]) -> Rates:
+    """The weight of the rows each rule ``[threshold, margin]`` of the grids serves."""
     over = top[:, None, None] >= ANCHOR_GRID[None, :, None]
     ahead = (top - second)[:, None, None] >= MARGIN_GRID[None, None, :]
-    counted: npt.NDArray[np.float64] = (over & ahead).sum(axis=0).astype(np.float64)
+    counted: Rates = np.einsum("rtm,r->tm", (over & ahead).astype(np.float64), weights)
     return counted
+
+
+class _StandIns(NamedTuple):
+    """Query rows, the class each should find (or leave), the anchor each must not use (-1:
+    none), and each row's weight (an entry's rows sum to one)."""
+
+    vectors: Matrix
+    truth: Labels
+    own_anchor: Labels
+    weights: npt.NDArray[np.float64]
+
+
+def _positives(
+    anchors: Matrix,
+    labels: Labels,
+    documents: Sequence[tuple[int, Matrix, Matrix]],
+    *,
+    model_phrasings: bool,
+) -> _StandIns:
+    vectors: list[Matrix] = []
+    truth: list[int] = []
+    own: list[int] = []
+    weights: list[float] = []
+    for index, _, text in documents:
+        rows = np.flatnonzero(labels == index) if model_phrasings else np.array([], np.int64)
+        if len(rows) >= 2:
+            vectors.extend(anchors[rows])
+            truth.extend([index] * len(rows))
+            own.extend(int(r) for r in rows)
+            weights.extend([1.0 / len(rows)] * len(rows))
+        else:
+            vectors.append(text)
+            truth.append(index)
+            own.append(-1)
+            weights.append(1.0)
+    return _StandIns(
+        np.stack(vectors).astype(np.float32),
+        np.array(truth, np.int64),
+        np.array(own, np.int64),
+        np.array(weights, np.float64),
+    )
 
 
 def tune_document_rule(
@@ -85,29 +143,47 @@ def tune_document_rule(
     out_of_scope: Matrix,
     wrong_target: float,
     oos_share: float,
+    model_phrasings: bool = False,
 ) -> DocumentRule:
     """Tune the rule for the document classes whose anchors are ``anchors`` (rows, labelled by
     class index), given per document class ``(index, heading vector, section-text vector)``
-    and the known out-of-scope questions' vectors."""
-    index = np.array([d[0] for d in documents], dtype=np.int64)
-    headings = np.stack([d[1] for d in documents]).astype(np.float32)
-    texts = np.stack([d[2] for d in documents]).astype(np.float32)
-    found, top, second = nearest_two(texts, anchors, labels, classes)
-    right = found == index
-    _, left_top, left_second = nearest_two(headings, anchors, labels, classes, exclude=index)
-    negatives_top = left_top
-    negatives_second = left_second
+    and the known out-of-scope questions' vectors; ``model_phrasings``: the anchors other than
+    the headings were written by a language model, so they stand in for real questions."""
+    positives = _positives(anchors, labels, documents, model_phrasings=model_phrasings)
+    found, top, second = nearest_two(
+        positives.vectors, anchors, labels, classes, exclude_anchor=positives.own_anchor
+    )
+    right = found == positives.truth
+    if model_phrasings:
+        per_class = np.bincount(labels, minlength=classes).astype(np.float64)
+        left_out = _StandIns(anchors, labels, np.full(len(labels), -1), 1.0 / per_class[labels])
+    else:
+        headings = np.stack([d[1] for d in documents]).astype(np.float32)
+        index = np.array([d[0] for d in documents], dtype=np.int64)
+        left_out = _StandIns(headings, index, np.full(len(index), -1), np.ones(len(index)))
+    _, negatives_top, negatives_second = nearest_two(
+        left_out.vectors, anchors, labels, classes, exclude=left_out.truth
+    )
+    negative_weights = left_out.weights
     if len(out_of_scope):
         _, oos_top, oos_second = nearest_two(out_of_scope, anchors, labels, classes)
-        negatives_top = np.concatenate([left_top, oos_top])
-        negatives_second = np.concatenate([left_second, oos_second])
-    n = len(documents)
-    correct = _served(top[right], second[right]) / n
-    misrouted = _served(top[~right], second[~right]) / n
-    leaked = _served(negatives_top, negatives_second) / max(len(negatives_top), 1)
+        negatives_top = np.concatenate([negatives_top, oos_top])
+        negatives_second = np.concatenate([negatives_second, oos_second])
+        negative_weights = np.concatenate([negative_weights, np.ones(len(oos_top))])
+    n = float(positives.weights.sum())
+    w = positives.weights
+    correct = _served(top[right], second[right], w[right]) / n
+    misrouted = _served(top[~right], second[~right], w[~right]) / n
+    leaked = _served(negatives_top, negatives_second, negative_weights) / max(
+        float(negative_weights.sum()), 1.0
+    )
     wrong = expected_wrong_rate(correct, misrouted, leaked, oos_share)
     feasible = wrong <= wrong_target
-    sizes = {"document_size": float(n), "document_negatives": float(len(negatives_top))}
+    sizes = {
+        "document_size": float(len(documents)),
+        "document_positives": float(len(positives.truth)),
+        "document_negatives": float(len(negatives_top)),
+    }
     if not feasible.any():
         strict = {**sizes, "document_coverage": 0.0, "document_wrong_rate": 0.0}
         return DocumentRule(

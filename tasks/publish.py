@@ -98,9 +98,12 @@ def snapshot_artifacts(
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
     duplicates: tuple[DuplicateGroup, ...] = (),
+    *,
+    model_phrasings: bool = False,
 ) -> Snapshot:
     """Prefect task over :func:`tasks.artifacts.build_snapshot`; the router reads the vectors of
-    ``embedder`` (a compile passes :attr:`Resources.router_embedder`)."""
+    ``embedder`` (a compile passes :attr:`Resources.router_embedder`); ``model_phrasings``: a
+    language model wrote the sections' questions."""
     return build_snapshot(
         version=version,
         parent=parent,
@@ -113,6 +116,7 @@ def snapshot_artifacts(
         cache=cache,
         policy=policy,
         duplicates=duplicates,
+        model_phrasings=model_phrasings,
     )
 
 

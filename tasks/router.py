@@ -533,12 +533,14 @@ def train_router(
     start: RouterModel | None = None,
     policy: RouterPolicy | None = None,
     documents: Mapping[str, str] | None = None,
+    model_phrasings: bool = False,
 ) -> RouterModel:
     """Tune the threshold on held-out examples (to ``policy``), then fit on everything.
 
     ``documents`` maps the classes compiled from document sections to their section text:
     with an encoder, they are decided by the document rule (:mod:`tasks.document_rule`), and
-    the probabilities' rule is tuned on the curated classes alone.
+    the probabilities' rule is tuned on the curated classes alone. ``model_phrasings``: a
+    language model wrote those classes' phrasings, so held out they stand in for questions.
 
     A threshold tuned on a training set that shares at least :data:`REUSE_OVERLAP` of its
     examples with this one (``previous``, e.g. the last compile's) is reused: one changed
@@ -592,7 +594,9 @@ def train_router(
     if anchors is not None:
         assert encoder is not None  # there are vectors, so an encoder
         assert vectors is not None
-        document = _tune_documents(everything, vectors, anchors, docs, encoder, policy)
+        document = _tune_documents(
+            everything, vectors, anchors, docs, encoder, policy, model_phrasings=model_phrasings
+        )
     curated = [pair for pair in everything if pair[1] not in docs]
     if not any(c != OUT_OF_SCOPE for _, c in curated):
         model = fit_router(everything, vectors=vectors, embedder=embedder)
@@ -648,9 +652,11 @@ def _tune_documents(
     documents: Mapping[str, str],
     encoder: Encoder,
     policy: RouterPolicy,
+    *,
+    model_phrasings: bool,
 ) -> DocumentRule:
-    """The document rule tuned on the section texts and left-out headings (see
-    :mod:`tasks.document_rule`)."""
+    """The document rule tuned on held-out model phrasings or section texts, and on left-out
+    entries (see :mod:`tasks.document_rule`)."""
     classes = sorted({c for _, c in everything})
     first: dict[str, int] = {}
     for i, (_, c) in enumerate(everything):
@@ -666,6 +672,7 @@ def _tune_documents(
         out_of_scope=vectors[outside],
         wrong_target=policy.wrong_target,
         oos_share=policy.oos_share,
+        model_phrasings=model_phrasings,
     )
 
 

@@ -13,7 +13,7 @@ from schemas.router import (
     estimated_wrong_rate,
     expected_wrong_rate,
 )
-from tasks.document_rule import nearest_two, tune_document_rule
+from tasks.document_rule import DocumentRule, nearest_two, tune_document_rule
 from tasks.router import Held, RouterPolicy, _curated_only, train_router
 
 
@@ -89,6 +89,77 @@ def test_tuning_serves_separable_documents_and_keeps_a_margin_for_near_ones() ->
     )
     leaked = ((left >= rule.threshold) & (left - left_second >= rule.margin)).mean()
     assert leaked == pytest.approx(rule.metrics["document_negatives_served"], abs=1e-4)
+
+
+def test_nearest_two_leaves_a_rows_own_anchor_out_when_asked() -> None:
+    anchors = _unit(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], np.float32))
+    labels = np.array([0, 0, 1])
+    found, top, _ = nearest_two(anchors[:2], anchors, labels, 2, exclude_anchor=np.array([0, -1]))
+    assert found.tolist() == [0, 0]
+    assert top[0] == pytest.approx(float(anchors[0] @ anchors[1]))  # through the other phrasing
+    assert top[1] == pytest.approx(1.0)  # -1: nothing left out
+
+
+def _phrased(
+    classes: int, per: int, seed: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Classes each with ``per`` phrasings near a centre, and a section text far from them."""
+    rng = np.random.default_rng(seed)
+    dim = 48
+    centres = _unit(rng.normal(size=(classes, dim)).astype(np.float32))
+    labels = np.repeat(np.arange(classes), per)
+    noise = rng.normal(size=(classes * per, dim)).astype(np.float32)
+    phrasings = _unit(centres[labels] + 0.25 * noise)
+    texts = _unit(centres + 1.2 * rng.normal(size=(classes, dim)).astype(np.float32))
+    return centres, labels, phrasings, texts
+
+
+def test_held_out_model_phrasings_are_the_positives_instead_of_section_texts() -> None:
+    classes, per = 10, 3
+    _, labels, phrasings, texts = _phrased(classes, per)
+    documents = [(k, phrasings[k * per], texts[k]) for k in range(classes)]
+
+    def tuned(model_phrasings: bool) -> DocumentRule:
+        return tune_document_rule(
+            phrasings,
+            labels,
+            classes,
+            documents=documents,
+            out_of_scope=np.zeros((0, phrasings.shape[1]), np.float32),
+            wrong_target=0.05,
+            oos_share=0.05,
+            model_phrasings=model_phrasings,
+        )
+
+    model, templates = tuned(True), tuned(False)
+
+    assert model.metrics["document_positives"] == classes * per
+    assert templates.metrics["document_positives"] == classes
+    assert model.metrics["document_negatives"] == classes * per  # every phrasing, left out
+    assert templates.metrics["document_negatives"] == classes  # the headings
+    # the texts are poor stand-ins here; the phrasings find their entry through each other
+    assert model.metrics["document_coverage"] > templates.metrics["document_coverage"]
+    found, top, second = nearest_two(
+        phrasings, phrasings, labels, classes, exclude_anchor=np.arange(len(labels))
+    )
+    served = (found == labels) & (top >= model.threshold) & (top - second >= model.margin)
+    assert served.mean() == pytest.approx(model.metrics["document_coverage"], abs=1e-4)
+
+
+def test_an_entry_left_with_one_phrasing_is_tried_with_its_section_text() -> None:
+    _, labels, phrasings, texts = _phrased(4, 3)
+    keep = np.array([0, 3, 4, 5, 6, 7, 8, 9, 10, 11])  # class 0 keeps one phrasing
+    rule = tune_document_rule(
+        phrasings[keep],
+        labels[keep],
+        4,
+        documents=[(k, phrasings[k * 3], texts[k]) for k in range(4)],
+        out_of_scope=np.zeros((0, phrasings.shape[1]), np.float32),
+        wrong_target=0.05,
+        oos_share=0.05,
+        model_phrasings=True,
+    )
+    assert rule.metrics["document_positives"] == 1 + 3 * 3
 
 
 def test_tuning_falls_back_to_the_strictest_rule_when_nothing_meets_the_target() -> None:

@@ -182,9 +182,10 @@ def test_a_model_path_is_checked_against_its_pinned_digest(
     reason="the local extra is installed here",
 )
 def test_without_the_extra_the_error_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.delenv("RAGC_LOCAL_MODEL", raising=False)
+    monkeypatch.setenv("RAGC_MODEL_DIR", str(tmp_path))  # no model joined there before
     with pytest.raises(PermanentError, match="uv sync --extra local"):
         part_paths()
     with pytest.raises(PermanentError, match="not installed"):
