@@ -30,6 +30,7 @@ from schemas.frames import (
 )
 from schemas.manifest import DuplicateGroup, GateResult
 from tasks.answer import generate_answers
+from tasks.auto_faq import AutoFaqPolicy, draft_miss_questions
 from tasks.chunk import chunk_documents
 from tasks.duplicates import detect_duplicates
 from tasks.gates import check_gates, gate_snapshot, load_cases
@@ -62,6 +63,7 @@ class CompileParams(BaseModel):
     provider: Literal["offline", "anthropic", "openai", "azure", "local"] = "offline"
     model: str | None = None
     review: ReviewPolicy = ReviewPolicy()
+    auto_faq: AutoFaqPolicy = AutoFaqPolicy()
     router: RouterPolicy = RouterPolicy()
     build_dir: str = Field(default=".ragc/build", description="Build cache and snapshot folders.")
     regression: str | None = Field(
@@ -100,6 +102,10 @@ class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
     duplicates: tuple[DuplicateGroup, ...] = ()
     """Entries that ask the same question, each group compiled as its canonical entry; a
     ``conflict`` group's differing members wait in the review queue."""
+    auto_faq: dict[str, int] = {}
+    """Auto-FAQ drafts (questions from the miss log) by review status: ``pending`` ones wait
+    for a person, ``approved`` ones are served, ``rejected`` ones found no answer or were
+    turned down."""
     seconds: float
 
 
@@ -109,6 +115,7 @@ STAGES: Final = (
     "index",
     "topics",
     "synthesize",
+    "auto-faq",
     "answer",
     "verify",
     "duplicates",
@@ -179,6 +186,11 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
                     report, chunks, topics, res.provider, index, res.cache
                 ),
             )
+            questions += _run(
+                times,
+                "auto-faq",
+                lambda: draft_miss_questions(params.store, questions, params.auto_faq),
+            )
             validate_records("synthesize", questions, QuestionFrame)
             drafts = _run(
                 times,
@@ -244,8 +256,11 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             lambda: publish_snapshot(sealed, folder, res.store_url, params.publish, params.archive),
         )
         statuses: dict[str, int] = {}
+        drafted: dict[str, int] = {}
         for entry in entries:
             statuses[entry.status] = statuses.get(entry.status, 0) + 1
+            if entry.origin == "miss":
+                drafted[entry.status] = drafted.get(entry.status, 0) + 1
         return CompileResult(
             version=res.version,
             published=published,
@@ -259,5 +274,6 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             usage=tuple(u for u in res.provider.usage() if u.calls),
             entries=statuses,
             duplicates=sealed.manifest.duplicates,
+            auto_faq=drafted,
             seconds=round(time.perf_counter() - started, 3),
         )

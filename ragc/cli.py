@@ -294,6 +294,15 @@ def compile_(
     threshold: Annotated[
         float, typer.Option(help="Verification score for automatic approval.")
     ] = 0.8,
+    auto_faq: Annotated[
+        int,
+        typer.Option(
+            "--auto-faq",
+            min=0,
+            help="Draft answers, held for review, for logged misses asked N times or more "
+            "(0: none).",
+        ),
+    ] = 2,
     regression: Annotated[
         Path | None, typer.Option(help="Labelled queries for the regression gate.")
     ] = None,
@@ -317,6 +326,7 @@ def compile_(
     """Compile a knowledge folder into a gated snapshot (and publish it with --publish)."""
     _prefect_defaults()
     from flows.compile import CompileParams, compile_knowledge  # noqa: PLC0415 - heavy
+    from tasks.auto_faq import AutoFaqPolicy  # noqa: PLC0415 - heavy
     from tasks.review import ReviewPolicy  # noqa: PLC0415 - heavy
     from tasks.router import RouterPolicy  # noqa: PLC0415 - heavy
 
@@ -329,6 +339,7 @@ def compile_(
             provider=provider,  # type: ignore[arg-type]
             model=model,
             review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
+            auto_faq=AutoFaqPolicy(min_asked=auto_faq),
             router=RouterPolicy(
                 wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
             ),
@@ -365,6 +376,13 @@ def compile_(
         highlight=False,
     )
     _print_duplicates(result.duplicates)
+    if result.auto_faq:
+        held = result.auto_faq.get("pending", 0)
+        console.print(
+            f"auto-FAQ drafts for frequent misses: {sum(result.auto_faq.values())} "
+            f"({held} waiting in `ragc review list`)",
+            highlight=False,
+        )
     where = "published and active" if result.published else f"written to {result.snapshot_dir}"
     console.print(f"[bold green]{result.version}[/] {where}", highlight=False)
 

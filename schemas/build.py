@@ -98,7 +98,9 @@ class Topic(msgspec.Struct, frozen=True, kw_only=True):
     chunk_ids: tuple[str, ...]
 
 
-QuestionOrigin = Literal["faq", "heading", "synthesized", "title"]
+QuestionOrigin = Literal["faq", "heading", "miss", "synthesized", "title"]
+"""Where a question came from: a curated FAQ, a section's heading or title, a provider's
+synthesis, or the service's miss log (an auto-FAQ draft, :mod:`tasks.auto_faq`)."""
 
 
 class Question(msgspec.Struct, frozen=True, kw_only=True):

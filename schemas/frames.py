@@ -61,7 +61,7 @@ class QuestionFrame(pa.DataFrameModel):
 
     entry_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
     text: Series[str] = pa.Field(str_length={"min_value": 1})
-    origin: Series[str] = pa.Field(isin=["faq", "heading", "synthesized", "title"])
+    origin: Series[str] = pa.Field(isin=["faq", "heading", "miss", "synthesized", "title"])
 
 
 class EntryFrame(pa.DataFrameModel):

@@ -11,10 +11,17 @@ import os
 from typing import Protocol
 
 from schemas.manifest import Snapshot
-from stores.audit import SqliteAuditLog
+from stores.audit import AuditLog, MissSummary, SqliteAuditLog
 from stores.review import ReviewItem, ReviewQueue
 
-__all__ = ["Queue", "logged_misses", "open_review_queue", "record_catalogue", "warm_dsn"]
+__all__ = [
+    "Queue",
+    "frequent_misses",
+    "logged_misses",
+    "open_review_queue",
+    "record_catalogue",
+    "warm_dsn",
+]
 
 
 class Queue(Protocol):
@@ -42,24 +49,28 @@ def open_review_queue(store_url: str) -> Queue | None:
     return ReviewQueue(store_url) if store_url.startswith("sqlite:///") else None
 
 
-def logged_misses(store_url: str, limit: int = 1000) -> list[str]:
-    """The distinct questions the service answered with the fallback."""
+def frequent_misses(store_url: str, limit: int = 1000) -> list[MissSummary]:
+    """The questions the service answered with the fallback, grouped, most frequent first:
+    the warm tier's miss log, else the store's SQLite file's, else none."""
+    log: AuditLog
     dsn = warm_dsn()
     if dsn:
-        from stores.postgres import PostgresAuditLog  # noqa: PLC0415
+        from stores.postgres import PostgresAuditLog  # noqa: PLC0415 - only when configured
 
-        warm = PostgresAuditLog(dsn)
-        try:
-            return warm.miss_questions(limit)
-        finally:
-            warm.close()
-    if not store_url.startswith("sqlite:///"):
+        log = PostgresAuditLog(dsn)
+    elif store_url.startswith("sqlite:///"):
+        log = SqliteAuditLog(store_url)
+    else:
         return []
-    log = SqliteAuditLog(store_url)
     try:
-        return log.miss_questions(limit)
+        return log.misses(limit=limit)
     finally:
         log.close()
+
+
+def logged_misses(store_url: str, limit: int = 1000) -> list[str]:
+    """The distinct questions the service answered with the fallback."""
+    return [m.example for m in frequent_misses(store_url, limit)]
 
 
 def record_catalogue(snapshot: Snapshot) -> bool:

@@ -168,6 +168,7 @@ def find_duplicates(
             cluster,
             key=lambda i: (
                 candidates[i].origin != "faq",
+                candidates[i].origin == "miss",  # a user's question never leads a group
                 homes[i][0].path,
                 homes[i][1],
                 candidates[i].id,

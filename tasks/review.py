@@ -3,8 +3,9 @@
 Curated FAQ answers are approved as curated. A generated answer with a standing decision for
 its fingerprint gets that decision (an edited answer replaces the generated one). Otherwise the
 policy decides: ``auto`` approves answers whose verification score clears the threshold,
-``sample`` also holds a fixed share of them for a person, ``full`` holds every one. Held
-answers wait in the queue and are left out of the snapshot until approved.
+``sample`` also holds a fixed share of them for a person, ``full`` holds every one; an
+auto-FAQ draft (a question from the miss log, :mod:`tasks.auto_faq`) is held whatever the
+policy. Held answers wait in the queue and are left out of the snapshot until approved.
 
 An entry that answers the same question as its duplicate group's canonical entry differently (a
 ``held`` member, see :mod:`tasks.duplicates`) is held whatever the policy, with a reason naming
@@ -151,6 +152,11 @@ def apply_review(
                     note="" if decision.status == "approved" else "rejected in review",
                 )
             )
+            continue
+        if entry.origin == "miss":  # a user's question drafted from the miss log: a person decides
+            note = "auto-FAQ draft for a frequent miss: waiting for review"
+            out.append(msgspec.structs.replace(entry, status="pending", note=note))
+            held.append(_item(entry))
             continue
         sampled = (
             policy.mode == "sample"
