@@ -167,7 +167,8 @@ def parse_questions(text: str, n: int) -> tuple[str, ...]:
     """Up to ``n`` distinct non-empty questions from a JSON array (or ``{"questions": [...]}``).
 
     A reply cut off inside its array (a small model repeating itself until its token budget
-    ends) still yields the questions it completed; the unfinished one is dropped.
+    ends), or whose object is never closed, still yields the questions it completed; an
+    unfinished one is dropped.
     """
     try:
         value = load_json(text)
@@ -236,19 +237,25 @@ _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 
 
 def _complete_strings(text: str) -> list[str]:
-    """The complete JSON strings of an array that was cut off before its ``]``."""
-    start = text.find("[")
-    if start < 0 or "]" in text[start:]:
+    """The complete strings of the first JSON list of strings in ``text``, read up to its
+    ``]`` or, where the reply was cut off, up to the last string that was closed."""
+    position = text.find("[")
+    if position < 0:
         return []
+    position += 1
     strings: list[str] = []
-    for match in _JSON_STRING.finditer(text, start):
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        match = _JSON_STRING.match(text, position)
+        if match is None:  # the list's end, its cut, or something that is not a string
+            return strings
         try:
             item = json.loads(match.group())
         except json.JSONDecodeError:
-            continue
-        if isinstance(item, str):
-            strings.append(item)
-    return strings
+            return strings
+        strings.append(item)
+        position = match.end()
 
 
 def _load_object(text: str) -> dict[str, Any]:

@@ -122,6 +122,15 @@ def test_a_reply_cut_off_inside_its_list_keeps_the_questions_it_finished() -> No
     assert questions == ("How long?", 'Does "viable" mean alive?')
 
 
+def test_a_list_ended_at_the_stop_is_read_without_its_closing_brace() -> None:
+    runtime = ScriptedRuntime('How long?", "Is [it] viable?"]')  # generation stopped at "]
+    provider = LocalProvider(runtime=runtime)
+    assert provider.synthesize_questions(SOURCE.section, PASSAGES, 5) == (
+        "How long?",
+        "Is [it] viable?",
+    )
+
+
 def test_unknown_or_verify_stages_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidInputError, match="cannot take the stages \\['verify'\\]"):
         LocalProvider(runtime=ScriptedRuntime(), stages=["synthesize", "verify"])
