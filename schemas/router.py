@@ -261,7 +261,12 @@ class RouterModel:
         parts = []
         if self.document_share < 1.0:
             parts.append("curated entries: held-out phrasings and left-out entries")
-        if self.documents:
+        if self.documents and self.header.metrics.get("document_model_phrasings"):
+            parts.append(
+                "document entries: the model's questions held out and left-out entries "
+                "(a model's phrasings, not users')"
+            )
+        elif self.documents:
             parts.append(
                 "document entries: section texts asked as questions and left-out headings "
                 "(no user phrasings: stand-ins harder than real questions)"

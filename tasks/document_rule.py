@@ -183,6 +183,7 @@ def tune_document_rule(
         "document_size": float(len(documents)),
         "document_positives": float(len(positives.truth)),
         "document_negatives": float(len(negatives_top)),
+        "document_model_phrasings": float(model_phrasings),
     }
     if not feasible.any():
         strict = {**sizes, "document_coverage": 0.0, "document_wrong_rate": 0.0}

@@ -133,6 +133,11 @@ def test_held_out_model_phrasings_are_the_positives_instead_of_section_texts() -
 
     model, templates = tuned(True), tuned(False)
 
+    assert (
+        model.metrics["document_model_phrasings"],
+        templates.metrics["document_model_phrasings"],
+    ) == (1.0, 0.0)
+
     assert model.metrics["document_positives"] == classes * per
     assert templates.metrics["document_positives"] == classes
     assert model.metrics["document_negatives"] == classes * per  # every phrasing, left out
@@ -270,3 +275,23 @@ def test_corrupt_anchors_are_refused() -> None:
             router.anchors[:, :5],
             router.anchor_labels,
         )
+
+
+@pytest.mark.parametrize(
+    ("model_phrasings", "basis"),
+    [(True, "the model's questions held out"), (False, "section texts asked as questions")],
+)
+def test_the_risk_estimate_says_what_stood_in_for_document_questions(
+    model_phrasings: bool, basis: str
+) -> None:
+    embedder = HashingEmbedder()
+    router = train_router(
+        _examples(),
+        [],
+        encoder=embedder.embed,
+        embedder=embedder.model_id,
+        documents=DOCS,
+        model_phrasings=model_phrasings,
+    )
+    assert basis in router.estimate_basis
+    assert router.header.metrics["document_positives"] == (6 if model_phrasings else 3)
