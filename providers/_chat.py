@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import msgspec
 
@@ -69,6 +69,10 @@ class ProviderUnavailableError(RetryableError):
         super().__init__(message, hint="the API is busy or unreachable; try again later")
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
 class ChatProvider:
     """A :class:`providers.base.Provider` whose stages are prompts; subclasses call a model.
 
@@ -78,6 +82,9 @@ class ChatProvider:
 
     name: str
     model: str
+    _opened: _Closable | None = None
+    """What the provider built and so must close (an SDK client, a loaded model); what was
+    injected is the caller's to close."""
 
     def __init__(self) -> None:
         self._usage = {stage: Usage(stage=stage) for stage in STAGES}
@@ -154,6 +161,9 @@ class ChatProvider:
 
     def close(self) -> None:
         """Release what the provider opened (a client it built, a loaded model); idempotent."""
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            opened.close()
 
     def __enter__(self) -> Self:
         return self

@@ -133,7 +133,6 @@ class AnthropicProvider(ChatProvider):
         self._max_retries = max_retries
         self._backoff = tuple(float(b) for b in backoff)
         self._sleep = sleep
-        self._owns_client = client is None
         if client is None:
             key = api_key or os.environ.get(API_KEY_ENV)
             if not key:
@@ -144,17 +143,11 @@ class AnthropicProvider(ChatProvider):
             self._client = anthropic.Anthropic(
                 api_key=key, base_url=base_url, max_retries=0, timeout=timeout
             )
+            self._opened = self._client
         elif api_key is not None or base_url is not None:
             raise InvalidInputError("pass either client= or api_key=/base_url=, not both")
         else:
             self._client = client.with_options(max_retries=0, timeout=timeout)
-
-    # -- lifecycle -----------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the SDK client if this provider built it; an injected client is left open."""
-        if self._owns_client:
-            self._client.close()
 
     # -- internals -----------------------------------------------------------------------------
 

@@ -181,10 +181,10 @@ class LocalProvider(ChatProvider):
         base = model or (_model_name(path, digest) if path is not None else "local-model")
         self.model = f"{base}[{','.join(sorted(self.stages))}]"
         """The model and the stages it takes: both decide what a cached call holds."""
-        self._owns_runtime = runtime is None
         if runtime is None:
             assert path is not None
             runtime = LlamaRuntime(path)
+            self._opened = runtime
         self._runtime = runtime
         self._extractive = OfflineProvider()
 
@@ -201,10 +201,6 @@ class LocalProvider(ChatProvider):
         if "compose" in self.stages:
             return super().compose(question, context, max_tokens=max_tokens)
         return self._extractive.compose(question, context, max_tokens=max_tokens)
-
-    def close(self) -> None:
-        if self._owns_runtime:
-            self._runtime.close()
 
     def _complete(
         self,

@@ -93,7 +93,6 @@ class OpenAIProvider(ChatProvider):
         self.model = model or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
         self._format = _response_format(response_format)
         self._format_lock = threading.Lock()
-        self._owns_client = client is None or owns_client
         if client is None:
             url = base_url or os.environ.get(BASE_URL_ENV) or None
             key = api_key or os.environ.get(API_KEY_ENV) or (LOCAL_SERVER_KEY if url else None)
@@ -108,20 +107,18 @@ class OpenAIProvider(ChatProvider):
             self._client = openai.OpenAI(
                 api_key=key, base_url=url, max_retries=max_retries, timeout=timeout
             )
+            self._opened = self._client
         elif api_key is not None or base_url is not None:
             raise InvalidInputError("pass either client= or api_key=/base_url=, not both")
         else:
             self._client = client.with_options(max_retries=max_retries, timeout=timeout)
+            if owns_client:
+                self._opened = self._client
 
     @property
     def response_format(self) -> ResponseFormat:
         """The reply format the provider asks for now (it only ever gets plainer)."""
         return self._format
-
-    def close(self) -> None:
-        """Close the SDK client if this provider built it; an injected client is left open."""
-        if self._owns_client:
-            self._client.close()
 
     def _complete(
         self,
