@@ -46,6 +46,7 @@ def test_the_examples_compile_pass_every_gate_and_publish(compiled: Compiled) ->
         "index",
         "topics",
         "synthesize",
+        "auto-faq",
         "answer",
         "verify",
         "duplicates",
