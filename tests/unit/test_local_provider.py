@@ -87,7 +87,7 @@ def test_by_default_the_model_only_writes_questions() -> None:
     usage = {u.stage: u for u in provider.usage()}
     assert (usage["synthesize"].calls, usage["synthesize"].input_tokens) == (1, 50)
     assert usage["answer"].calls == 0
-    assert provider.model.endswith("[synthesize]")
+    assert provider.model.endswith("[synthesize]/reads-1500")
 
 
 def test_answers_and_compositions_by_choice_but_never_verdicts() -> None:
@@ -103,7 +103,7 @@ def test_answers_and_compositions_by_choice_but_never_verdicts() -> None:
     assert composed == "Hours to days on surfaces."
     assert [prefix for _, _, prefix, _ in runtime.calls] == ['{"answer": "', ""]
     assert runtime.calls[1][1] == 40
-    assert provider.model.endswith("[answer,compose,synthesize]")
+    assert provider.model.endswith("[answer,compose,synthesize]/reads-1500")
 
 
 def test_prose_instead_of_json_is_a_provider_error() -> None:
@@ -129,6 +129,22 @@ def test_a_list_ended_at_the_stop_is_read_without_its_closing_brace() -> None:
         "How long?",
         "Is [it] viable?",
     )
+
+
+def test_the_model_reads_the_opening_of_a_long_section() -> None:
+    words = " ".join(f"word{i}" for i in range(400))  # 3,090 characters
+    long = [
+        Passage(id=f"c{k}", title=SOURCE.section, text=f"part{k} {words}", source=SOURCE)
+        for k in (1, 2, 3)
+    ]
+    runtime = ScriptedRuntime('How long?"]')
+    LocalProvider(runtime=runtime).synthesize_questions(SOURCE.section, long, 3)
+
+    knowledge = runtime.calls[0][0][0]["content"]
+    assert "part1 word0" in knowledge
+    assert "part2" not in knowledge  # the first passage alone fills the 1,500 characters
+    assert "word199 " not in knowledge
+    assert "word150" in knowledge
 
 
 def test_unknown_or_verify_stages_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
