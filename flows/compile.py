@@ -39,7 +39,7 @@ from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
 from tasks.publish import open_resources, publish_snapshot, snapshot_artifacts
 from tasks.review import ReviewPolicy, review_answers
 from tasks.router import RouterPolicy
-from tasks.synthesize import synthesize_questions
+from tasks.synthesize import synthesize_questions, writes_questions
 from tasks.topics import discover_topics
 from tasks.verify import verify_answers
 
@@ -227,7 +227,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
                 res.cache,
                 params.router,
                 duplicates.groups,
-                model_phrasings=res.provider.name != "offline",
+                model_phrasings=writes_questions(res.provider),
             ),
         )
         regression = Path(params.regression) if params.regression else regression_path(root)

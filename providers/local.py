@@ -126,7 +126,9 @@ class LlamaRuntime:
             str(path), config=self._config(temperature=0.0, n_ctx=context_tokens), verbose=False
         )
         self._lock = threading.Lock()
-        self._threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 4
+        self._threads = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ) or 1
 
     def chat(
         self,

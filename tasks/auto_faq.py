@@ -54,15 +54,14 @@ def miss_questions(
         return []
     asked = {canonical_text(text) for q in compiled for text in (q.text, *q.paraphrases)}
     drafts: list[Question] = []
-    seen: set[str] = set()
     for miss in sorted(misses, key=lambda m: (-m.count, m.normalized)):
         canonical = canonical_text(miss.example)
         question = miss.example.strip()
         if miss.count < policy.min_asked or not canonical or not question:
             continue
-        if canonical in asked or canonical in seen:
+        if canonical in asked:
             continue
-        seen.add(canonical)
+        asked.add(canonical)
         drafts.append(Question(entry_id=miss_entry_id(question), text=question, origin="miss"))
         if len(drafts) == policy.limit:
             break

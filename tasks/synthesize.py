@@ -35,6 +35,7 @@ __all__ = [
     "build_questions",
     "passage_of",
     "synthesize_questions",
+    "writes_questions",
 ]
 
 QUESTIONS_PER_SECTION: Final = 6
@@ -50,6 +51,12 @@ def passage_of(chunk: Chunk) -> Passage:
             doc_id=chunk.doc_id, path=chunk.path, section=chunk.section, anchor=chunk.anchor
         ),
     )
+
+
+def writes_questions(provider: Provider) -> bool:
+    """Whether ``provider`` writes its own questions (a language model) rather than templates
+    of the heading (the offline provider)."""
+    return provider.name != "offline"
 
 
 def entry_id_for(doc_id: str, anchor: str) -> str:
@@ -111,7 +118,7 @@ def build_questions(
         except UnusableReplyError as exc:
             logger.warning("%s: %s; the section keeps its heading as its question", entry_id, exc)
             asked = (heading,)
-        if index is not None and provider.name != "offline" and asked:
+        if index is not None and writes_questions(provider) and asked:
             kept = answerable_by(index, asked, {c.id for c in section}, cache)
             if len(kept) < len(asked):
                 logger.info(

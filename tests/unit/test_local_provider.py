@@ -46,9 +46,10 @@ PASSAGES = (
 
 
 class ScriptedRuntime:
-    """A :class:`providers.local.ChatRuntime` that replies from a script and records calls."""
+    """A :class:`providers.local.ChatRuntime` that replies from a script (an exception in it is
+    raised instead) and records calls."""
 
-    def __init__(self, *replies: str) -> None:
+    def __init__(self, *replies: str | Exception) -> None:
         self.replies = list(replies)
         self.calls: list[tuple[list[dict[str, str]], int, str, str | None]] = []
         self.closed = False
@@ -62,7 +63,10 @@ class ScriptedRuntime:
         stop: str | None = None,
     ) -> ChatReply:
         self.calls.append((list(messages), max_tokens, prefix, stop))
-        return ChatReply(text=prefix + self.replies.pop(0), prompt_tokens=50, output_tokens=9)
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        return ChatReply(text=prefix + reply, prompt_tokens=50, output_tokens=9)
 
     def close(self) -> None:
         self.closed = True
@@ -300,17 +304,7 @@ def test_a_section_whose_reply_is_unusable_keeps_its_heading_and_the_compile_goe
 
 
 def test_a_refused_call_still_stops_the_compile() -> None:
-    class Refusing(ScriptedRuntime):
-        def chat(
-            self,
-            messages: Sequence[dict[str, str]],
-            *,
-            max_tokens: int,
-            prefix: str = "",
-            stop: str | None = None,
-        ) -> ChatReply:
-            raise RuntimeError("llama_decode failed: out of memory")
-
+    runtime = ScriptedRuntime(RuntimeError("llama_decode failed: out of memory"))
     chunks = [_chunk("masks", "Should I wear a mask?", "Wear a mask indoors.")]
     with pytest.raises(ProviderError, match="local synthesize generation failed"):
-        build_questions(IngestReport(sources=()), chunks, [], LocalProvider(runtime=Refusing()))
+        build_questions(IngestReport(sources=()), chunks, [], LocalProvider(runtime=runtime))
