@@ -695,7 +695,9 @@ def eval_(
             model=model,
         )
     if as_json:
-        _emit(result.report, True, "")
+        figures_json = msgspec.to_builtins(result.report)
+        figures_json["compile"] = msgspec.to_builtins(result.cost)
+        _emit(figures_json, True, "")
         return
     figures = result.report
     table = Table(
@@ -737,6 +739,12 @@ def eval_(
             else ""
         ),
     )
+    if result.cost is not None:
+        table.add_row(
+            "compile",
+            f"{result.cost.seconds:,.0f} s, {result.cost.input_tokens:,} input and "
+            f"{result.cost.output_tokens:,} output tokens",
+        )
     console.print(table)
     if report:
         console.print(f"report written to {report}", highlight=False)

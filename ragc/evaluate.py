@@ -10,6 +10,7 @@ import msgspec
 from flows.compile import CompileParams, compile_knowledge
 from providers import PROVIDERS, OfflineProvider
 from ragc.report import render_report
+from schemas.build import Usage
 from schemas.errors import InvalidInputError
 from schemas.evaluation import EvalReport, Outcome, evaluate, summarize, threshold_curve
 from schemas.router import RouterModel
@@ -20,7 +21,23 @@ from tasks.gates import load_cases
 from tasks.ingest import ingest_folder
 from tasks.router import RouterPolicy
 
-__all__ = ["EvalResult", "run_eval"]
+__all__ = ["CompileCost", "EvalResult", "run_eval"]
+
+
+class CompileCost(msgspec.Struct, frozen=True, kw_only=True):
+    """What the compile an eval ran cost: its wall time and the provider's tokens per stage
+    (calls answered from the build cache spend none)."""
+
+    seconds: float
+    usage: tuple[Usage, ...] = ()
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(u.input_tokens for u in self.usage)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(u.output_tokens for u in self.usage)
 
 
 class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +52,8 @@ class EvalResult(msgspec.Struct, frozen=True, kw_only=True):
     """Groups of entries asking the same question in the evaluated snapshot."""
     conflict_groups: int = 0
     """Those of them whose answers differ (members held for review)."""
+    cost: CompileCost | None = None
+    """The compile this eval ran (``None`` when the store was already up to date)."""
 
 
 def _default_store(knowledge: Path, policy: RouterPolicy, provider: str = "offline") -> str:
@@ -107,6 +126,7 @@ def run_eval(
     url = store or _default_store(knowledge, policy, provider)
     version = _up_to_date(url, knowledge)
     compiled = version is None
+    cost: CompileCost | None = None
     if version is None:
         result = compile_knowledge(
             CompileParams(
@@ -120,6 +140,7 @@ def run_eval(
             )
         )
         version = result.version
+        cost = CompileCost(seconds=result.seconds, usage=result.usage)
     opened = open_store(url)
     try:
         ready = VersionCache(opened).get(version)
@@ -158,4 +179,5 @@ def run_eval(
         outcomes=outcomes,
         duplicate_groups=len(ready.loaded.manifest.duplicates),
         conflict_groups=sum(g.verdict == "conflict" for g in ready.loaded.manifest.duplicates),
+        cost=cost,
     )

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ragc.cli import app
+from schemas.build import Usage
 from schemas.manifest import DuplicateGroup, DuplicateMember, MemberStatus
 from schemas.records import Source
 from stores import open_store, write_snapshot
@@ -207,6 +208,13 @@ def test_eval_prints_strict_and_lenient_figures_and_the_duplicates_apart(
         outcomes=[],
         duplicate_groups=6,
         conflict_groups=2,
+        cost=evaluate.CompileCost(
+            seconds=4293.2,
+            usage=(
+                Usage(stage="synthesize", calls=2, input_tokens=900, output_tokens=300),
+                Usage(stage="answer", calls=1, input_tokens=1200, output_tokens=80),
+            ),
+        ),
     )
     monkeypatch.setattr(evaluate, "run_eval", lambda *a, **k: result)
 
@@ -218,10 +226,13 @@ def test_eval_prints_strict_and_lenient_figures_and_the_duplicates_apart(
     assert "served an equivalent duplicate │ 5 (6 duplicate groups, 2 conflicting)" in lines
     assert "coverage, duplicates counted right │ 38.2%" in lines
     assert "wrong-answer rate, duplicates counted right │ 19.4%" in lines
+    assert "compile │ 4,293 s, 2,100 input and 380 output tokens" in lines
 
     code, out, _ = ragc("eval", "q.jsonl", "--knowledge", str(tmp_path), "--json")
     figures = json.loads(out)
     assert (figures["duplicate_served"], figures["coverage_lenient"]) == (5, 0.3816)
+    assert figures["compile"]["seconds"] == 4293.2
+    assert [u["output_tokens"] for u in figures["compile"]["usage"]] == [300, 80]
 
 
 def test_compile_lists_the_duplicate_groups(
