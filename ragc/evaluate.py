@@ -146,13 +146,7 @@ def run_eval(
         ready = VersionCache(opened).get(version)
     finally:
         opened.close()
-    embedder = ready.embedder
-    outcomes = evaluate(
-        ready.loaded,
-        cases,
-        composer=OfflineProvider(),
-        embed=(lambda q: embedder.embed([q])[0]) if embedder is not None else None,
-    )
+    outcomes = evaluate(ready.loaded, cases, composer=OfflineProvider(), route=ready.route)
     figures = with_estimate(summarize(outcomes), ready.loaded.router)
     router = ready.loaded.router
     threshold = router.header.threshold if router else None

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
 from schemas.build import RegressionCase
-from schemas.ladder import Answer, Composer, LoadedSnapshot, Vector, answer_question
+from schemas.ladder import Answer, Composer, LoadedSnapshot, Route, answer_question
 from schemas.manifest import DuplicateGroup
 from schemas.normalize import canonical_text
 from schemas.router import OUT_OF_SCOPE
@@ -215,12 +215,12 @@ def evaluate(
     cases: Iterable[RegressionCase],
     *,
     composer: Composer | None = None,
-    embed: Callable[[str], Vector] | None = None,
+    route: Route | None = None,
 ) -> list[Outcome]:
     """Every case through the answer ladder: the eval harness and the regression gate."""
     return [
         outcome_of(
-            case, answer_question(loaded, case.query, composer=composer, embed=embed), loaded
+            case, answer_question(loaded, case.query, composer=composer, route=route), loaded
         )
         for case in cases
     ]

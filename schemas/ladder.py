@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeVar
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from schemas.errors import PermanentError
 from schemas.keys import exact_key, exact_key_of, intent_key, topic_key
 from schemas.manifest import Snapshot
 from schemas.normalize import normalize_question
@@ -29,9 +30,11 @@ __all__ = [
     "Answer",
     "Composer",
     "LoadedSnapshot",
+    "Route",
     "answer_question",
     "fill_template",
     "render_template",
+    "route_of",
 ]
 
 Layer = Literal["L1", "L2", "L3", "SAFE"]
@@ -47,6 +50,30 @@ _SENTENCE: Final = re.compile(r"(?<=[.!?])\s+")
 
 
 Vector = npt.NDArray[np.float32]
+Route = Callable[[str], Prediction]
+"""A question's router verdict (what the L2 and L3 rungs read)."""
+
+
+def route_of(
+    router: RouterModel | None, encode: Callable[[Sequence[str]], Vector] | None = None
+) -> Route | None:
+    """The one way a question reaches ``router``: its sentence vector from ``encode`` (an
+    encoder's batch ``embed``) when the router reads vectors. ``None`` without a router.
+
+    Raises :class:`PermanentError` when the router reads vectors and there is no encoder,
+    rather than answer as if the snapshot had no router.
+    """
+    if router is None:
+        return None
+    if not router.needs_embedding:
+        return lambda question: router.predict(question, None)
+    if encode is None:
+        raise PermanentError(
+            f"the router reads sentence vectors from {router.header.embedder} and no encoder "
+            "was given",
+            hint="pass the snapshot's encoder (embedder_for(router.header.embedder))",
+        )
+    return lambda question: router.predict(question, encode([question])[0])
 
 
 class Composer(Protocol):
@@ -171,15 +198,14 @@ def answer_question(
     language: str | None = None,
     slots: Mapping[str, object] | None = None,
     composer: Composer | None = None,
-    embed: Callable[[str], Vector] | None = None,
     allow_l3: bool = True,
-    route: Callable[[str], Prediction] | None = None,
+    route: Route | None = None,
 ) -> Answer:
     """Walk the ladder for one question.
 
-    ``route`` replaces the router call (the question's sentence vector from ``embed``, then
-    the snapshot's router): the service passes a memo of it, since a version's routing of a
-    given text never changes.
+    ``route`` gives the router's verdict (see :func:`route_of`; the service passes a memo of
+    it, since a version's routing of a given text never changes). Without it the snapshot's
+    router runs on the text alone, and one that reads vectors raises.
     """
     started = time.perf_counter()
     version = loaded.version
@@ -227,13 +253,9 @@ def answer_question(
             explanation="exact match of the canonical question",
         )
 
-    router = loaded.router
-    prediction: Prediction | None = None
-    if route is not None:
-        prediction = route(question)
-    elif router is not None and (embed is not None or not router.needs_embedding):
-        vector = embed(question) if embed is not None and router.needs_embedding else None
-        prediction = router.predict(question, vector)
+    if route is None:
+        route = route_of(loaded.router)
+    prediction = route(question) if route is not None else None
     if prediction is not None and prediction.intent is not None:
         keys = (
             intent_key(version, prediction.intent, language=lang, tenant=tenant)

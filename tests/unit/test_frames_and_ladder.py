@@ -6,15 +6,23 @@ import msgspec
 import pandera.pandas as pa
 import pytest
 
+from providers.embedders import HashingEmbedder
 from providers.offline import OfflineProvider
 from schemas.build import Chunk, Entry, Question
-from schemas.errors import GateFailedError
+from schemas.errors import GateFailedError, PermanentError
 from schemas.frames import ChunkFrame, EntryFrame, QuestionFrame, validate_records
 from schemas.keys import exact_key, intent_key, topic_key
-from schemas.ladder import DEFAULT_FALLBACK, LoadedSnapshot, answer_question, render_template
+from schemas.ladder import (
+    DEFAULT_FALLBACK,
+    LoadedSnapshot,
+    answer_question,
+    render_template,
+    route_of,
+)
 from schemas.manifest import Manifest, Snapshot
 from schemas.records import FallbackAnswer, IntentTemplate, SlotSpec, Source, TopicBlock
 from schemas.router import OUT_OF_SCOPE, ROUTER_BLOB, RouterModel
+from tasks.gates import miss_coverage
 from tasks.router import fit_router, train_router
 from tests.factories import REFUNDS, make_snapshot
 
@@ -449,3 +457,47 @@ def test_a_question_far_from_every_class_gets_no_topic_answer(
     else:
         assert answer.layer == "L3"
         assert answer.candidates == guess.candidates
+
+
+@pytest.fixture(scope="module")
+def hashing() -> HashingEmbedder:
+    return HashingEmbedder(dim=256)
+
+
+@pytest.fixture(scope="module")
+def vector_router(hashing: HashingEmbedder) -> RouterModel:
+    """A router that reads sentence vectors as well as n-grams."""
+    return train_router(
+        ROUTER_EXAMPLES, OUT_OF_SCOPE_QUESTIONS, encoder=hashing.embed, embedder=hashing.model_id
+    )
+
+
+def test_a_router_that_reads_vectors_needs_an_encoder(vector_router: RouterModel) -> None:
+    loaded = _routed_snapshot(vector_router)
+    with pytest.raises(PermanentError, match="reads sentence vectors"):
+        answer_question(loaded, "how many days to return my bike")
+    with pytest.raises(PermanentError, match="no encoder"):
+        route_of(vector_router)
+
+
+def test_the_route_gives_the_vector_router_its_vectors(
+    vector_router: RouterModel, hashing: HashingEmbedder
+) -> None:
+    loaded = _routed_snapshot(vector_router)
+    answer = answer_question(
+        loaded, "how many days to return my bike", route=route_of(vector_router, hashing.embed)
+    )
+    assert (answer.layer, answer.entry_id) == ("L2", "refund.window")
+
+
+def test_the_miss_coverage_gate_counts_routed_answers(
+    vector_router: RouterModel, hashing: HashingEmbedder
+) -> None:
+    loaded = _routed_snapshot(vector_router)
+    misses = ["how many days to return my bike", "What is the weather on Mars?"]
+    result = miss_coverage(
+        loaded, misses, composer=None, route=route_of(vector_router, hashing.embed)
+    )
+    assert result.value == 0.5
+    assert result.detail == "1/2 logged misses now answered"
+    assert miss_coverage(loaded, [], composer=None, route=None).value is None
