@@ -99,7 +99,8 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
     """The router's best classes and probabilities; empty when it judged the question far from
     every class it knows (its similarity gate)."""
     faq_only: bool = False
-    """True when L3 was skipped because the LLM budget is spent."""
+    """True when the ladder ran without L3 (the tenant's LLM budget is spent): the answer
+    came from the FAQ rungs only, whichever rung it is."""
 
 
 class LoadedSnapshot:
@@ -221,7 +222,6 @@ def answer_question(
         confidence: float,
         explanation: str,
         candidates: tuple[tuple[str, float], ...] = (),
-        faq_only: bool = False,
     ) -> Answer:
         return Answer(
             answer=text,
@@ -235,7 +235,7 @@ def answer_question(
             normalized=normalized.text,
             explanation=explanation,
             candidates=candidates,
-            faq_only=faq_only,
+            faq_only=not allow_l3,
         )
 
     lang = normalized.language
@@ -318,5 +318,4 @@ def answer_question(
         confidence=best[1] if best else 0.0,
         explanation=prediction.reason if prediction else "no router in this snapshot",
         candidates=candidates,
-        faq_only=topic is not None and not allow_l3,
     )

@@ -141,7 +141,7 @@ class AnswerService:
         """Answer one question; the whole request runs on the version it started with."""
         started = time.perf_counter()
         ladder = self._ladder(question, tenant, language, slots, session)
-        return self._finish(ladder.walk(), question, tenant, ladder.allow_l3, started)
+        return self._finish(ladder.walk(), question, tenant, started)
 
     async def answer_async(
         self,
@@ -166,7 +166,7 @@ class AnswerService:
             if found is None:
                 found = ladder.walk(await batcher.embed(question))
             answer = found
-        return self._finish(answer, question, tenant, ladder.allow_l3, started)
+        return self._finish(answer, question, tenant, started)
 
     def _ladder(
         self,
@@ -188,14 +188,11 @@ class AnswerService:
         answer: Answer,
         question: str,
         tenant: str | None,
-        allow_l3: bool,
         started: float,
     ) -> Answer:
-        """Spend the L3 budget, mark FAQ-only answers, count and audit."""
+        """Spend the L3 budget, count and audit."""
         if answer.layer == "L3":
             self.budget.spend(tenant)
-        if not allow_l3:
-            answer = msgspec.structs.replace(answer, faq_only=True)
         self.metrics.observe(answer.layer, time.perf_counter() - started)
         if self.audit is not None:
             self.audit.record(

@@ -342,6 +342,7 @@ async def test_a_spent_llm_budget_skips_l3_but_not_l1_or_l2(store_url: str) -> N
         routed = await ask(client, L2, tenant="acme")
     assert (composed["layer"], composed["faq_only"]) == ("SAFE", True)
     assert (exact["layer"], routed["layer"]) == ("L1", "L2")
+    assert (exact["faq_only"], routed["faq_only"]) == (True, True)
 
 
 async def test_a_replica_stays_ready_through_a_flip_without_any_request(

@@ -410,6 +410,7 @@ def test_l3_needs_a_composer_and_permission(strict_router: RouterModel) -> None:
     assert answer_question(loaded, question).layer == "SAFE"
     blocked = answer_question(loaded, question, composer=OfflineProvider(), allow_l3=False)
     assert (blocked.layer, blocked.faq_only) == ("SAFE", True)
+    assert not answer_question(loaded, question, composer=OfflineProvider()).faq_only
 
 
 def test_l3_falls_back_when_nothing_in_the_block_answers(strict_router: RouterModel) -> None:
