@@ -252,11 +252,6 @@ def _prefect_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
-def _not_yet(name: str, *_args: object) -> None:
-    err.print(f"[bold red]error:[/] `ragc {name}` is not built yet", highlight=False)
-    raise typer.Exit(2)
-
-
 @contextmanager
 def _compile_progress(*, enabled: bool) -> Iterator[None]:
     """A live stage-by-stage progress display of a compile (rich)."""

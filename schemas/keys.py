@@ -100,8 +100,6 @@ def make_name(raw: str) -> str:
     """A valid intent or topic name derived from any text: unsafe runs become ``-``, and a
     long name is cut and suffixed with a hash of the whole, so distinct inputs stay distinct."""
     name = _UNSAFE.sub("-", raw).strip(".-_") or "x"
-    if len(name) <= _MAX_NAME and name == raw:
-        return name
     if len(name) <= _MAX_NAME:
         return name
     return f"{name[: _MAX_NAME - 9].rstrip('.-_')}-{content_hash(raw, 8)}"

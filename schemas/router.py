@@ -141,10 +141,6 @@ class RouterHeader(msgspec.Struct, frozen=True, kw_only=True):
     (the normalised mean of its training phrasings' vectors) for an answer (``None``: no such
     gate). Probabilities only rank the classes against each other; a question far from every
     phrasing of its best class is about something else, however clearly it beats the rest."""
-    margin: float = 0.0
-    """Minimum gap between the best and second-best class probability."""
-    per_class: dict[str, float] = msgspec.field(default_factory=dict)
-    """Thresholds tuned for single classes, where held-out data allowed it."""
     trained_on: int = 0
     metrics: dict[str, float] = msgspec.field(default_factory=dict)
     anchor_threshold: float | None = None
@@ -312,8 +308,9 @@ class RouterModel:
     def lowest_threshold(self) -> float:
         """The lowest confidence at which this router ever answers (any class, any rule)."""
         header = self.header
-        found = min([header.threshold, *header.per_class.values()])
-        return found if header.agreed_threshold is None else min(found, header.agreed_threshold)
+        if header.agreed_threshold is None:
+            return header.threshold
+        return min(header.threshold, header.agreed_threshold)
 
     @property
     def needs_embedding(self) -> bool:
@@ -394,8 +391,7 @@ class RouterModel:
         order = np.argsort(-probs)[:3]
         candidates = tuple((self.header.classes[i], round(float(probs[i]), 4)) for i in order)
         best, confidence = candidates[0]
-        runner_up = candidates[1][1] if len(candidates) > 1 else 0.0
-        threshold = self.header.per_class.get(best, self.header.threshold)
+        threshold = self.header.threshold
         agreed = self.header.agreed_threshold
         if agreed is not None and words is not None and meaning is not None:
             top = order[0]
@@ -428,13 +424,6 @@ class RouterModel:
                 candidates=candidates,
                 reason=f"far from every phrasing of {best}: similarity {shown} below {gate:.2f}",
                 far=True,
-            )
-        if confidence - runner_up < self.header.margin:
-            return Prediction(
-                intent=None,
-                confidence=confidence,
-                candidates=candidates,
-                reason=f"too close to {candidates[1][0]} (margin below {self.header.margin:.2f})",
             )
         return Prediction(
             intent=best,

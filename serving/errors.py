@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -16,7 +16,6 @@ from litestar.status_codes import (
 )
 
 from schemas.errors import (
-    ImmutableVersionError,
     InvalidInputError,
     RagcError,
     RetryableError,
@@ -39,22 +38,24 @@ class NotReadyError(RetryableError):
         )
 
 
+_STATUSES: Final[tuple[tuple[type[RagcError], int], ...]] = (
+    (InvalidInputError, HTTP_400_BAD_REQUEST),
+    (VersionNotFoundError, HTTP_404_NOT_FOUND),
+    (RetryableError, HTTP_503_SERVICE_UNAVAILABLE),
+)
+"""The first matching class gives the status; any other ragc error (an immutable version, a
+failed gate) is a conflict with the current state."""
+
+
 def _status(exc: RagcError) -> int:
-    if isinstance(exc, InvalidInputError):
-        return HTTP_400_BAD_REQUEST
-    if isinstance(exc, VersionNotFoundError):
-        return HTTP_404_NOT_FOUND
-    if isinstance(exc, RetryableError):
-        return HTTP_503_SERVICE_UNAVAILABLE
-    if isinstance(exc, ImmutableVersionError):
-        return HTTP_409_CONFLICT
-    return HTTP_409_CONFLICT
+    return next((code for kind, code in _STATUSES if isinstance(exc, kind)), HTTP_409_CONFLICT)
 
 
 def _ragc_error(_: Request[Any, Any, Any], exc: RagcError) -> Response[ErrorBody]:
+    status = _status(exc)
     return Response(
-        ErrorBody(status_code=_status(exc), detail=exc.message, hint=exc.hint),
-        status_code=_status(exc),
+        ErrorBody(status_code=status, detail=exc.message, hint=exc.hint),
+        status_code=status,
         media_type=MediaType.JSON,
     )
 

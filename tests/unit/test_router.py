@@ -180,33 +180,6 @@ def test_a_strict_threshold_makes_the_router_abstain() -> None:
     assert "below threshold" in prediction.reason
 
 
-def test_a_margin_makes_close_calls_abstain() -> None:
-    model = fit_router(EXAMPLES, threshold=0.0)
-    wide = RouterModel(
-        msgspec.structs.replace(model.header, margin=1.0),
-        model.buckets,
-        model.idf,
-        model.weights,
-        model.bias,
-    )
-    assert model.predict("return my bike").intent == "refund.window"
-    assert wide.predict("return my bike").intent is None
-    assert "margin" in wide.predict("return my bike").reason
-
-
-def test_a_per_class_threshold_overrides_the_default() -> None:
-    model = fit_router(EXAMPLES, threshold=0.0)
-    strict = RouterModel(
-        msgspec.structs.replace(model.header, per_class={"refund.window": 0.999}),
-        model.buckets,
-        model.idf,
-        model.weights,
-        model.bias,
-    )
-    assert strict.predict("return my bike").intent is None
-    assert strict.predict("what does delivery cost").intent == "shipping.cost"
-
-
 def test_two_classes_are_a_proper_softmax() -> None:
     model = fit_router(
         [
@@ -524,12 +497,10 @@ def test_hashed_features_are_the_same_in_another_process() -> None:
 
 
 def test_the_lowest_threshold_covers_every_rule(vector_router: RouterModel) -> None:
-    ruled = _with_rule(
-        vector_router, threshold=0.9, agreed_threshold=0.4, per_class={"shipping.cost": 0.6}
-    )
+    ruled = _with_rule(vector_router, threshold=0.9, agreed_threshold=0.4)
     assert ruled.lowest_threshold == 0.4
-    assert _with_rule(ruled, agreed_threshold=None).lowest_threshold == 0.6
-    assert _with_rule(ruled, agreed_threshold=None, per_class={}).lowest_threshold == 0.9
+    assert _with_rule(ruled, agreed_threshold=None).lowest_threshold == 0.9
+    assert _with_rule(ruled, threshold=0.3).lowest_threshold == 0.3
 
 
 def test_a_tuning_made_under_another_policy_is_not_reused() -> None:
