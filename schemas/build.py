@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.records import SlotSpec, Source
+from schemas.records import Approval, SlotSpec, Source
 
 __all__ = [
     "Chunk",
@@ -131,7 +131,9 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     score: float = 0.0
     """Verification score in [0, 1]."""
     status: EntryStatus = "pending"
+    approved_via: Approval = ""
     approved_by: str = ""
+    """Who or what approved it: the reviewer, the FAQ file, or the score rule."""
     approved_at: str = ""
     evidence: tuple[str, ...] = ()
     """Ids of the chunks the answer was drawn from and is verified against."""

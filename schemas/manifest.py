@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Final, Literal
 
 import msgspec
 
@@ -219,12 +219,18 @@ def snapshot_checksum(
     return digest.hexdigest()
 
 
+_ADDED_LATER: Final = (("alternates", ()), ("approved_via", ""))
+"""Record fields added after records were first sealed, with their defaults."""
+
+
 def _record_json(record: msgspec.Struct) -> bytes:
     """A record's canonical JSON for the checksum. Fields added after records were first sealed
-    (``alternates``) are left out while empty, so snapshots sealed before they existed verify."""
-    if getattr(record, "alternates", None) == ():
+    are left out while at their default, so snapshots sealed before they existed verify."""
+    later = [name for name, default in _ADDED_LATER if getattr(record, name, None) == default]
+    if later:
         fields = msgspec.to_builtins(record)
-        del fields["alternates"]
+        for name in later:
+            del fields[name]
         return msgspec.json.encode(fields, order="sorted")
     return msgspec.json.encode(record, order="sorted")
 

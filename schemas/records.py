@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 __all__ = [
+    "Approval",
     "ExactAnswer",
     "FallbackAnswer",
     "IntentTemplate",
@@ -20,6 +21,9 @@ __all__ = [
 ]
 
 SlotKind = Literal["number", "duration", "date", "enum"]
+Approval = Literal["", "auto", "curated", "review"]
+"""How an answer was approved: by its verification score (``auto``), as a curated FAQ
+(``curated``), or by a person in the review queue (``review``); ``""`` while it is not."""
 
 
 class Source(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +61,7 @@ class ExactAnswer(msgspec.Struct, frozen=True, kw_only=True):
     language: str = "en"
     tenant: str | None = None
     confidence: float = 1.0
+    approved_via: Approval = ""
     approved_by: str = ""
     approved_at: str = ""
 
@@ -95,6 +100,7 @@ class IntentTemplate(msgspec.Struct, frozen=True, kw_only=True):
     language: str = "en"
     tenant: str | None = None
     confidence: float = 1.0
+    approved_via: Approval = ""
     approved_by: str = ""
     approved_at: str = ""
 

@@ -251,6 +251,7 @@ def build_snapshot(
             alternates=alternates.get(e.id, ()),
             topic=e.topic,
             confidence=e.score,
+            approved_via=e.approved_via,
             approved_by=e.approved_by,
             approved_at=e.approved_at,
         )
@@ -268,6 +269,7 @@ def build_snapshot(
             alternates=alternates.get(e.id, ()),
             topic=e.topic,
             confidence=e.score,
+            approved_via=e.approved_via,
             approved_by=e.approved_by,
             approved_at=e.approved_at,
         )

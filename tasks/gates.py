@@ -156,7 +156,7 @@ def run_gates(
 ) -> list[GateResult]:
     """Every gate's result (none raises here)."""
     results = run_expectations(snapshot)
-    auto = [e for e in entries if e.status == "approved" and e.approved_by.startswith("auto:")]
+    auto = [e for e in entries if e.status == "approved" and e.approved_via == "auto"]
     weakest = min((e.score for e in auto), default=1.0)
     results.append(
         GateResult(

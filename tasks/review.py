@@ -101,6 +101,7 @@ def _review_conflict(
             entry,
             status=decision.status,
             answer=decision.answer,
+            approved_via="review" if approved else "",
             approved_by=decision.reviewer if approved else "",
             approved_at=decision.decided_at if approved else "",
             note=f"merged into {conflict.canonical.entry_id} in review"
@@ -136,7 +137,11 @@ def apply_review(
             path = entry.sources[0].path if entry.sources else "faq"
             out.append(
                 msgspec.structs.replace(
-                    entry, status="approved", approved_by=f"curated:{path}", approved_at=now
+                    entry,
+                    status="approved",
+                    approved_via="curated",
+                    approved_by=path,
+                    approved_at=now,
                 )
             )
             continue
@@ -147,6 +152,7 @@ def apply_review(
                     entry,
                     status=decision.status,
                     answer=decision.answer,
+                    approved_via="review" if decision.status == "approved" else "",
                     approved_by=decision.reviewer,
                     approved_at=decision.decided_at,
                     note="" if decision.status == "approved" else "rejected in review",
@@ -170,7 +176,8 @@ def apply_review(
             msgspec.structs.replace(
                 entry,
                 status="approved",
-                approved_by=f"auto:score>={policy.threshold:g}",
+                approved_via="auto",
+                approved_by=f"score>={policy.threshold:g}",
                 approved_at=now,
             )
         )

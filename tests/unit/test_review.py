@@ -62,7 +62,7 @@ def test_curated_faq_entries_are_approved_as_curated(queue: ReviewQueue) -> None
         [_entry("faq.one", origin="faq", score=0.0)], ReviewPolicy(mode="full"), queue
     )
     assert entry.status == "approved"
-    assert entry.approved_by == "curated:help/faq.jsonl"
+    assert (entry.approved_via, entry.approved_by) == ("curated", "help/faq.jsonl")
     assert datetime.fromisoformat(entry.approved_at).tzinfo is not None
     assert queue.items() == []
 
@@ -71,10 +71,10 @@ def test_auto_approves_scores_at_the_threshold_and_holds_lower_ones(queue: Revie
     entries = [_entry("high", score=0.95), _entry("edge", score=0.8), _entry("low", score=0.79)]
     out = {e.id: e for e in apply_review(entries, ReviewPolicy(mode="auto"), queue)}
     assert out["high"].status == out["edge"].status == "approved"
-    assert out["high"].approved_by == "auto:score>=0.8"
+    assert (out["high"].approved_via, out["high"].approved_by) == ("auto", "score>=0.8")
     assert out["low"].status == "pending"
     assert out["low"].note == "waiting for review"
-    assert out["low"].approved_by == ""
+    assert (out["low"].approved_via, out["low"].approved_by) == ("", "")
     (held,) = queue.items("pending")
     assert (held.entry_id, held.fingerprint, held.score) == ("low", "fp-low", 0.79)
     assert held.answer == "Generated answer low."
@@ -139,7 +139,7 @@ def test_an_edited_approval_is_applied_on_the_next_review(queue: ReviewQueue) ->
     (again,) = apply_review([entry], policy, queue)
     assert again.status == "approved"
     assert again.answer == "A person's better answer."
-    assert again.approved_by == "ana"
+    assert (again.approved_via, again.approved_by) == ("review", "ana")
     assert again.approved_at == decided.decided_at
     assert again.note == ""
     assert queue.items("pending") == []
