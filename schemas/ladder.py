@@ -179,13 +179,13 @@ def _attribute(block: TopicBlock, composed: str) -> tuple[Source, ...]:
     by_ref = {source.ref: source for source in block.sources}
     flat = " ".join(composed.split())
     cited: list[Source] = []
-    for part in block.context.split("## "):
-        header, _, body = part.partition("\n")
-        ref = header[header.rfind("[") + 1 : header.rfind("]")] if "[" in header else ""
-        source = by_ref.get(ref)
+    for passage in block.passages:
+        source = by_ref.get(passage.ref)
         if source is None or source in cited:
             continue
-        pieces = (" ".join(p.split()) for line in body.splitlines() for p in _SENTENCE.split(line))
+        pieces = (
+            " ".join(p.split()) for line in passage.text.splitlines() for p in _SENTENCE.split(line)
+        )
         if any(len(piece) > 20 and piece in flat for piece in pieces):
             cited.append(source)
     return tuple(cited) or block.sources

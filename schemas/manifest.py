@@ -219,7 +219,7 @@ def snapshot_checksum(
     return digest.hexdigest()
 
 
-_ADDED_LATER: Final = (("alternates", ()), ("approved_via", ""))
+_ADDED_LATER: Final = (("alternates", ()), ("approved_via", ""), ("passages", ()))
 """Record fields added after records were first sealed, with their defaults."""
 
 

@@ -5,6 +5,7 @@ All records are frozen msgspec structs; they cross process and storage boundarie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -18,6 +19,8 @@ __all__ = [
     "SlotSpec",
     "Source",
     "TopicBlock",
+    "TopicPassage",
+    "render_passages",
 ]
 
 SlotKind = Literal["number", "duration", "date", "enum"]
@@ -105,12 +108,27 @@ class IntentTemplate(msgspec.Struct, frozen=True, kw_only=True):
     approved_at: str = ""
 
 
+class TopicPassage(msgspec.Struct, frozen=True, kw_only=True):
+    """One document passage of a topic block."""
+
+    heading: str
+    """The section's heading path, ``A > B``."""
+    ref: str
+    """The :attr:`Source.ref` of the section it quotes."""
+    text: str
+
+    def render(self) -> str:
+        """The passage as the composer reads it: a heading line with its reference, the text."""
+        return f"## {self.heading} [{self.ref}]\n{self.text}"
+
+
 class TopicBlock(msgspec.Struct, frozen=True, kw_only=True):
     """L3: a curated knowledge brief for one topic."""
 
     topic: str
     title: str
     context: str
+    """The passages rendered one after another: what the composer reads."""
     tokens: int
     freshness: str
     """Date (ISO 8601) of the newest source the block was built from."""
@@ -119,6 +137,14 @@ class TopicBlock(msgspec.Struct, frozen=True, kw_only=True):
     domain: str = "general"
     language: str = "en"
     tenant: str | None = None
+    passages: tuple[TopicPassage, ...] = ()
+    """The passages of :attr:`context`, each with the section it quotes (empty in blocks
+    compiled before passages were kept: their answers cite every source)."""
+
+
+def render_passages(passages: Sequence[TopicPassage]) -> str:
+    """A topic block's :attr:`TopicBlock.context` from its passages."""
+    return "\n\n".join(p.render() for p in passages)
 
 
 class FallbackAnswer(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,7 +21,15 @@ from schemas.keys import content_hash
 from schemas.ladder import DEFAULT_FALLBACK
 from schemas.manifest import DuplicateGroup, Manifest, Snapshot, SourceFingerprint
 from schemas.normalize import canonical_text
-from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
+from schemas.records import (
+    ExactAnswer,
+    FallbackAnswer,
+    IntentTemplate,
+    Source,
+    TopicBlock,
+    TopicPassage,
+    render_passages,
+)
 from schemas.router import ROUTER_BLOB, RouterModel
 from stores.cache import BuildCache
 from tasks.duplicates import merge_duplicates
@@ -82,7 +90,7 @@ def topic_blocks(
     faq_files = {s.path for s in sources if s.kind == "faq"}
     blocks = []
     for topic in topics:
-        parts: list[str] = []
+        parts: list[TopicPassage] = []
         cited: list[Source] = []
         used = 0
         for chunk_id in topic.chunk_ids:
@@ -90,8 +98,10 @@ def topic_blocks(
             if chunk.path in faq_files:
                 continue
             source = passage_of(chunk).source
-            part = f"## {' > '.join(chunk.heading_path)} [{source.ref}]\n{chunk.text}"
-            tokens = count_tokens(part)
+            part = TopicPassage(
+                heading=" > ".join(chunk.heading_path), ref=source.ref, text=chunk.text
+            )
+            tokens = count_tokens(part.render())
             if parts and used + tokens > budget:
                 break
             parts.append(part)
@@ -100,7 +110,7 @@ def topic_blocks(
                 cited.append(source)
         if not parts:
             continue
-        context = "\n\n".join(parts)
+        context = render_passages(parts)
         blocks.append(
             TopicBlock(
                 topic=topic.id,
@@ -110,6 +120,7 @@ def topic_blocks(
                 freshness=max((modified.get(s.path, "") for s in cited), default=""),
                 sources=tuple(cited),
                 intents=tuple(e.id for e in entries if e.topic == topic.id),
+                passages=tuple(parts),
             )
         )
     return blocks
@@ -117,7 +128,7 @@ def topic_blocks(
 
 ROUTER_VERSION: Final = "10"
 """Bump when router features or training change, so cached routers are retrained."""
-ARTIFACTS_VERSION: Final = "3"
+ARTIFACTS_VERSION: Final = "4"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""
 
 

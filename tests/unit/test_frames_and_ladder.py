@@ -20,7 +20,15 @@ from schemas.ladder import (
     route_of,
 )
 from schemas.manifest import Manifest, Snapshot
-from schemas.records import FallbackAnswer, IntentTemplate, SlotSpec, Source, TopicBlock
+from schemas.records import (
+    FallbackAnswer,
+    IntentTemplate,
+    SlotSpec,
+    Source,
+    TopicBlock,
+    TopicPassage,
+    render_passages,
+)
 from schemas.router import OUT_OF_SCOPE, ROUTER_BLOB, RouterModel
 from tasks.gates import miss_coverage
 from tasks.router import fit_router, train_router
@@ -278,7 +286,10 @@ PAYMENT = Source(
 
 
 def _block(sections: list[tuple[Source, str]]) -> TopicBlock:
-    context = "\n\n".join(f"## Refunds > {s.section} [{s.ref}]\n{body}" for s, body in sections)
+    passages = tuple(
+        TopicPassage(heading=f"Refunds > {s.section}", ref=s.ref, text=body) for s, body in sections
+    )
+    context = render_passages(passages)
     return TopicBlock(
         topic="refunds",
         title="Refunds",
@@ -287,6 +298,7 @@ def _block(sections: list[tuple[Source, str]]) -> TopicBlock:
         freshness="2026-01-01",
         sources=tuple(s for s, _ in sections),
         intents=("refund.window",),
+        passages=passages,
     )
 
 
@@ -402,6 +414,19 @@ def test_l3_cites_every_section_it_quotes_and_no_other(strict_router: RouterMode
     assert "Damaged bikes are repaired" in answer.answer
     assert "Returned bikes need their original box." in answer.answer
     assert answer.sources == (RETURN_WINDOW, DAMAGED)
+
+
+def test_a_block_compiled_before_passages_were_kept_cites_all_its_sources(
+    strict_router: RouterModel,
+) -> None:
+    question = "Do returned bikes need their original box?"
+    older = msgspec.structs.replace(REFUNDS_BLOCK, passages=())
+    answer = answer_question(
+        _routed_snapshot(strict_router, block=older), question, composer=OfflineProvider()
+    )
+    assert answer.layer == "L3"
+    assert answer.answer == "Returned bikes need their original box."
+    assert answer.sources == REFUNDS_BLOCK.sources
 
 
 def test_l3_needs_a_composer_and_permission(strict_router: RouterModel) -> None:
