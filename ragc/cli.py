@@ -35,8 +35,8 @@ err = Console(stderr=True)
 if TYPE_CHECKING:
     from schemas.evaluation import EvalReport
     from schemas.manifest import DuplicateGroup
-    from stores.postgres import PostgresReviewQueue
     from stores.review import ReviewQueue
+    from stores.warm import WarmTier
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -414,22 +414,18 @@ app.add_typer(review_app, name="review")
 ByOpt = Annotated[str, typer.Option("--by", help="Reviewer name (default: $USER).")]
 
 
-def _queue(store: str | None) -> ReviewQueue | PostgresReviewQueue:
+def _warm(store: str | None) -> WarmTier:
+    """The warm tier of ``store`` (default ``RAGC_STORE``), with ``RAGC_WARM_DSN``."""
+    from stores.warm import WarmTier  # noqa: PLC0415
+
+    settings = Settings.from_env()
+    return WarmTier(store or settings.store, settings.warm_dsn)
+
+
+def _queue(store: str | None) -> ReviewQueue:
     """The review queue: the warm tier's (``RAGC_WARM_DSN``), else the SQLite store's."""
-    from stores.review import ReviewQueue  # noqa: PLC0415
-
-    dsn = os.environ.get("RAGC_WARM_DSN")
-    if dsn:
-        from stores.postgres import PostgresReviewQueue  # noqa: PLC0415
-
-        return PostgresReviewQueue(dsn)
-    url = store or Settings.from_env().store
-    if not url.startswith("sqlite:///"):
-        raise InvalidInputError(
-            f"the review queue of {url!r} is not available here",
-            hint="set RAGC_WARM_DSN (Postgres), or use a sqlite:/// store",
-        )
-    return ReviewQueue(url)
+    warm = _warm(store)
+    return warm.require(warm.review_queue(), "the review queue")
 
 
 @review_app.command("list")
@@ -603,22 +599,8 @@ def misses(
 ) -> None:
     """Questions answered with the fallback, most frequent first (fold them into the next
     compile: the frequent ones are auto-FAQ suggestions)."""
-    from stores.audit import AuditLog, SqliteAuditLog  # noqa: PLC0415
-
-    url = store or Settings.from_env().store
-    dsn = os.environ.get("RAGC_WARM_DSN")
-    log: AuditLog
-    if dsn:
-        from stores.postgres import PostgresAuditLog  # noqa: PLC0415
-
-        log = PostgresAuditLog(dsn)
-    elif url.startswith("sqlite:///"):
-        log = SqliteAuditLog(url)
-    else:
-        raise InvalidInputError(
-            f"the miss log of {url!r} is not available here",
-            hint="set RAGC_WARM_DSN (Postgres), or use a sqlite:/// store",
-        )
+    warm = _warm(store)
+    log = warm.require(warm.audit_log(), "the miss log")
     try:
         found = log.misses(tenant=tenant, limit=limit)
     finally:

@@ -16,8 +16,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     store: str = DEFAULT_STORE_URL
     """URL of the snapshot store (``RAGC_STORE``)."""
+    warm_dsn: str | None = None
+    """Postgres warm tier (``RAGC_WARM_DSN``)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        return cls(store=env.get("RAGC_STORE") or DEFAULT_STORE_URL)
+        return cls(
+            store=env.get("RAGC_STORE") or DEFAULT_STORE_URL,
+            warm_dsn=env.get("RAGC_WARM_DSN") or None,
+        )

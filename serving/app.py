@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -16,7 +15,6 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
 from providers.base import Provider
-from schemas.errors import StoreConfigError
 from serving.controllers.admin import AdminController
 from serving.controllers.answer import AnswerController
 from serving.controllers.health import HealthController
@@ -27,11 +25,8 @@ from serving.service import AnswerService
 from serving.settings import ServeSettings
 from serving.webhook import Dispatcher, RecompileCommand, recompile_command
 from stores import SnapshotStore, open_store
-from stores.audit import AuditLog, SqliteAuditLog
-from stores.ledger import ChangeLedger, SqliteChangeLedger
-
-if TYPE_CHECKING:
-    from stores._pg import Pool
+from stores.audit import AuditLog
+from stores.warm import WarmTier
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -67,9 +62,10 @@ def create_app(
 
                 pool = open_pool(config.warm_dsn)
                 resources.callback(pool.close)
+            warm = WarmTier(url, config.warm_dsn, pool=pool)
             log = audit_log
             if log is None and config.audit:
-                log = _audit_log(url, pool)
+                log = warm.audit_log()
                 if log is not None:
                     resources.callback(log.close)
             service = AnswerService(config, opened, provider=provider, audit_log=log)
@@ -78,7 +74,7 @@ def create_app(
             app.state.service = service
             dispatcher = None
             if config.webhook_secret:
-                ledger = _ledger(url, pool)
+                ledger = WarmTier.require(warm.ledger(), "the knowledge-changed webhook")
                 resources.callback(ledger.close)
                 dispatcher = Dispatcher(
                     ledger, store=url, knowledge=config.knowledge, command=recompile
@@ -111,29 +107,6 @@ def create_app(
         request_max_body_size=MAX_BODY,
         debug=False,
     )
-
-
-def _audit_log(url: str, pool: Pool | None) -> AuditLog | None:
-    """The warm tier's audit log, else the store's SQLite file's, else none (e.g. Redis only)."""
-    if pool is not None:
-        from stores.postgres import PostgresAuditLog  # noqa: PLC0415
-
-        return PostgresAuditLog(pool=pool)
-    return SqliteAuditLog(url) if url.startswith("sqlite:///") else None
-
-
-def _ledger(url: str, pool: Pool | None) -> ChangeLedger:
-    """Where webhook deliveries are recorded durably."""
-    if pool is not None:
-        from stores.postgres import PostgresChangeLedger  # noqa: PLC0415
-
-        return PostgresChangeLedger(pool=pool)
-    if not url.startswith("sqlite:///"):
-        raise StoreConfigError(
-            "the knowledge-changed webhook needs a durable ledger",
-            hint="set RAGC_WARM_DSN (Postgres) when the store is not a SQLite file",
-        )
-    return SqliteChangeLedger(url)
 
 
 def create_app_from_env() -> Litestar:

@@ -1,4 +1,4 @@
-"""The review queue in Postgres: :class:`stores.review.ReviewQueue`'s twin.
+"""The review queue in Postgres: :class:`stores.review.SqliteReviewQueue`'s twin.
 
 One row per ``(entry_id, fingerprint)``; ``seq`` (a bigserial) orders submissions, so "the
 newest item of an entry" is exact even when two submissions share a second. A decision is

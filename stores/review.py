@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 import msgspec
 
 from schemas.errors import InvalidInputError
 from stores.sqlite import connect
 
-__all__ = ["ReviewItem", "ReviewQueue"]
+__all__ = ["ReviewItem", "ReviewQueue", "ReviewStatus", "SqliteReviewQueue"]
 
 ReviewStatus = Literal["pending", "approved", "rejected"]
 
@@ -38,7 +38,36 @@ class ReviewItem(msgspec.Struct, frozen=True, kw_only=True):
     """Why it is held beyond the policy (a conflicting duplicate names both sections)."""
 
 
-class ReviewQueue:
+class ReviewQueue(Protocol):
+    """What a review queue does, in the store's SQLite file or in Postgres."""
+
+    def submit(self, items: Sequence[ReviewItem]) -> None:
+        """Queue items; an item already in the queue keeps its decision."""
+        ...
+
+    def items(self, status: ReviewStatus | None = None) -> list[ReviewItem]:
+        """Queue items, newest first, optionally of one status."""
+        ...
+
+    def decisions(self) -> dict[tuple[str, str], ReviewItem]:
+        """Every decided item by ``(entry_id, fingerprint)``."""
+        ...
+
+    def decide(
+        self,
+        entry_id: str,
+        status: ReviewStatus,
+        *,
+        reviewer: str,
+        answer: str | None = None,
+    ) -> ReviewItem:
+        """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SqliteReviewQueue:
     """Review items in a SQLite file (the store's file by default)."""
 
     def __init__(self, url: str) -> None:

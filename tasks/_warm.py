@@ -1,66 +1,40 @@
-"""The compile's view of the warm tier: review queue, miss log and version catalogue.
-
-With ``RAGC_WARM_DSN`` set (injected as job env by ``prefect.yaml``), they live in Postgres;
-otherwise the review queue and miss log live in the store's SQLite file, and there is no
-catalogue beyond the store itself. The DSN is read from the environment only.
+"""The compile's view of the warm tier (see :class:`stores.warm.WarmTier`): review queue, miss
+log and version catalogue, in Postgres when ``RAGC_WARM_DSN`` is set (injected as job env by
+``prefect.yaml``), else in the store's SQLite file. The DSN is read from the environment only.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 from schemas.manifest import Snapshot
-from stores.audit import AuditLog, MissSummary, SqliteAuditLog
-from stores.review import ReviewItem, ReviewQueue
+from stores.audit import MissSummary
+from stores.review import ReviewQueue
+from stores.warm import WarmTier
 
 __all__ = [
-    "Queue",
     "frequent_misses",
     "logged_misses",
     "open_review_queue",
     "record_catalogue",
-    "warm_dsn",
+    "warm_tier",
 ]
 
 
-class Queue(Protocol):
-    """The review queue, embedded or warm."""
-
-    def submit(self, items: list[ReviewItem]) -> None: ...
-
-    def decisions(self) -> dict[tuple[str, str], ReviewItem]: ...
-
-    def close(self) -> None: ...
+def warm_tier(store_url: str) -> WarmTier:
+    """The warm tier of the compile's store, with the DSN from the environment."""
+    return WarmTier(store_url, os.environ.get("RAGC_WARM_DSN") or None)
 
 
-def warm_dsn() -> str | None:
-    """The Postgres warm tier's DSN, from the environment only."""
-    return os.environ.get("RAGC_WARM_DSN") or None
-
-
-def open_review_queue(store_url: str) -> Queue | None:
-    """The review queue: the warm tier's, else the store's SQLite file's, else none."""
-    dsn = warm_dsn()
-    if dsn:
-        from stores.postgres import PostgresReviewQueue  # noqa: PLC0415 - only when configured
-
-        return PostgresReviewQueue(dsn)
-    return ReviewQueue(store_url) if store_url.startswith("sqlite:///") else None
+def open_review_queue(store_url: str) -> ReviewQueue | None:
+    """The review queue, or ``None`` when the store has nowhere to keep one (Redis alone)."""
+    return warm_tier(store_url).review_queue()
 
 
 def frequent_misses(store_url: str, limit: int = 1000) -> list[MissSummary]:
-    """The questions the service answered with the fallback, grouped, most frequent first:
-    the warm tier's miss log, else the store's SQLite file's, else none."""
-    log: AuditLog
-    dsn = warm_dsn()
-    if dsn:
-        from stores.postgres import PostgresAuditLog  # noqa: PLC0415 - only when configured
-
-        log = PostgresAuditLog(dsn)
-    elif store_url.startswith("sqlite:///"):
-        log = SqliteAuditLog(store_url)
-    else:
+    """The questions the service answered with the fallback, grouped, most frequent first."""
+    log = warm_tier(store_url).audit_log()
+    if log is None:
         return []
     try:
         return log.misses(limit=limit)
@@ -73,15 +47,6 @@ def logged_misses(store_url: str, limit: int = 1000) -> list[str]:
     return [m.example for m in frequent_misses(store_url, limit)]
 
 
-def record_catalogue(snapshot: Snapshot) -> bool:
+def record_catalogue(snapshot: Snapshot, store_url: str = "") -> bool:
     """Record a published version's manifest (and slot values) in the warm tier, if any."""
-    dsn = warm_dsn()
-    if not dsn:
-        return False
-    from stores.postgres import PostgresVersionCatalog  # noqa: PLC0415
-
-    catalogue = PostgresVersionCatalog(dsn)
-    try:
-        return catalogue.record(snapshot.manifest, intents=snapshot.intents)
-    finally:
-        catalogue.close()
+    return warm_tier(store_url).record_catalogue(snapshot)

@@ -138,7 +138,7 @@ def publish_snapshot(
         store.publish(snapshot, activate=True)
     finally:
         store.close()
-    record_catalogue(snapshot)
+    record_catalogue(snapshot, store_url)
     return True
 
 

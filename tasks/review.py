@@ -26,9 +26,9 @@ from pydantic import BaseModel, Field
 from schemas.build import Entry
 from schemas.manifest import DuplicateGroup, DuplicateMember
 from schemas.rollout import canary_bucket
-from stores.review import ReviewItem
+from stores.review import ReviewItem, ReviewQueue
 from tasks._policies import stage_task
-from tasks._warm import Queue, open_review_queue
+from tasks._warm import open_review_queue
 from tasks.duplicates import conflict_fingerprint
 
 __all__ = ["ReviewPolicy", "apply_review", "review_answers"]
@@ -116,7 +116,7 @@ def _review_conflict(
 def apply_review(
     entries: Sequence[Entry],
     policy: ReviewPolicy,
-    queue: Queue | None,
+    queue: ReviewQueue | None,
     duplicates: Sequence[DuplicateGroup] = (),
 ) -> list[Entry]:
     """Entries with their review status; held ones are submitted to ``queue``. Conflicting

@@ -13,7 +13,7 @@ from schemas.ladder import LoadedSnapshot, answer_question
 from schemas.normalize import canonical_text
 from stores import open_store
 from stores.audit import AuditEvent, SqliteAuditLog
-from stores.review import ReviewQueue
+from stores.review import SqliteReviewQueue
 from tasks.auto_faq import miss_entry_id
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
@@ -91,7 +91,7 @@ def test_a_frequent_miss_is_drafted_held_and_served_once_approved(tmp_path: Path
     _log_misses(url, first.version)
 
     second = _compile(tmp_path, url)
-    queue = ReviewQueue(url)
+    queue = SqliteReviewQueue(url)
     try:
         held = {item.entry_id: item for item in queue.items("pending")}
         assert set(held) == {draft_id}  # the miss asked once is not drafted

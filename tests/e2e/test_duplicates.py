@@ -11,7 +11,7 @@ from schemas.build import RegressionCase
 from schemas.evaluation import evaluate, summarize
 from schemas.ladder import LoadedSnapshot, answer_question
 from stores import open_store
-from stores.review import ReviewQueue
+from stores.review import SqliteReviewQueue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
 
@@ -90,7 +90,7 @@ def test_the_compile_reports_the_same_and_the_conflicting_question(result: Compi
 def test_the_conflict_waits_in_the_review_queue_naming_both_sections(
     result: CompileResult, flu: tuple[Path, str]
 ) -> None:
-    queue = ReviewQueue(flu[1])
+    queue = SqliteReviewQueue(flu[1])
     try:
         (held,) = queue.items("pending")
     finally:

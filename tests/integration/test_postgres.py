@@ -32,7 +32,7 @@ from schemas.manifest import Manifest
 from schemas.records import IntentTemplate, SlotSpec
 from serving.audit import AuditWriter
 from stores.audit import AuditEvent, SqliteAuditLog
-from stores.ledger import DuplicateDeliveryError, SqliteChangeLedger
+from stores.ledger import ChangeLedger, DuplicateDeliveryError, SqliteChangeLedger
 from stores.postgres import (
     LOCK_KEY,
     MigrationLockedError,
@@ -48,7 +48,8 @@ from stores.postgres import (
     migrations,
     open_pool,
 )
-from stores.review import ReviewItem, ReviewQueue
+from stores.review import ReviewItem, ReviewQueue, SqliteReviewQueue
+from stores.warm import WarmTier
 
 pytestmark = pytest.mark.integration
 
@@ -197,7 +198,7 @@ def test_components_share_an_injected_pool_and_leave_it_open(pool: Pool, dsn: st
     ("embedded", "warm"),
     [
         (SqliteAuditLog, PostgresAuditLog),
-        (ReviewQueue, PostgresReviewQueue),
+        (SqliteReviewQueue, PostgresReviewQueue),
         (SqliteChangeLedger, PostgresChangeLedger),
     ],
 )
@@ -336,27 +337,23 @@ def test_the_pool_replaces_connections_the_server_dropped(dsn: str) -> None:
 
 # --- review queue (mirrors tests/unit/test_review.py, on both backends) ---------------------
 
-AnyQueue = ReviewQueue | PostgresReviewQueue
-
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def queue_factory(
-    request: pytest.FixtureRequest, tmp_path: Path, admin_dsn: str
-) -> Iterator[Callable[[], AnyQueue]]:
-    """Opens queues over one shared backing store (a SQLite file or a migrated database)."""
-    opened: list[AnyQueue] = []
+def warm(request: pytest.FixtureRequest, tmp_path: Path) -> WarmTier:
+    """The warm tier on each backend: a SQLite store's file, or Postgres beside a Redis store."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'review.db'}"
+        return WarmTier(f"sqlite:///{tmp_path / 'store.db'}")
+    return WarmTier("redis://127.0.0.1:6379/0", request.getfixturevalue("dsn"))
 
-        def make() -> AnyQueue:
-            opened.append(ReviewQueue(url))
-            return opened[-1]
-    else:
-        database: str = request.getfixturevalue("dsn")
 
-        def make() -> AnyQueue:
-            opened.append(PostgresReviewQueue(database))
-            return opened[-1]
+@pytest.fixture
+def queue_factory(warm: WarmTier) -> Iterator[Callable[[], ReviewQueue]]:
+    """Opens queues over one shared backing store (a SQLite file or a migrated database)."""
+    opened: list[ReviewQueue] = []
+
+    def make() -> ReviewQueue:
+        opened.append(warm.require(warm.review_queue(), "the review queue"))
+        return opened[-1]
 
     yield make
     for queue in opened:
@@ -370,13 +367,13 @@ def _item(entry_id: str, fingerprint: str, answer: str = "a") -> ReviewItem:
 
 
 def test_review_deciding_an_unknown_id_is_invalid_input(
-    queue_factory: Callable[[], AnyQueue],
+    queue_factory: Callable[[], ReviewQueue],
 ) -> None:
     with pytest.raises(InvalidInputError, match="'nope'"):
         queue_factory().decide("nope", "approved", reviewer="ana")
 
 
-def test_review_resubmitting_keeps_a_decision(queue_factory: Callable[[], AnyQueue]) -> None:
+def test_review_resubmitting_keeps_a_decision(queue_factory: Callable[[], ReviewQueue]) -> None:
     queue = queue_factory()
     queue.submit([_item("e1", "fp")])
     decided = queue.decide("e1", "approved", reviewer="ana")
@@ -387,7 +384,7 @@ def test_review_resubmitting_keeps_a_decision(queue_factory: Callable[[], AnyQue
     assert set(queue.decisions()) == {("e1", "fp")}
 
 
-def test_review_a_reason_for_holding_round_trips(queue_factory: Callable[[], AnyQueue]) -> None:
+def test_review_a_reason_for_holding_round_trips(queue_factory: Callable[[], ReviewQueue]) -> None:
     queue = queue_factory()
     reason = "duplicate question answered differently: b.html#q and a.html#q"
     queue.submit([msgspec.structs.replace(_item("e1", "fp"), reason=reason), _item("e2", "fp")])
@@ -396,7 +393,7 @@ def test_review_a_reason_for_holding_round_trips(queue_factory: Callable[[], Any
     assert {i.entry_id: i.reason for i in queue.items()} == {"e1": reason, "e2": ""}
 
 
-def test_review_items_filter_by_status(queue_factory: Callable[[], AnyQueue]) -> None:
+def test_review_items_filter_by_status(queue_factory: Callable[[], ReviewQueue]) -> None:
     queue = queue_factory()
     queue.submit([_item("a", "1"), _item("b", "2"), _item("c", "3")])
     queue.decide("b", "rejected", reviewer="ana")
@@ -406,7 +403,7 @@ def test_review_items_filter_by_status(queue_factory: Callable[[], AnyQueue]) ->
     assert [i.entry_id for i in queue.items()] == ["c", "b", "a"]
 
 
-def test_review_an_edit_replaces_the_answer(queue_factory: Callable[[], AnyQueue]) -> None:
+def test_review_an_edit_replaces_the_answer(queue_factory: Callable[[], ReviewQueue]) -> None:
     queue = queue_factory()
     queue.submit([_item("e1", "fp")])
     decided = queue.decide("e1", "approved", reviewer="ana", answer="A better answer.")
@@ -420,7 +417,7 @@ def test_review_an_edit_replaces_the_answer(queue_factory: Callable[[], AnyQueue
 
 
 def test_review_decisions_persist_across_connections(
-    queue_factory: Callable[[], AnyQueue],
+    queue_factory: Callable[[], ReviewQueue],
 ) -> None:
     first = queue_factory()
     first.submit([_item("e1", "fp")])
@@ -430,7 +427,7 @@ def test_review_decisions_persist_across_connections(
 
 
 def test_review_a_decision_goes_to_the_newest_fingerprint(
-    queue_factory: Callable[[], AnyQueue],
+    queue_factory: Callable[[], ReviewQueue],
 ) -> None:
     for old, new in (("a", "b"), ("b", "a")):
         queue = queue_factory()
@@ -455,23 +452,21 @@ def test_review_an_unknown_status_is_refused(dsn: str) -> None:
         queue.close()
 
 
-# --- webhook change ledger (mirrors tests/unit/test_webhook.py) -----------------------------
+# --- webhook change ledger, on both backends -------------------------------------------------
 
 
 @pytest.fixture
-def ledger(dsn: str) -> Iterator[PostgresChangeLedger]:
-    opened = PostgresChangeLedger(dsn)
+def ledger(warm: WarmTier) -> Iterator[ChangeLedger]:
+    opened = warm.require(warm.ledger(), "the ledger")
     yield opened
     opened.close()
 
 
-def _record(ledger: PostgresChangeLedger, delivery: str, *paths: str) -> None:
+def _record(ledger: ChangeLedger, delivery: str, *paths: str) -> None:
     ledger.record(delivery, signed_at=NOW, knowledge="examples", changed=paths or ("faq.jsonl",))
 
 
-def test_a_delivery_is_recorded_once_and_a_replay_is_refused(
-    ledger: PostgresChangeLedger,
-) -> None:
+def test_a_delivery_is_recorded_once_and_a_replay_is_refused(ledger: ChangeLedger) -> None:
     assert not ledger.seen("d1")
     entry = ledger.record("d1", signed_at=NOW, knowledge="examples", changed=["a.md", "b/c.md"])
     assert ledger.seen("d1")
@@ -489,7 +484,7 @@ def test_concurrent_replays_record_exactly_one(dsn: str) -> None:
     start = threading.Barrier(len(ledgers))
     outcomes: list[str] = []
 
-    def attempt(ledger: PostgresChangeLedger) -> None:
+    def attempt(ledger: ChangeLedger) -> None:
         start.wait()
         try:
             _record(ledger, "same")
@@ -510,15 +505,15 @@ def test_concurrent_replays_record_exactly_one(dsn: str) -> None:
             opened.close()
 
 
-def test_what_was_recorded_but_not_dispatched_survives_a_crash(dsn: str) -> None:
-    first = PostgresChangeLedger(dsn)
+def test_what_was_recorded_but_not_dispatched_survives_a_crash(warm: WarmTier) -> None:
+    first = warm.require(warm.ledger(), "the ledger")
     for delivery in ("a", "b", "c"):
         _record(first, delivery)
     first.mark("a", "dispatched", "event 1")
     first.mark("c", "failed", "nothing to recompile")
     first.close()
 
-    reopened = PostgresChangeLedger(dsn)
+    reopened = warm.require(warm.ledger(), "the ledger")
     try:
         assert [d.delivery for d in reopened.pending()] == ["b"]
         assert [d.delivery for d in reopened.entries(limit=2)] == ["c", "b"]
@@ -529,7 +524,7 @@ def test_what_was_recorded_but_not_dispatched_survives_a_crash(dsn: str) -> None
         reopened.close()
 
 
-def test_marking_checks_the_id_and_the_status(ledger: PostgresChangeLedger) -> None:
+def test_marking_checks_the_id_and_the_status(ledger: ChangeLedger) -> None:
     _record(ledger, "d")
     with pytest.raises(InvalidInputError, match="no webhook delivery"):
         ledger.mark("unknown", "done")

@@ -9,7 +9,7 @@ import pytest
 from schemas.build import Entry, Question, QuestionOrigin
 from schemas.records import Source
 from stores.audit import MissSummary
-from stores.review import ReviewQueue
+from stores.review import SqliteReviewQueue
 from tasks.auto_faq import AutoFaqPolicy, miss_entry_id, miss_questions
 from tasks.review import ReviewPolicy, apply_review
 
@@ -76,7 +76,7 @@ def _entry(entry_id: str, origin: QuestionOrigin, score: float) -> Entry:
 
 
 def test_review_holds_a_draft_however_well_it_verified(tmp_path: Path) -> None:
-    queue = ReviewQueue(f"sqlite:///{tmp_path / 'store.db'}")
+    queue = SqliteReviewQueue(f"sqlite:///{tmp_path / 'store.db'}")
     draft = _entry(miss_entry_id("Do you ship to Canada?"), "miss", 1.0)
     section = _entry("shipping.canada", "heading", 1.0)
     try:

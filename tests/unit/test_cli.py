@@ -14,7 +14,7 @@ from schemas.build import Usage
 from schemas.manifest import DuplicateGroup, DuplicateMember, MemberStatus
 from schemas.records import Source
 from stores import open_store, write_snapshot
-from stores.review import ReviewItem, ReviewQueue
+from stores.review import ReviewItem, SqliteReviewQueue
 from tests.factories import make_snapshot
 
 runner = CliRunner()
@@ -277,7 +277,7 @@ def test_compile_lists_the_duplicate_groups(
 
 def test_review_list_says_why_an_answer_is_held(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
-    queue = ReviewQueue(url)
+    queue = SqliteReviewQueue(url)
     try:
         queue.submit(
             [

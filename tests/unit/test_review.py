@@ -17,7 +17,7 @@ from schemas.errors import InvalidInputError
 from schemas.manifest import DuplicateGroup, DuplicateMember, DuplicateVerdict
 from schemas.records import Source
 from stores.cache import BuildCache
-from stores.review import ReviewItem, ReviewQueue, ReviewStatus
+from stores.review import ReviewItem, ReviewStatus, SqliteReviewQueue
 from tasks._llm_cache import CachedProvider
 from tasks.duplicates import conflict_fingerprint
 from tasks.review import ReviewPolicy, apply_review
@@ -47,9 +47,9 @@ def _entry(
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> Iterator[ReviewQueue]:
+def queue(tmp_path: Path) -> Iterator[SqliteReviewQueue]:
     """An empty review queue in a SQLite file."""
-    opened = ReviewQueue(f"sqlite:///{tmp_path / 'review.db'}")
+    opened = SqliteReviewQueue(f"sqlite:///{tmp_path / 'review.db'}")
     yield opened
     opened.close()
 
@@ -57,7 +57,7 @@ def queue(tmp_path: Path) -> Iterator[ReviewQueue]:
 # --- apply_review -----------------------------------------------------------------------------
 
 
-def test_curated_faq_entries_are_approved_as_curated(queue: ReviewQueue) -> None:
+def test_curated_faq_entries_are_approved_as_curated(queue: SqliteReviewQueue) -> None:
     (entry,) = apply_review(
         [_entry("faq.one", origin="faq", score=0.0)], ReviewPolicy(mode="full"), queue
     )
@@ -67,7 +67,9 @@ def test_curated_faq_entries_are_approved_as_curated(queue: ReviewQueue) -> None
     assert queue.items() == []
 
 
-def test_auto_approves_scores_at_the_threshold_and_holds_lower_ones(queue: ReviewQueue) -> None:
+def test_auto_approves_scores_at_the_threshold_and_holds_lower_ones(
+    queue: SqliteReviewQueue,
+) -> None:
     entries = [_entry("high", score=0.95), _entry("edge", score=0.8), _entry("low", score=0.79)]
     out = {e.id: e for e in apply_review(entries, ReviewPolicy(mode="auto"), queue)}
     assert out["high"].status == out["edge"].status == "approved"
@@ -81,20 +83,20 @@ def test_auto_approves_scores_at_the_threshold_and_holds_lower_ones(queue: Revie
     assert held.sources == (DOC_SOURCE.ref,)
 
 
-def test_entries_keep_their_order(queue: ReviewQueue) -> None:
+def test_entries_keep_their_order(queue: SqliteReviewQueue) -> None:
     entries = [_entry(f"e{i}", score=i / 10) for i in range(10)]
     out = apply_review(entries, ReviewPolicy(), queue)
     assert [e.id for e in out] == [e.id for e in entries]
 
 
-def test_full_mode_holds_every_generated_answer(queue: ReviewQueue) -> None:
+def test_full_mode_holds_every_generated_answer(queue: SqliteReviewQueue) -> None:
     entries = [_entry(f"e{i}", score=1.0) for i in range(5)] + [_entry("faq.one", origin="faq")]
     out = apply_review(entries, ReviewPolicy(mode="full"), queue)
     assert [e.status for e in out] == ["pending"] * 5 + ["approved"]
     assert sorted(i.entry_id for i in queue.items("pending")) == [f"e{i}" for i in range(5)]
 
 
-def test_rejected_entries_pass_through(queue: ReviewQueue) -> None:
+def test_rejected_entries_pass_through(queue: SqliteReviewQueue) -> None:
     rejected = _entry("bad", score=1.0, status="rejected")
     assert apply_review([rejected], ReviewPolicy(mode="full"), queue) == [rejected]
     assert queue.items() == []
@@ -129,7 +131,7 @@ def test_sample_rate_bounds(rate: float, share: float) -> None:
     assert len(_held(entries, ReviewPolicy(mode="sample", sample_rate=rate))) == 50 * share
 
 
-def test_an_edited_approval_is_applied_on_the_next_review(queue: ReviewQueue) -> None:
+def test_an_edited_approval_is_applied_on_the_next_review(queue: SqliteReviewQueue) -> None:
     entry = _entry("e1", score=0.5)
     policy = ReviewPolicy()
     assert apply_review([entry], policy, queue)[0].status == "pending"
@@ -145,7 +147,7 @@ def test_an_edited_approval_is_applied_on_the_next_review(queue: ReviewQueue) ->
     assert queue.items("pending") == []
 
 
-def test_an_approval_without_edit_keeps_the_answer(queue: ReviewQueue) -> None:
+def test_an_approval_without_edit_keeps_the_answer(queue: SqliteReviewQueue) -> None:
     entry = _entry("e1", score=0.5)
     apply_review([entry], ReviewPolicy(mode="full"), queue)
     queue.decide("e1", "approved", reviewer="ana")
@@ -153,7 +155,7 @@ def test_an_approval_without_edit_keeps_the_answer(queue: ReviewQueue) -> None:
     assert (again.status, again.answer) == ("approved", entry.answer)
 
 
-def test_a_rejection_is_applied_on_the_next_review(queue: ReviewQueue) -> None:
+def test_a_rejection_is_applied_on_the_next_review(queue: SqliteReviewQueue) -> None:
     entry = _entry("e1", score=1.0)
     apply_review([entry], ReviewPolicy(mode="full"), queue)
     queue.decide("e1", "rejected", reviewer="bo")
@@ -163,7 +165,7 @@ def test_a_rejection_is_applied_on_the_next_review(queue: ReviewQueue) -> None:
     assert again.approved_by == "bo"
 
 
-def test_a_decision_does_not_hold_for_a_changed_fingerprint(queue: ReviewQueue) -> None:
+def test_a_decision_does_not_hold_for_a_changed_fingerprint(queue: SqliteReviewQueue) -> None:
     apply_review([_entry("e1", score=0.5, fingerprint="old")], ReviewPolicy(), queue)
     queue.decide("e1", "approved", reviewer="ana", answer="Edited.")
     changed = _entry("e1", score=0.5, fingerprint="new")
@@ -178,7 +180,7 @@ def test_a_decision_does_not_hold_for_a_changed_fingerprint(queue: ReviewQueue) 
     assert (auto.status, auto.answer) == ("approved", "Generated answer e1.")
 
 
-def test_a_curated_faq_ignores_queue_decisions(queue: ReviewQueue) -> None:
+def test_a_curated_faq_ignores_queue_decisions(queue: SqliteReviewQueue) -> None:
     queue.submit(
         [
             ReviewItem(
@@ -191,7 +193,7 @@ def test_a_curated_faq_ignores_queue_decisions(queue: ReviewQueue) -> None:
     assert entry.status == "approved"
 
 
-# --- ReviewQueue ------------------------------------------------------------------------------
+# --- SqliteReviewQueue ----------------------------------------------------------------------------
 
 
 def _item(entry_id: str, fingerprint: str, answer: str = "a") -> ReviewItem:
@@ -200,12 +202,12 @@ def _item(entry_id: str, fingerprint: str, answer: str = "a") -> ReviewItem:
     )
 
 
-def test_deciding_an_unknown_id_is_invalid_input(queue: ReviewQueue) -> None:
+def test_deciding_an_unknown_id_is_invalid_input(queue: SqliteReviewQueue) -> None:
     with pytest.raises(InvalidInputError, match="'nope'"):
         queue.decide("nope", "approved", reviewer="ana")
 
 
-def test_resubmitting_keeps_a_decision(queue: ReviewQueue) -> None:
+def test_resubmitting_keeps_a_decision(queue: SqliteReviewQueue) -> None:
     queue.submit([_item("e1", "fp")])
     queue.decide("e1", "approved", reviewer="ana")
     queue.submit([_item("e1", "fp", answer="changed")])
@@ -214,7 +216,7 @@ def test_resubmitting_keeps_a_decision(queue: ReviewQueue) -> None:
     assert set(queue.decisions()) == {("e1", "fp")}
 
 
-def test_items_filter_by_status(queue: ReviewQueue) -> None:
+def test_items_filter_by_status(queue: SqliteReviewQueue) -> None:
     queue.submit([_item("a", "1"), _item("b", "2"), _item("c", "3")])
     queue.decide("b", "rejected", reviewer="ana")
     assert sorted(i.entry_id for i in queue.items("pending")) == ["a", "c"]
@@ -225,11 +227,11 @@ def test_items_filter_by_status(queue: ReviewQueue) -> None:
 
 def test_decisions_persist_across_connections(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nested' / 'review.db'}"
-    first = ReviewQueue(url)
+    first = SqliteReviewQueue(url)
     first.submit([_item("e1", "fp")])
     first.decide("e1", "approved", reviewer="ana")
     first.close()
-    second = ReviewQueue(url)
+    second = SqliteReviewQueue(url)
     try:
         assert second.decisions()[("e1", "fp")].reviewer == "ana"
     finally:
@@ -247,7 +249,7 @@ def test_a_decision_goes_to_the_newest_fingerprint_within_one_second(
 ) -> None:
     monkeypatch.setattr(stores.review, "datetime", _FrozenClock)
     for old, new in (("a", "b"), ("b", "a")):
-        queue = ReviewQueue(f"sqlite:///{tmp_path / f'{old}{new}.db'}")
+        queue = SqliteReviewQueue(f"sqlite:///{tmp_path / f'{old}{new}.db'}")
         try:
             queue.submit([_item("e1", old)])
             queue.decide("e1", "approved", reviewer="ana")
@@ -294,7 +296,7 @@ def _pair(**canonical: str) -> list[Entry]:
 
 
 def test_a_conflicting_duplicate_is_held_with_a_reason_naming_both_sections(
-    queue: ReviewQueue,
+    queue: SqliteReviewQueue,
 ) -> None:
     entries = _pair()
     cdc, who = apply_review(entries, ReviewPolicy(mode="auto"), queue, [_conflict()])
@@ -310,13 +312,13 @@ def test_a_conflicting_duplicate_is_held_with_a_reason_naming_both_sections(
     assert who.note == held.reason
 
 
-def test_a_duplicate_with_the_same_answer_is_reviewed_as_usual(queue: ReviewQueue) -> None:
+def test_a_duplicate_with_the_same_answer_is_reviewed_as_usual(queue: SqliteReviewQueue) -> None:
     out = apply_review(_pair(), ReviewPolicy(mode="auto"), queue, [_conflict("same")])
     assert [e.status for e in out] == ["approved", "approved"]
     assert queue.items() == []
 
 
-def test_a_conflict_is_held_even_for_a_curated_entry(queue: ReviewQueue) -> None:
+def test_a_conflict_is_held_even_for_a_curated_entry(queue: SqliteReviewQueue) -> None:
     cdc, who = _pair()
     who = msgspec.structs.replace(who, origin="faq")
     out = apply_review([cdc, who], ReviewPolicy(mode="auto"), queue, [_conflict()])
@@ -331,7 +333,7 @@ def test_a_conflict_is_held_even_for_a_curated_entry(queue: ReviewQueue) -> None
     ],
 )
 def test_a_decision_on_a_conflict_is_applied_on_the_next_review(
-    queue: ReviewQueue, decision: ReviewStatus, status: str, note: str
+    queue: SqliteReviewQueue, decision: ReviewStatus, status: str, note: str
 ) -> None:
     apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
     queue.decide("who.close-contact", decision, reviewer="ana")
@@ -343,7 +345,7 @@ def test_a_decision_on_a_conflict_is_applied_on_the_next_review(
 
 
 def test_a_conflict_decision_does_not_hold_once_the_canonical_answer_changes(
-    queue: ReviewQueue,
+    queue: SqliteReviewQueue,
 ) -> None:
     apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
     queue.decide("who.close-contact", "approved", reviewer="ana")
@@ -354,7 +356,9 @@ def test_a_conflict_decision_does_not_hold_once_the_canonical_answer_changes(
     assert len(queue.items("pending")) == 1
 
 
-def test_an_approval_of_the_answer_alone_does_not_clear_a_conflict(queue: ReviewQueue) -> None:
+def test_an_approval_of_the_answer_alone_does_not_clear_a_conflict(
+    queue: SqliteReviewQueue,
+) -> None:
     queue.submit([_item("who.close-contact", "fp-who.close-contact")])
     queue.decide("who.close-contact", "approved", reviewer="ana")
     _, who = apply_review(_pair(), ReviewPolicy(), queue, [_conflict()])
