@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from typing import Final
-
-DEFAULT_STORE: Final = "sqlite:///.ragc/knowledge.db"
+from schemas.settings import Environment
 
 
 def store_url(url: str | None = None) -> str:
     """The store URL: the parameter, else ``$RAGC_STORE``, else the embedded SQLite file."""
-    return url or os.environ.get("RAGC_STORE") or DEFAULT_STORE
+    return url or Environment.read().store

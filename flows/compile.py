@@ -6,7 +6,6 @@ gate raises before the publish task, so a failed compile never changes what is s
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from schemas.frames import (
     validate_records,
 )
 from schemas.manifest import DuplicateGroup, GateResult
+from schemas.settings import Environment
 from tasks.answer import generate_answers
 from tasks.auto_faq import AutoFaqPolicy, draft_miss_questions
 from tasks.chunk import chunk_documents
@@ -71,7 +71,7 @@ class CompileParams(BaseModel):
     )
     max_bytes: int = MAX_BYTES
     archive: str | None = Field(
-        default_factory=lambda: os.environ.get("RAGC_ARCHIVE_URL") or None,
+        default_factory=lambda: Environment.read().archive_url,
         description="Archive (local path or fsspec URL) that published snapshots are copied to "
         "as {archive}/{version} (default: $RAGC_ARCHIVE_URL).",
     )

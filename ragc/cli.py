@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ragc.settings import Settings
 from schemas.errors import InvalidInputError, RagcError
 from schemas.rollout import RolloutRecord
+from schemas.settings import Environment
 from stores import DEFAULT_STORE_URL, SnapshotStore, open_store, read_snapshot
 
 app = typer.Typer(
@@ -92,7 +92,7 @@ def _fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _store(url: str | None) -> SnapshotStore:
-    return open_store(url or Settings.from_env().store)
+    return open_store(url or Environment.read().store)
 
 
 def _emit(value: object, as_json: bool, text: str) -> None:
@@ -328,7 +328,7 @@ def compile_(
     try:
         params = CompileParams(
             knowledge=str(knowledge),
-            store=store or Settings.from_env().store,
+            store=store or Environment.read().store,
             version=version,
             publish=publish,
             provider=provider,  # type: ignore[arg-type]
@@ -418,7 +418,7 @@ def _warm(store: str | None) -> WarmTier:
     """The warm tier of ``store`` (default ``RAGC_STORE``), with ``RAGC_WARM_DSN``."""
     from stores.warm import WarmTier  # noqa: PLC0415
 
-    settings = Settings.from_env()
+    settings = Environment.read()
     return WarmTier(store or settings.store, settings.warm_dsn)
 
 
@@ -536,7 +536,7 @@ def serve(
 
     from serving.settings import ServeSettings  # noqa: PLC0415
 
-    os.environ["RAGC_STORE"] = store or Settings.from_env().store
+    os.environ["RAGC_STORE"] = store or Environment.read().store
     ServeSettings.from_env()  # fail here, in one line, on a bad setting
     probe = open_store(os.environ["RAGC_STORE"])
     probe.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.errors import StoreConfigError
+from schemas.settings import DEFAULT_STORE_URL
 from stores.base import GcReport, SnapshotStore, plan_gc, rollback_target
 from stores.files import read_snapshot, write_snapshot
 from stores.redis import RedisStore
@@ -20,8 +21,6 @@ __all__ = [
     "rollback_target",
     "write_snapshot",
 ]
-
-DEFAULT_STORE_URL = "sqlite:///.ragc/knowledge.db"
 
 
 def open_store(url: str) -> SnapshotStore:

@@ -5,9 +5,8 @@ log and version catalogue, in Postgres when ``RAGC_WARM_DSN`` is set (injected a
 
 from __future__ import annotations
 
-import os
-
 from schemas.manifest import Snapshot
+from schemas.settings import Environment
 from stores.audit import MissSummary
 from stores.review import ReviewQueue
 from stores.warm import WarmTier
@@ -23,7 +22,7 @@ __all__ = [
 
 def warm_tier(store_url: str) -> WarmTier:
     """The warm tier of the compile's store, with the DSN from the environment."""
-    return WarmTier(store_url, os.environ.get("RAGC_WARM_DSN") or None)
+    return WarmTier(store_url, Environment.read().warm_dsn)
 
 
 def open_review_queue(store_url: str) -> ReviewQueue | None:

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from providers import PROVIDERS
 from ragc.cli import app as cli
+from schemas.settings import PREFIX, Environment
 from serving.app import create_app
 from serving.settings import ServeSettings
 
@@ -36,7 +37,7 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE = DEPLOY / "compose.yaml"
 NGINX = DEPLOY / "nginx.conf"
 
-SOURCE_PACKAGES = ("ragc", "serving", "flows", "tasks", "providers", "stores")
+SOURCE_PACKAGES = ("ragc", "serving", "flows", "tasks", "providers", "stores", "schemas")
 """The packages whose modules read ``RAGC_*`` variables (settings, CLI options, webhook, flows,
 the providers and the model cache); every module in them is scanned, so a move is not a miss."""
 
@@ -194,7 +195,12 @@ def _vars_the_code_reads() -> frozenset[str]:
                 and RAGC_VAR.fullmatch(node.value)
             ):
                 names.add(node.value)
-    return frozenset(names)
+    return frozenset(names | _settings_variables())
+
+
+def _settings_variables() -> set[str]:
+    """The variables :class:`schemas.settings.Environment` reads (one per field)."""
+    return {f"{PREFIX}{name.upper()}" for name in Environment.model_fields}
 
 
 def _vars_the_manifests_set() -> dict[str, set[str]]:
@@ -487,15 +493,8 @@ def test_every_ragc_variable_in_the_manifests_is_read_by_the_code() -> None:
 
 def test_every_service_setting_is_documented_in_the_deploy_readme() -> None:
     readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
-    source = (ROOT / "serving/settings.py").read_text(encoding="utf-8")
-    service_vars = {
-        node.value
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Constant)
-        and isinstance(node.value, str)
-        and RAGC_VAR.fullmatch(node.value)
-    }
-    assert service_vars
+    service_vars = _settings_variables()
+    assert {"RAGC_STORE", "RAGC_L3_BUDGET"} <= service_vars
     missing = sorted(name for name in service_vars if f"`{name}`" not in readme)
     assert not missing, f"deploy/README.md does not explain {missing}"
 
