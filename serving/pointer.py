@@ -10,12 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from schemas.errors import RagcError
 from schemas.rollout import PointerState, RolloutRecord
-from stores.base import SnapshotStore
 
-__all__ = ["PointerWatcher"]
+__all__ = ["PointerSource", "PointerWatcher"]
+
+
+class PointerSource(Protocol):
+    """What the watcher reads (a snapshot store); one that also has
+    ``subscribe_pointer_changes`` (Redis) is followed by its change messages too."""
+
+    def pointers(self) -> PointerState: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +33,7 @@ class PointerWatcher:
 
     def __init__(
         self,
-        store: SnapshotStore,
+        store: PointerSource,
         *,
         interval: float = 0.25,
         on_change: Callable[[PointerState], None] | None = None,

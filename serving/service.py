@@ -21,7 +21,7 @@ from providers import make_provider
 from providers.base import Provider
 from schemas.keys import validate_tenant
 from schemas.ladder import Answer
-from schemas.rollout import PointerState, choose_version
+from schemas.rollout import PointerState, RolloutRecord, VersionInfo, choose_version
 from serving.audit import AuditWriter
 from serving.batching import EncoderBatcher, Vector
 from serving.budget import LLMBudget
@@ -30,8 +30,8 @@ from serving.metrics import Metrics
 from serving.pointer import PointerWatcher
 from serving.runtime import LoadedVersion, VersionCache
 from serving.settings import ServeSettings
-from stores.audit import AuditEvent, AuditLog
-from stores.base import SnapshotStore
+from stores.audit import AuditEvent, AuditLog, MissSummary
+from stores.base import GcReport, SnapshotStore
 
 __all__ = ["AnswerService"]
 
@@ -89,6 +89,49 @@ class AnswerService:
             batcher.close()
         if self.audit is not None:
             self.audit.close()
+
+    # --- version operations (the admin routes): each takes effect here at once ---------------
+
+    def published(self) -> list[VersionInfo]:
+        """Published versions with their pointers."""
+        return self.store.versions()
+
+    def roll_out(self, version: str, percent: float) -> RolloutRecord:
+        """Serve ``version`` to ``percent`` of sessions (100 makes it active)."""
+        record = self.store.rollout(version, percent)
+        self.pointers.refresh()
+        return record
+
+    def roll_back(self) -> RolloutRecord:
+        """End a canary, or return to the previously active version."""
+        record = self.store.rollback()
+        self.pointers.refresh()
+        return record
+
+    def pin(self, tenant: str, version: str | None) -> None:
+        """Pin ``tenant`` to ``version`` (``None`` removes the pin)."""
+        self.store.pin(tenant, version)
+        self.pointers.refresh()
+
+    def collect_garbage(self, keep: int) -> GcReport:
+        """Delete old versions (never one in use) and dead partial loads."""
+        return self.store.gc(keep)
+
+    def misses(
+        self, *, tenant: str | None = None, since: float = 0.0, limit: int = 50
+    ) -> list[MissSummary]:
+        """Logged misses grouped by question, most frequent first, including the answers
+        still queued for the audit log; none without an audit log."""
+        if self.audit is not None:
+            self.audit.flush()
+        if self.audit_log is None:
+            return []
+        return self.audit_log.misses(tenant=tenant, since=since, limit=limit)
+
+    @property
+    def rollout(self) -> RolloutRecord:
+        """The rollout this replica serves now (stable and canary)."""
+        return self.pointers.state.rollout
 
     @property
     def ready(self) -> bool:

@@ -32,37 +32,32 @@ class AdminController(Controller):
     @get("/admin/versions", operation_id="list_versions", sync_to_thread=True)
     def versions(self, service: NamedDependency[AnswerService]) -> VersionsResponse:
         """Published versions with their pointers."""
-        return VersionsResponse(versions=service.store.versions())
+        return VersionsResponse(versions=service.published())
 
     @post("/admin/rollout", operation_id="rollout", status_code=200, sync_to_thread=True)
     def rollout(
         self, data: JSONBody[RolloutRequest], service: NamedDependency[AnswerService]
     ) -> RolloutRecord:
         """Serve a version to a share of sessions (100 makes it active)."""
-        record = service.store.rollout(data.version, data.percent)
-        service.pointers.refresh()
-        return record
+        return service.roll_out(data.version, data.percent)
 
     @post("/admin/rollback", operation_id="rollback", status_code=200, sync_to_thread=True)
     def rollback(self, service: NamedDependency[AnswerService]) -> RolloutRecord:
         """End a canary, or return to the previously active version."""
-        record = service.store.rollback()
-        service.pointers.refresh()
-        return record
+        return service.roll_back()
 
     @post("/admin/pins", operation_id="pin_tenant", status_code=200, sync_to_thread=True)
     def pin(
         self, data: JSONBody[PinRequest], service: NamedDependency[AnswerService]
     ) -> PinResponse:
         """Pin a tenant to a version (``version: null`` removes the pin)."""
-        service.store.pin(data.tenant, data.version)
-        service.pointers.refresh()
+        service.pin(data.tenant, data.version)
         return PinResponse(tenant=data.tenant, version=data.version)
 
     @post("/admin/gc", operation_id="gc", status_code=200, sync_to_thread=True)
     def gc(self, data: JSONBody[GcRequest], service: NamedDependency[AnswerService]) -> GcReport:
         """Delete old versions (never one in use) and dead partial loads."""
-        return service.store.gc(data.keep)
+        return service.collect_garbage(data.keep)
 
     @get("/misses", operation_id="list_misses", sync_to_thread=True)
     def misses(
@@ -73,13 +68,7 @@ class AdminController(Controller):
         since: FromQuery[float] = 0.0,
     ) -> MissesResponse:
         """Misses grouped by question, most frequent first, with auto-FAQ suggestions."""
-        if service.audit is not None:
-            service.audit.flush()
-        found = (
-            service.audit_log.misses(tenant=tenant, since=since, limit=max(1, min(limit, 1000)))
-            if service.audit_log
-            else []
-        )
+        found = service.misses(tenant=tenant, since=since, limit=max(1, min(limit, 1000)))
         return MissesResponse(
             total=sum(m.count for m in found),
             misses=found,

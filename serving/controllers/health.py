@@ -25,7 +25,7 @@ class HealthController(Controller):
     @get("/readyz", operation_id="readyz", sync_to_thread=False)
     def readyz(self, service: NamedDependency[AnswerService]) -> Response[Health]:
         """Ready only when an active version is loaded."""
-        rollout = service.pointers.state.rollout
+        rollout = service.rollout
         ready = service.ready
         return Response(
             Health(
