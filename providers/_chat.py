@@ -12,9 +12,9 @@ knowledge across stages. A reply that is not the JSON a stage asked for is an
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, TypeVar
 
 import msgspec
 
@@ -26,10 +26,13 @@ __all__ = [
     "MAX_TOKENS",
     "STAGES",
     "ChatProvider",
+    "Prompt",
     "ProviderError",
     "ProviderUnavailableError",
     "UnusableReplyError",
 ]
+
+T = TypeVar("T")
 
 STAGES = ("synthesize", "answer", "verify", "compose")
 MAX_TOKENS = {"synthesize": 1024, "answer": 1024, "verify": 512}
@@ -69,6 +72,28 @@ class ProviderUnavailableError(RetryableError):
         super().__init__(message, hint="the API is busy or unreachable; try again later")
 
 
+class Prompt(msgspec.Struct, frozen=True, kw_only=True):
+    """One call of a stage: ``knowledge`` then ``instructions`` as the static prefix (what a
+    prompt cache reuses), ``request`` last."""
+
+    stage: str
+    knowledge: str
+    instructions: str
+    request: str
+    max_tokens: int | None = None
+    """The caller's reply budget (``compose``); else the provider's for the stage."""
+
+    @property
+    def system(self) -> str:
+        """The static prefix as one system message."""
+        return f"{self.knowledge}\n\n{self.instructions}"
+
+    @property
+    def budget(self) -> int:
+        """The reply budget: the caller's, else :data:`MAX_TOKENS` of the stage."""
+        return self.max_tokens or MAX_TOKENS[self.stage]
+
+
 class _Closable(Protocol):
     def close(self) -> None: ...
 
@@ -98,59 +123,51 @@ class ChatProvider:
         """Up to ``n`` distinct questions users would ask that ``passages`` answer."""
         if n <= 0 or not passages:
             return ()
-        reply = self._complete(
-            "synthesize",
-            prompts.render_knowledge(passages),
-            prompts.SYNTHESIZE_INSTRUCTIONS,
-            prompts.synthesize_request(title, n),
+        prompt = Prompt(
+            stage="synthesize",
+            knowledge=prompts.render_knowledge(passages),
+            instructions=prompts.SYNTHESIZE_INSTRUCTIONS,
+            request=prompts.synthesize_request(title, n),
         )
-        try:
-            return prompts.parse_questions(reply, n)
-        except prompts.MalformedReplyError as exc:
-            raise self._malformed("synthesize", exc) from exc
+        return self._parsed(prompt, lambda reply: prompts.parse_questions(reply, n))
 
     def answer(self, question: str, passages: Sequence[Passage]) -> DraftAnswer:
         """A grounded answer citing only ``passages``; abstains when nothing valid is cited."""
         if not passages:
             return DraftAnswer(text="", abstained=True)
-        reply = self._complete(
-            "answer",
-            prompts.render_knowledge(passages),
-            prompts.ANSWER_INSTRUCTIONS,
-            prompts.answer_request(question),
+        prompt = Prompt(
+            stage="answer",
+            knowledge=prompts.render_knowledge(passages),
+            instructions=prompts.ANSWER_INSTRUCTIONS,
+            request=prompts.answer_request(question),
         )
-        try:
-            return prompts.parse_answer(reply, [p.id for p in passages])
-        except prompts.MalformedReplyError as exc:
-            raise self._malformed("answer", exc) from exc
+        ids = [p.id for p in passages]
+        return self._parsed(prompt, lambda reply: prompts.parse_answer(reply, ids))
 
     def verify(self, question: str, answer: str, passages: Sequence[Passage]) -> Verdict:
         """Whether ``answer`` is supported by ``passages``, scored in [0, 1]."""
         if not passages:
             return Verdict(supported=False, score=0.0, reason="no passages to check against")
-        reply = self._complete(
-            "verify",
-            prompts.render_knowledge(passages),
-            prompts.VERIFY_INSTRUCTIONS,
-            prompts.verify_request(question, answer),
+        prompt = Prompt(
+            stage="verify",
+            knowledge=prompts.render_knowledge(passages),
+            instructions=prompts.VERIFY_INSTRUCTIONS,
+            request=prompts.verify_request(question, answer),
         )
-        try:
-            return prompts.parse_verdict(reply)
-        except prompts.MalformedReplyError as exc:
-            raise self._malformed("verify", exc) from exc
+        return self._parsed(prompt, prompts.parse_verdict)
 
     def compose(self, question: str, context: str, *, max_tokens: int) -> str:
         """A short answer from ``context`` alone, at most ``max_tokens``; ``""`` when it can't."""
         if not context.strip() or max_tokens <= 0:
             return ""
-        reply = self._complete(
-            "compose",
-            context,
-            prompts.COMPOSE_INSTRUCTIONS,
-            prompts.compose_request(question),
+        prompt = Prompt(
+            stage="compose",
+            knowledge=context,
+            instructions=prompts.COMPOSE_INSTRUCTIONS,
+            request=prompts.compose_request(question),
             max_tokens=max_tokens,
         )
-        return prompts.parse_compose(reply)
+        return prompts.parse_compose(self._complete(prompt))
 
     def usage(self) -> list[Usage]:
         """Calls and tokens of every successful response so far, one record per stage."""
@@ -178,18 +195,17 @@ class ChatProvider:
 
     # -- for subclasses ------------------------------------------------------------------------
 
-    def _complete(
-        self,
-        stage: str,
-        knowledge: str,
-        instructions: str,
-        user: str,
-        *,
-        max_tokens: int | None = None,
-    ) -> str:
-        """One call: ``knowledge`` then ``instructions`` as the static prefix, ``user`` last;
-        the reply's text. ``max_tokens`` defaults to :data:`MAX_TOKENS` of the stage."""
+    def _complete(self, prompt: Prompt) -> str:
+        """One call of ``prompt``; the reply's text."""
         raise NotImplementedError
+
+    def _parsed(self, prompt: Prompt, parse: Callable[[str], T]) -> T:
+        """``prompt``'s reply through ``parse``; a malformed one is an UnusableReplyError."""
+        reply = self._complete(prompt)
+        try:
+            return parse(reply)
+        except prompts.MalformedReplyError as exc:
+            raise self._malformed(prompt.stage, exc) from exc
 
     def _record(
         self,

@@ -24,9 +24,9 @@ import anthropic
 from anthropic.types import MessageParam, TextBlockParam
 
 from providers._chat import (
-    MAX_TOKENS,
     STAGES,
     ChatProvider,
+    Prompt,
     ProviderError,
     ProviderUnavailableError,
 )
@@ -151,27 +151,20 @@ class AnthropicProvider(ChatProvider):
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _complete(
-        self,
-        stage: str,
-        knowledge: str,
-        instructions: str,
-        user: str,
-        *,
-        max_tokens: int | None = None,
-    ) -> str:
+    def _complete(self, prompt: Prompt) -> str:
         """One Messages call (with our retries); the reply's text, usage recorded."""
+        stage = prompt.stage
         system: list[TextBlockParam] = [
-            {"type": "text", "text": knowledge, "cache_control": {"type": "ephemeral"}},
-            {"type": "text", "text": instructions},
+            {"type": "text", "text": prompt.knowledge, "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": prompt.instructions},
         ]
-        messages: list[MessageParam] = [{"role": "user", "content": user}]
+        messages: list[MessageParam] = [{"role": "user", "content": prompt.request}]
         attempt = 0
         while True:
             try:
                 message = self._client.messages.create(
                     model=self.model,
-                    max_tokens=max_tokens or MAX_TOKENS[stage],
+                    max_tokens=prompt.budget,
                     system=system,
                     messages=messages,
                 )

@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from providers._chat import MAX_TOKENS, ChatProvider, ProviderError
+from providers._chat import ChatProvider, Prompt, ProviderError
 from providers._model_files import default_model_dir, locked, write_atomically
 from providers._vectors import sha256_file
 from providers.base import DraftAnswer, Passage, Verdict
@@ -224,23 +224,16 @@ class LocalProvider(ChatProvider):
             return super().compose(question, context, max_tokens=max_tokens)
         return self._extractive.compose(question, context, max_tokens=max_tokens)
 
-    def _complete(
-        self,
-        stage: str,
-        knowledge: str,
-        instructions: str,
-        user: str,
-        *,
-        max_tokens: int | None = None,
-    ) -> str:
+    def _complete(self, prompt: Prompt) -> str:
+        stage = prompt.stage
         messages = [
-            {"role": "system", "content": f"{knowledge}\n\n{instructions}"},
-            {"role": "user", "content": user},
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.request},
         ]
         try:
             reply = self._runtime.chat(
                 messages,
-                max_tokens=max_tokens or _BUDGETS.get(stage) or MAX_TOKENS[stage],
+                max_tokens=prompt.max_tokens or _BUDGETS.get(stage) or prompt.budget,
                 prefix=_PREFIXES.get(stage, ""),
                 stop=_STOPS.get(stage),
             )

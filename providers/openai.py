@@ -27,7 +27,12 @@ import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from providers import _prompts as prompts
-from providers._chat import MAX_TOKENS, ChatProvider, ProviderError, ProviderUnavailableError
+from providers._chat import (
+    ChatProvider,
+    Prompt,
+    ProviderError,
+    ProviderUnavailableError,
+)
 from schemas.errors import InvalidInputError
 
 __all__ = [
@@ -120,19 +125,12 @@ class OpenAIProvider(ChatProvider):
         """The reply format the provider asks for now (it only ever gets plainer)."""
         return self._format
 
-    def _complete(
-        self,
-        stage: str,
-        knowledge: str,
-        instructions: str,
-        user: str,
-        *,
-        max_tokens: int | None = None,
-    ) -> str:
+    def _complete(self, prompt: Prompt) -> str:
         """One Chat Completions call (the SDK retries); the reply's text, usage recorded."""
+        stage = prompt.stage
         messages: list[ChatCompletionMessageParam] = [
-            {"role": "system", "content": f"{knowledge}\n\n{instructions}"},
-            {"role": "user", "content": user},
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.request},
         ]
         fmt = self._format
         while True:
@@ -140,7 +138,7 @@ class OpenAIProvider(ChatProvider):
                 completion = self._client.chat.completions.create(
                     model=self.model,
                     messages=messages,
-                    max_completion_tokens=max_tokens or MAX_TOKENS[stage],
+                    max_completion_tokens=prompt.budget,
                     **_format_arguments(stage, fmt),
                 )
                 break
