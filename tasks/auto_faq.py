@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from pydantic import BaseModel, Field
-
 from schemas.build import Question
 from schemas.keys import content_hash
 from schemas.normalize import canonical_text
+from schemas.policies import AutoFaqPolicy
 from stores.audit import MissSummary
 from tasks._policies import stage_task
 from tasks._warm import frequent_misses
@@ -31,13 +30,6 @@ __all__ = ["MISS_PREFIX", "AutoFaqPolicy", "draft_miss_questions", "miss_questio
 
 MISS_PREFIX: Final = "miss-"
 """Entry ids of drafts: the prefix and a digest of the canonical question."""
-
-
-class AutoFaqPolicy(BaseModel):
-    """Which logged misses a compile drafts answers for."""
-
-    min_asked: int = Field(default=2, ge=0, description="Times a miss was asked (0: no drafts).")
-    limit: int = Field(default=20, ge=0, le=1000, description="Most frequent misses drafted.")
 
 
 def miss_entry_id(question: str) -> str:

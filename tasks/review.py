@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal
 
 import msgspec
-from pydantic import BaseModel, Field
 
 from schemas.build import Entry
 from schemas.manifest import DuplicateGroup, DuplicateMember
+from schemas.policies import ReviewPolicy
 from schemas.rollout import canary_bucket
 from stores.review import ReviewItem, ReviewQueue
 from tasks._policies import stage_task
@@ -32,16 +31,6 @@ from tasks._warm import open_review_queue
 from tasks.duplicates import conflict_fingerprint
 
 __all__ = ["ReviewPolicy", "apply_review", "review_answers"]
-
-
-class ReviewPolicy(BaseModel):
-    """How generated answers are approved."""
-
-    mode: Literal["auto", "sample", "full"] = "auto"
-    threshold: float = Field(default=0.8, ge=0.0, le=1.0)
-    """Minimum verification score for automatic approval."""
-    sample_rate: float = Field(default=0.1, ge=0.0, le=1.0)
-    """Share of auto-approvable answers held for a person in ``sample`` mode."""
 
 
 def _item(entry: Entry) -> ReviewItem:

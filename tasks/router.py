@@ -28,12 +28,12 @@ from typing import Final, NamedTuple
 import msgspec
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, Field
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from schemas.keys import content_hash
+from schemas.policies import OOS_PRIOR, WRONG_TARGET, RouterPolicy
 from schemas.router import (
     OUT_OF_SCOPE,
     RouterHeader,
@@ -66,7 +66,6 @@ __all__ = [
     "verdicts_of",
 ]
 
-WRONG_TARGET: Final = 0.02
 DEFAULT_THRESHOLD: Final = 0.5
 C: Final = 20.0
 C_VECTORS: Final = 10.0
@@ -84,29 +83,12 @@ _GRID: Final = tuple(round(0.01 * i, 2) for i in range(5, 100))
 SIMILARITY_GRID: Final = (None, *(round(0.02 * i, 2) for i in range(10, 46)))
 
 """Minimum centroid similarities tuning tries (``None``: no similarity gate)."""
-OOS_PRIOR: Final = 0.05
-"""Share of traffic assumed to be out of scope when the threshold is tuned."""
 NOVEL_SHARE: Final = 0.15
 """Share of in-scope classes that tuning trains without, to see how intents the knowledge
 lacks are treated (only with at least :data:`_MIN_CLASSES_TO_LEAVE_OUT` classes)."""
 _MIN_CLASSES_TO_LEAVE_OUT: Final = 5
 
 Matrix = npt.NDArray[np.float32]
-
-
-class RouterPolicy(BaseModel):
-    """The risk a compile's router is tuned to take (``ragc compile --wrong-target``,
-    ``--oos-share``)."""
-
-    wrong_target: float = Field(default=WRONG_TARGET, gt=0.0, lt=1.0)
-    """Highest expected share of wrong answers among the answers served."""
-    oos_share: float = Field(default=OOS_PRIOR, ge=0.0, lt=1.0)
-    """Share of the traffic assumed to be about something the knowledge does not cover."""
-    similarity_gate: bool = False
-    """Let tuning also require a minimum similarity between a question's vector and its best
-    class's centroid (``--similarity-gate``). It pays where many questions are near misses of
-    the knowledge; held-out paraphrases sit closer to their entries than real questions do, so a
-    gate tuned on them can turn real phrasings down, and it is off unless asked for."""
 
 
 Encoder = Callable[[Sequence[str]], Matrix]

@@ -1,0 +1,1 @@
+"""The ``ragc`` commands, one module per domain; importing a module registers its commands."""

@@ -1,0 +1,97 @@
+"""What every ``ragc`` command shares: the Typer app, the common options, clean failures and
+output."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, ParamSpec, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+
+from schemas.errors import RagcError
+from schemas.rollout import RolloutRecord
+from schemas.settings import Environment
+from stores import DEFAULT_STORE_URL, SnapshotStore, open_store
+
+app = typer.Typer(
+    name="ragc",
+    help="Compile static knowledge into versioned answer snapshots and serve them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+StoreOpt = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        envvar="RAGC_STORE",
+        help=f"Snapshot store URL (default {DEFAULT_STORE_URL}).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+ProviderOpt = Annotated[
+    str,
+    typer.Option(help="Language-model provider: offline, anthropic, openai, azure or local."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(help="Model for the provider (a GGUF path for local; default: its own)."),
+]
+WrongTargetOpt = Annotated[
+    float,
+    typer.Option(help="Router: highest expected share of wrong answers among those served."),
+]
+OosShareOpt = Annotated[
+    float,
+    typer.Option(help="Router: share of questions assumed to be outside the knowledge."),
+]
+SimilarityGateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--similarity-gate",
+        help="Router: also tune a minimum similarity to the matched entry's phrasings "
+        "(for traffic with many near misses of the knowledge).",
+    ),
+]
+
+
+def fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn a :class:`RagcError` into one clear line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except RagcError as exc:
+            err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def opened_store(url: str | None) -> SnapshotStore:
+    return open_store(url or Environment.read().store)
+
+
+def emit(value: object, as_json: bool, text: str) -> None:
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    else:
+        console.print(text, highlight=False)
+
+
+def describe_rollout(record: RolloutRecord) -> str:
+    if record.canary:
+        return f"stable {record.stable}, canary {record.canary} at {record.percent:g}%"
+    return f"stable {record.stable or '(none)'}"

@@ -1,0 +1,168 @@
+"""``ragc review`` and ``ragc misses``: the review queue and the miss log of the warm tier."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+from rich.table import Table
+
+from ragc.commands._base import (
+    JsonOpt,
+    StoreOpt,
+    app,
+    console,
+    emit,
+    fails_cleanly,
+)
+from schemas.errors import InvalidInputError
+from schemas.settings import Environment
+
+if TYPE_CHECKING:
+    from stores.review import ReviewQueue
+    from stores.warm import WarmTier
+
+review_app = typer.Typer(help="The review queue: list, approve, reject or edit answers.")
+app.add_typer(review_app, name="review")
+ByOpt = Annotated[str, typer.Option("--by", help="Reviewer name (default: $USER).")]
+
+
+def _warm(store: str | None) -> WarmTier:
+    """The warm tier of ``store`` (default ``RAGC_STORE``), with ``RAGC_WARM_DSN``."""
+    from stores.warm import WarmTier  # noqa: PLC0415
+
+    settings = Environment.read()
+    return WarmTier(store or settings.store, settings.warm_dsn)
+
+
+def _queue(store: str | None) -> ReviewQueue:
+    """The review queue: the warm tier's (``RAGC_WARM_DSN``), else the SQLite store's."""
+    warm = _warm(store)
+    return warm.require(warm.review_queue(), "the review queue")
+
+
+@review_app.command("list")
+@fails_cleanly
+def review_list(
+    status: Annotated[
+        str | None, typer.Option(help="pending, approved or rejected (default: all).")
+    ] = "pending",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """List answers in the review queue."""
+    if status not in (None, "pending", "approved", "rejected"):
+        raise InvalidInputError(f"unknown status {status!r}", hint="pending, approved or rejected")
+    queue = _queue(store)
+    try:
+        items = queue.items(status)  # type: ignore[arg-type]
+    finally:
+        queue.close()
+    if as_json:
+        emit(items, True, "")
+        return
+    table = Table("entry", "status", "score", "question", "answer", "why held")
+    for item in items:
+        table.add_row(
+            item.entry_id,
+            item.status,
+            f"{item.score:.2f}",
+            item.question,
+            item.answer[:80],
+            item.reason,
+        )
+    console.print(table if items else f"no {status or ''} answers in the review queue")
+
+
+def _decide(
+    entry_id: str,
+    status: Literal["approved", "rejected"],
+    by: str,
+    store: str,
+    answer: str | None,
+    as_json: bool,
+) -> None:
+    queue = _queue(store)
+    try:
+        item = queue.decide(
+            entry_id, status, reviewer=by or os.environ.get("USER", "cli"), answer=answer
+        )
+    finally:
+        queue.close()
+    emit(
+        item,
+        as_json,
+        f"{item.entry_id}: {item.status} by {item.reviewer} (applies from the next compile)",
+    )
+
+
+@review_app.command("approve")
+@fails_cleanly
+def review_approve(
+    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    by: ByOpt = "",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve an answer; the next compile serves it."""
+    _decide(entry_id, "approved", by, store, None, as_json)
+
+
+@review_app.command("reject")
+@fails_cleanly
+def review_reject(
+    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    by: ByOpt = "",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Reject an answer; the next compile leaves it out."""
+    _decide(entry_id, "rejected", by, store, None, as_json)
+
+
+@review_app.command("edit")
+@fails_cleanly
+def review_edit(
+    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    answer: Annotated[str, typer.Option("--answer", help="The corrected answer text.")],
+    by: ByOpt = "",
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace an answer's text and approve it."""
+    if not answer.strip():
+        raise InvalidInputError("the edited answer is empty", hint="pass --answer 'text'")
+    _decide(entry_id, "approved", by, store, answer.strip(), as_json)
+
+
+@app.command()
+@fails_cleanly
+def misses(
+    store: StoreOpt = "",
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's misses.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most frequent N.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Questions answered with the fallback, most frequent first (fold them into the next
+    compile: the frequent ones are auto-FAQ suggestions)."""
+    warm = _warm(store)
+    log = warm.require(warm.audit_log(), "the miss log")
+    try:
+        found = log.misses(tenant=tenant, limit=limit)
+    finally:
+        log.close()
+    if as_json:
+        emit(found, True, "")
+        return
+    table = Table("count", "question", "best guess", "score", "tenants", "last seen")
+    for miss in found:
+        table.add_row(
+            str(miss.count),
+            miss.example,
+            miss.best_guess or "-",
+            f"{miss.best_score:.2f}",
+            ",".join(miss.tenants) or "-",
+            miss.last_seen,
+        )
+    console.print(table if found else "no misses logged")

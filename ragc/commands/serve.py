@@ -1,0 +1,89 @@
+"""``ragc serve`` and ``ragc ask``: the answer service, over HTTP or in-process."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import msgspec
+import typer
+
+from ragc.commands._base import (
+    JsonOpt,
+    StoreOpt,
+    app,
+    console,
+    emit,
+    err,
+    fails_cleanly,
+    opened_store,
+)
+from schemas.settings import Environment
+from stores import open_store
+
+
+@app.command()
+@fails_cleanly
+def serve(
+    store: StoreOpt = "",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the active snapshot over HTTP (Litestar on granian, uvloop)."""
+    from granian import Granian  # noqa: PLC0415 - the server only when serving
+    from granian.constants import Interfaces, Loops  # noqa: PLC0415
+
+    from serving.settings import ServeSettings  # noqa: PLC0415
+
+    os.environ["RAGC_STORE"] = store or Environment.read().store
+    ServeSettings.from_env()  # fail here, in one line, on a bad setting
+    probe = open_store(os.environ["RAGC_STORE"])
+    probe.close()
+    err.print(f"ragc serving {os.environ['RAGC_STORE']} on http://{host}:{port}", highlight=False)
+    Granian(
+        "serving.app:create_app_from_env",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        factory=True,
+        workers=workers,
+        loop=Loops.uvloop,
+        log_access=False,
+    ).serve()
+
+
+@app.command()
+@fails_cleanly
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    store: StoreOpt = "",
+    tenant: Annotated[str | None, typer.Option(help="Tenant id.")] = None,
+    language: Annotated[str | None, typer.Option(help="Language tag (default en).")] = None,
+    session: Annotated[str | None, typer.Option(help="Session id (canary assignment).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer one question in-process with the serving ladder."""
+    from serving.service import AnswerService  # noqa: PLC0415
+    from serving.settings import ServeSettings  # noqa: PLC0415
+
+    s = opened_store(store)
+    try:
+        settings = ServeSettings.from_env()
+        service = AnswerService(msgspec.structs.replace(settings, store=s.url), s)
+        try:
+            answer = service.answer(question, tenant=tenant, language=language, session=session)
+        finally:
+            service.close()
+    finally:
+        s.close()
+    if as_json:
+        emit(answer, True, "")
+        return
+    console.print(answer.answer, highlight=False)
+    cites = ", ".join(src.ref for src in answer.sources) or "none"
+    console.print(
+        f"[dim]{answer.layer} · {answer.entry_id or '-'} · {answer.version} · "
+        f"confidence {answer.confidence:.2f} · sources: {cites}[/]",
+        highlight=False,
+    )

@@ -1,0 +1,155 @@
+"""``ragc versions``, ``publish``, ``rollout``, ``rollback``, ``pin``, ``gc``: the version
+pointers from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ragc.commands._base import (
+    JsonOpt,
+    StoreOpt,
+    app,
+    console,
+    describe_rollout,
+    emit,
+    err,
+    fails_cleanly,
+    opened_store,
+)
+from stores import read_snapshot
+
+
+@app.command()
+@fails_cleanly
+def versions(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
+    """List published versions with their pointers."""
+    s = opened_store(store)
+    try:
+        listed = s.versions()
+    finally:
+        s.close()
+    if as_json:
+        emit(listed, True, "")
+        return
+    table = Table("version", "created", "exact", "intents", "topics", "state")
+    for info in listed:
+        flags = [f for f, on in (("active", info.active), ("canary", info.canary)) if on]
+        flags += [f"pinned:{t}" for t in info.pinned_by]
+        table.add_row(
+            info.version,
+            info.created_at,
+            str(info.counts.get("exact", 0)),
+            str(info.counts.get("intents", 0)),
+            str(info.counts.get("topics", 0)),
+            " ".join(flags),
+        )
+    console.print(table if listed else "no versions published yet")
+
+
+@app.command()
+@fails_cleanly
+def publish(
+    snapshot: Annotated[
+        Path | None, typer.Argument(help="Snapshot folder (manifest.json + JSONL).")
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Snapshot folder as a local path or fsspec URL (s3://bucket/archive/v3, ...), "
+            "instead of SNAPSHOT.",
+            show_default=False,
+        ),
+    ] = None,
+    activate: Annotated[
+        bool, typer.Option("--activate/--no-activate", help="Make it the active version.")
+    ] = False,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a snapshot folder (or --from URL) as a new immutable version."""
+    where = source if source is not None else snapshot
+    if where is None or (snapshot is not None and source is not None):
+        err.print("[bold red]error:[/] give a SNAPSHOT folder or --from URL (one)", highlight=False)
+        raise typer.Exit(2)
+    loaded = read_snapshot(where)
+    s = opened_store(store)
+    try:
+        info = s.publish(loaded, activate=activate)
+    finally:
+        s.close()
+    emit(info, as_json, f"published {info.version}" + (" (active)" if info.active else ""))
+
+
+@app.command()
+@fails_cleanly
+def rollout(
+    version: Annotated[str, typer.Argument(help="Version to roll out.")],
+    percent: Annotated[
+        float, typer.Option("--percent", "-p", min=0, max=100, help="Share of sessions.")
+    ] = 100.0,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve VERSION to a share of sessions as a canary; 100 makes it the active version."""
+    s = opened_store(store)
+    try:
+        record = s.rollout(version, percent)
+    finally:
+        s.close()
+    emit(record, as_json, describe_rollout(record))
+
+
+@app.command()
+@fails_cleanly
+def rollback(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
+    """End a running canary, or return to the previously active version."""
+    s = opened_store(store)
+    try:
+        record = s.rollback()
+    finally:
+        s.close()
+    emit(record, as_json, describe_rollout(record))
+
+
+@app.command()
+@fails_cleanly
+def pin(
+    tenant: Annotated[str, typer.Argument(help="Tenant id.")],
+    version: Annotated[str | None, typer.Argument(help="Version to pin the tenant to.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the tenant's pin.")] = False,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin a tenant to one version (or --clear the pin)."""
+    if (version is None) == (not clear):
+        err.print("[bold red]error:[/] give a VERSION to pin, or --clear to unpin", highlight=False)
+        raise typer.Exit(2)
+    s = opened_store(store)
+    try:
+        s.pin(tenant, None if clear else version)
+    finally:
+        s.close()
+    message = f"unpinned {tenant}" if clear else f"pinned {tenant} to {version}"
+    emit({"tenant": tenant, "version": None if clear else version}, as_json, message)
+
+
+@app.command()
+@fails_cleanly
+def gc(
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Newest versions to keep.")] = 3,
+    store: StoreOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old versions (never the stable, canary or a pinned one) and dead partial loads."""
+    s = opened_store(store)
+    try:
+        report = s.gc(keep)
+    finally:
+        s.close()
+    removed = ", ".join((*report.removed, *report.partial_removed)) or "nothing"
+    emit(report, as_json, f"removed {removed}; kept {', '.join(report.kept) or 'nothing'}")
