@@ -28,6 +28,7 @@ __all__ = [
     "exact_key",
     "exact_key_of",
     "intent_key",
+    "key_kind",
     "make_name",
     "pin_key",
     "question_hash",
@@ -114,6 +115,16 @@ def _key(version: str, language: str, tenant: str | None, kind: KeyKind, ident: 
     head = f"{version_prefix(version)}{language_tag(language)}"
     scope = f":tenant_{validate_tenant(tenant)}" if tenant is not None else ""
     return f"{head}{scope}:{kind.value}:{ident}"
+
+
+def key_kind(key: str) -> KeyKind | None:
+    """The record kind a contract key addresses (``knowledge:v:lang[:tenant_t]:kind:id``), or
+    ``None`` when it is not such a key."""
+    parts = key.split(":")
+    if len(parts) < 5 or parts[0] != PREFIX:
+        return None
+    kind = parts[4] if parts[3].startswith("tenant_") else parts[3]
+    return KeyKind(kind) if kind in KeyKind.__members__.values() else None
 
 
 def question_hash(canonical: str) -> str:

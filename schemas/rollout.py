@@ -35,6 +35,13 @@ class PointerState(msgspec.Struct, frozen=True, kw_only=True):
     rollout: RolloutRecord
     pins: dict[str, str] = msgspec.field(default_factory=dict)
 
+    @property
+    def in_use(self) -> set[str]:
+        """Every version these pointers name: stable, canary and each pinned one (what a
+        replica keeps loaded and what GC never deletes)."""
+        named = {self.rollout.stable, self.rollout.canary, *self.pins.values()}
+        return {v for v in named if v is not None}
+
 
 class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One published version as ``ragc versions`` lists it."""

@@ -70,9 +70,8 @@ class AnswerService:
     def _load_versions(self, state: PointerState) -> None:
         """Load every version the pointers name (stable, canary, pins): at start-up and on each
         flip, so a replica is ready for the new version before a request asks for it."""
-        for version in {state.rollout.stable, state.rollout.canary, *state.pins.values()}:
-            if version is not None:
-                self.versions.get(version)
+        for version in state.in_use:
+            self.versions.get(version)
         self.metrics.set_active(state.rollout.stable)
 
     def start(self) -> None:

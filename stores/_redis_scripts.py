@@ -21,15 +21,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import msgspec
 import redis
 from redis.client import PubSub, PubSubWorkerThread
 
 from schemas.errors import CorruptSnapshotError, RagcError, StoreConfigError, StoreUnavailableError
-from schemas.keys import PREFIX, pin_key, version_prefix
-from schemas.manifest import Manifest, Snapshot
-from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, TopicBlock
-from schemas.rollout import PointerState, VersionInfo
+from schemas.keys import PREFIX, key_kind, pin_key, version_prefix
+from schemas.manifest import Snapshot
+from stores.base import MANIFEST, assemble_snapshot
 
 __all__ = [
     "BEGIN",
@@ -43,13 +41,11 @@ __all__ = [
     "assemble",
     "guarded",
     "parse_redis_url",
-    "record_kind",
     "redact",
     "subscribe",
     "text",
     "translate",
     "unlink_namespace",
-    "version_info",
 ]
 
 BEGIN: Final = """
@@ -179,11 +175,6 @@ _START_HINT: Final = (
     "start Redis (e.g. `redis-server --port 6379`) or fix host/port/db in the store URL; "
     "the operation can be retried"
 )
-_EXACT = msgspec.json.Decoder(ExactAnswer)
-_INTENT = msgspec.json.Decoder(IntentTemplate)
-_TOPIC = msgspec.json.Decoder(TopicBlock)
-_MANIFEST = msgspec.json.Decoder(Manifest)
-_FALLBACKS = msgspec.json.Decoder(tuple[FallbackAnswer, ...])
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -200,15 +191,6 @@ def text(value: bytes | str | int | None) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return "" if value is None else str(value)
-
-
-def record_kind(key: str) -> str | None:
-    """The record kind a contract key addresses (``knowledge:v:lang[:tenant_t]:kind:id``)."""
-    parts = key.split(":")
-    if len(parts) < 5 or parts[0] != PREFIX:
-        return None
-    kind = parts[4] if parts[3].startswith("tenant_") else parts[3]
-    return kind if kind in {"exact", "intent", "topic"} else None
 
 
 def redact(url: str) -> str:
@@ -297,46 +279,20 @@ def assemble(
     blobs: dict[bytes, bytes],
 ) -> Snapshot:
     """A snapshot rebuilt from its ``(key, payload)`` rows in order, verified."""
-    exact: dict[tuple[str, str, str | None], ExactAnswer] = {}
-    intents: list[IntentTemplate] = []
-    topics: list[TopicBlock] = []
+    records: list[tuple[str, bytes]] = []
     for key, payload in rows:
-        kind = record_kind(key)
+        kind = key_kind(key)
         if payload is None or kind is None:
             raise CorruptSnapshotError(
                 f"version {version!r}: row {key!r} is missing or misnamed",
                 hint="the version was modified in Redis; publish it again as a new version",
             )
-        if kind == "exact":
-            record = _EXACT.decode(payload)
-            exact.setdefault((record.id, record.language, record.tenant), record)
-        elif kind == "intent":
-            intents.append(_INTENT.decode(payload))
-        else:
-            topics.append(_TOPIC.decode(payload))
-    snapshot = Snapshot(
-        manifest=_MANIFEST.decode(manifest),
-        exact=tuple(exact.values()),
-        intents=tuple(intents),
-        topics=tuple(topics),
-        fallbacks=_FALLBACKS.decode(fallbacks),
-        blobs={text(name): bytes(data) for name, data in blobs.items()},
-    )
-    snapshot.verify()
-    return snapshot
-
-
-def version_info(version: str, manifest: Manifest, state: PointerState) -> VersionInfo:
-    """How ``ragc versions`` lists a published version."""
-    return VersionInfo(
-        version=version,
-        created_at=manifest.created_at,
-        parent=manifest.parent,
-        counts=manifest.counts,
-        checksum=manifest.checksum,
-        active=state.rollout.stable == version,
-        canary=state.rollout.canary == version,
-        pinned_by=tuple(sorted(t for t, v in state.pins.items() if v == version)),
+        records.append((kind, payload))
+    return assemble_snapshot(
+        MANIFEST.decode(manifest),
+        records,
+        fallbacks,
+        {text(name): bytes(data) for name, data in blobs.items()},
     )
 
 

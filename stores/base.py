@@ -9,23 +9,41 @@ every backend behaves the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Final, Protocol, runtime_checkable
 
 import msgspec
 
-from schemas.errors import InvalidInputError, PermanentError
+from schemas.errors import CorruptSnapshotError, InvalidInputError, PermanentError
 from schemas.manifest import Manifest, Snapshot
-from schemas.records import ExactAnswer, IntentTemplate, TopicBlock
+from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, TopicBlock
 from schemas.rollout import PointerState, RolloutRecord, VersionInfo
 
 __all__ = [
+    "EXACT",
+    "FALLBACKS",
+    "INTENT",
+    "MANIFEST",
+    "ROLLOUT",
+    "TOPIC",
     "GcReport",
     "SnapshotStore",
+    "assemble_snapshot",
     "check_percent",
+    "now_iso",
     "plan_gc",
     "rollback_target",
+    "version_info",
 ]
+
+EXACT: Final = msgspec.json.Decoder(ExactAnswer)
+INTENT: Final = msgspec.json.Decoder(IntentTemplate)
+TOPIC: Final = msgspec.json.Decoder(TopicBlock)
+MANIFEST: Final = msgspec.json.Decoder(Manifest)
+FALLBACKS: Final = msgspec.json.Decoder(tuple[FallbackAnswer, ...])
+ROLLOUT: Final = msgspec.json.Decoder(RolloutRecord)
+"""The record decoders every backend reads its rows with."""
 
 
 class GcReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,3 +161,58 @@ def plan_gc(
     removed = tuple(v for v in ordered if v not in newest and v not in protected)
     kept = tuple(v for v in ordered if v not in removed)
     return removed, kept
+
+
+def now_iso() -> str:
+    """The time a store stamps on what it writes (UTC, seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def version_info(version: str, manifest: Manifest, state: PointerState) -> VersionInfo:
+    """How ``ragc versions`` lists a published version under the pointers ``state``."""
+    return VersionInfo(
+        version=version,
+        created_at=manifest.created_at,
+        parent=manifest.parent,
+        counts=manifest.counts,
+        checksum=manifest.checksum,
+        active=state.rollout.stable == version,
+        canary=state.rollout.canary == version,
+        pinned_by=tuple(sorted(t for t, v in state.pins.items() if v == version)),
+    )
+
+
+def assemble_snapshot(
+    manifest: Manifest,
+    rows: Iterable[tuple[str, bytes]],
+    fallbacks: bytes,
+    blobs: Mapping[str, bytes],
+) -> Snapshot:
+    """A version rebuilt from its stored ``(kind, payload)`` rows, verified against its
+    manifest (:class:`~schemas.errors.CorruptSnapshotError` when anything is off)."""
+    exact: dict[tuple[str, str, str | None], ExactAnswer] = {}
+    intents: list[IntentTemplate] = []
+    topics: list[TopicBlock] = []
+    for kind, payload in rows:
+        if kind == "exact":
+            record = EXACT.decode(payload)
+            exact.setdefault((record.id, record.language, record.tenant), record)
+        elif kind == "intent":
+            intents.append(INTENT.decode(payload))
+        elif kind == "topic":
+            topics.append(TOPIC.decode(payload))
+        else:
+            raise CorruptSnapshotError(
+                f"version {manifest.version!r}: a stored row of unknown kind {kind!r}",
+                hint="the version was modified in its store; publish it again as a new version",
+            )
+    snapshot = Snapshot(
+        manifest=manifest,
+        exact=tuple(exact.values()),
+        intents=tuple(intents),
+        topics=tuple(topics),
+        fallbacks=FALLBACKS.decode(fallbacks),
+        blobs=dict(blobs),
+    )
+    snapshot.verify()
+    return snapshot

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Final
 
 import msgspec
@@ -36,23 +35,30 @@ from schemas.errors import (
     StoreUnavailableError,
     VersionNotFoundError,
 )
-from schemas.keys import validate_tenant, validate_version
+from schemas.keys import key_kind, validate_tenant, validate_version
 from schemas.manifest import Manifest, Snapshot
 from schemas.records import ExactAnswer, IntentTemplate, TopicBlock
 from schemas.rollout import PointerState, RolloutRecord, VersionInfo
 from stores import _redis_scripts as lua
-from stores._redis_scripts import Keys, guarded, parse_redis_url, record_kind, text
-from stores.base import GcReport, check_percent, plan_gc, rollback_target
+from stores._redis_scripts import Keys, guarded, parse_redis_url, text
+from stores.base import (
+    EXACT,
+    INTENT,
+    MANIFEST,
+    ROLLOUT,
+    TOPIC,
+    GcReport,
+    check_percent,
+    now_iso,
+    plan_gc,
+    rollback_target,
+    version_info,
+)
 
 __all__ = ["UNSET", "RedisStore", "parse_redis_url"]
 
 _BATCH: Final = 1000  # rows per pipelined MSET + ZADD, and keys per MGET / UNLINK
 _RETRIES: Final = 20  # optimistic retries of a pointer change that raced another writer
-_EXACT = msgspec.json.Decoder(ExactAnswer)
-_INTENT = msgspec.json.Decoder(IntentTemplate)
-_TOPIC = msgspec.json.Decoder(TopicBlock)
-_MANIFEST = msgspec.json.Decoder(Manifest)
-_ROLLOUT = msgspec.json.Decoder(RolloutRecord)
 
 
 class _Unset(enum.Enum):
@@ -61,10 +67,6 @@ class _Unset(enum.Enum):
 
 UNSET: Final = _Unset.UNSET
 """``activate(expected=UNSET)``: activate whatever the current stable version is."""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class RedisStore:
@@ -165,7 +167,7 @@ class RedisStore:
         stored = self._read(version, require_ready=False)
         if stored.manifest.checksum != snapshot.manifest.checksum:
             raise CorruptSnapshotError(f"version {version!r} was changed while loading")
-        record = msgspec.json.encode(RolloutRecord(stable=version, updated_at=_now()))
+        record = msgspec.json.encode(RolloutRecord(stable=version, updated_at=now_iso()))
         args: list[str | bytes] = [version, "1" if activate else "0", expected_stable, record]
         args += [self._k.channel, self._message("activate", version=version)]
         status, found = self._run("SEAL", self._k.pointer_keys, args)
@@ -201,7 +203,7 @@ class RedisStore:
         (``None``: only if nothing is active), else :class:`PermanentError`."""
         validate_version(version)
         want = "*" if expected is UNSET else (expected or "")
-        record = RolloutRecord(stable=version, updated_at=_now())
+        record = RolloutRecord(stable=version, updated_at=now_iso())
         status, active = self._move(
             record, ready=version, active=want, new_active=version, op="push", event="activate"
         )
@@ -228,7 +230,7 @@ class RedisStore:
             raw, state = pipe.execute()
             if text(state) != "ready":
                 raise VersionNotFoundError(version)
-            current = _ROLLOUT.decode(raw) if raw else RolloutRecord()
+            current = ROLLOUT.decode(raw) if raw else RolloutRecord()
             if current.stable is None:
                 raise PermanentError(
                     "no stable version to run a canary against",
@@ -238,7 +240,7 @@ class RedisStore:
             record = RolloutRecord(
                 stable=current.stable, canary=canary, percent=percent if canary else 0.0
             )
-            record = msgspec.structs.replace(record, updated_at=_now())
+            record = msgspec.structs.replace(record, updated_at=now_iso())
             status, _ = self._move(record, ready=version, rollout=raw or "")
             if status == "ok":
                 return record
@@ -252,9 +254,9 @@ class RedisStore:
             pipe.lrange(self._k.history, 0, -1)
             pipe.hgetall(self._k.states)
             raw, history_raw, states = pipe.execute()
-            current = _ROLLOUT.decode(raw) if raw else RolloutRecord()
+            current = ROLLOUT.decode(raw) if raw else RolloutRecord()
             if current.canary is not None:
-                record = RolloutRecord(stable=current.stable, updated_at=_now())
+                record = RolloutRecord(stable=current.stable, updated_at=now_iso())
                 status, _ = self._move(record, rollout=raw)
             else:
                 history = [text(v) for v in history_raw]
@@ -262,7 +264,7 @@ class RedisStore:
                 target = rollback_target(current, history, ready)
                 # Pop the history back to the target so a second rollback goes further back.
                 keep = max(i for i, v in enumerate(history) if v == target)
-                record = RolloutRecord(stable=target, updated_at=_now())
+                record = RolloutRecord(stable=target, updated_at=now_iso())
                 move = {"length": str(len(history)), "op": "trim", "keep": str(keep)}
                 status, _ = self._move(
                     record, ready=target, rollout=raw or "", new_active=target, **move
@@ -288,7 +290,7 @@ class RedisStore:
         pipe.get(self._k.rollout)
         pipe.hgetall(self._k.pins)
         raw, pins = pipe.execute()
-        rollout = _ROLLOUT.decode(raw) if raw else RolloutRecord()
+        rollout = ROLLOUT.decode(raw) if raw else RolloutRecord()
         return PointerState(rollout=rollout, pins={text(t): text(v) for t, v in pins.items()})
 
     @guarded
@@ -324,7 +326,7 @@ class RedisStore:
         for version, data in zip(versions, raw, strict=True):
             if data is None:
                 raise VersionNotFoundError(version)
-            infos.append(lua.version_info(version, _MANIFEST.decode(data), state))
+            infos.append(version_info(version, MANIFEST.decode(data), state))
         return infos
 
     @guarded
@@ -346,7 +348,7 @@ class RedisStore:
         state, raw = pipe.execute()
         if state != b"ready" or raw is None:
             raise VersionNotFoundError(version)
-        return _MANIFEST.decode(raw)
+        return MANIFEST.decode(raw)
 
     @guarded
     def load(self, version: str) -> Snapshot:
@@ -375,7 +377,7 @@ class RedisStore:
 
     def _payload(self, key: str, kind: str) -> bytes | None:
         """One GET (plus the version's state, same round trip): only ready versions answer."""
-        if record_kind(key) != kind:
+        if key_kind(key) != kind:
             return None
         pipe = self._pipe()
         pipe.get(self._k.row(key))
@@ -385,23 +387,22 @@ class RedisStore:
 
     @guarded
     def exact(self, key: str) -> ExactAnswer | None:
-        return _EXACT.decode(raw) if (raw := self._payload(key, "exact")) else None
+        return EXACT.decode(raw) if (raw := self._payload(key, "exact")) else None
 
     @guarded
     def intent(self, key: str) -> IntentTemplate | None:
-        return _INTENT.decode(raw) if (raw := self._payload(key, "intent")) else None
+        return INTENT.decode(raw) if (raw := self._payload(key, "intent")) else None
 
     @guarded
     def topic(self, key: str) -> TopicBlock | None:
-        return _TOPIC.decode(raw) if (raw := self._payload(key, "topic")) else None
+        return TOPIC.decode(raw) if (raw := self._payload(key, "topic")) else None
 
     # -- collection ---------------------------------------------------------------------
 
     @guarded
     def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
         state = self.pointers()
-        protected = {v for v in (state.rollout.stable, state.rollout.canary) if v is not None}
-        protected |= set(state.pins.values())
+        protected = state.in_use
         pipe = self._pipe()
         pipe.zrange(self._k.versions, 0, -1)
         pipe.hgetall(self._k.states)

@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,9 +29,22 @@ from schemas.errors import (
 )
 from schemas.keys import validate_tenant, validate_version
 from schemas.manifest import Manifest, Snapshot
-from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, TopicBlock
+from schemas.records import ExactAnswer, IntentTemplate, TopicBlock
 from schemas.rollout import PointerState, RolloutRecord, VersionInfo
-from stores.base import GcReport, check_percent, plan_gc, rollback_target
+from stores.base import (
+    EXACT,
+    INTENT,
+    MANIFEST,
+    ROLLOUT,
+    TOPIC,
+    GcReport,
+    assemble_snapshot,
+    check_percent,
+    now_iso,
+    plan_gc,
+    rollback_target,
+    version_info,
+)
 
 __all__ = ["SqliteStore", "connect", "path_from_url"]
 
@@ -79,16 +91,6 @@ CREATE TRIGGER IF NOT EXISTS versions_ready_is_final BEFORE UPDATE ON versions
 WHEN OLD.state = 'ready'
 BEGIN SELECT RAISE(ABORT, 'immutable version'); END;
 """
-_EXACT = msgspec.json.Decoder(ExactAnswer)
-_INTENT = msgspec.json.Decoder(IntentTemplate)
-_TOPIC = msgspec.json.Decoder(TopicBlock)
-_MANIFEST = msgspec.json.Decoder(Manifest)
-_FALLBACKS = msgspec.json.Decoder(tuple[FallbackAnswer, ...])
-_ROLLOUT = msgspec.json.Decoder(RolloutRecord)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def path_from_url(url: str) -> str:
@@ -176,10 +178,10 @@ class SqliteStore:
 
     def _rollout_record(self) -> RolloutRecord:
         rows = self._rows("SELECT value FROM pointers WHERE name = 'rollout'")
-        return _ROLLOUT.decode(rows[0][0]) if rows else RolloutRecord()
+        return ROLLOUT.decode(rows[0][0]) if rows else RolloutRecord()
 
     def _write_rollout(self, db: sqlite3.Connection, record: RolloutRecord) -> RolloutRecord:
-        record = msgspec.structs.replace(record, updated_at=_now())
+        record = msgspec.structs.replace(record, updated_at=now_iso())
         db.execute(
             "INSERT INTO pointers (name, value) VALUES ('rollout', ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -188,7 +190,7 @@ class SqliteStore:
         return record
 
     def _promote(self, db: sqlite3.Connection, version: str) -> RolloutRecord:
-        db.execute("INSERT INTO history (version, at) VALUES (?, ?)", (version, _now()))
+        db.execute("INSERT INTO history (version, at) VALUES (?, ?)", (version, now_iso()))
         return self._write_rollout(db, RolloutRecord(stable=version))
 
     # -- publishing ---------------------------------------------------------------------
@@ -337,18 +339,7 @@ class SqliteStore:
     # -- reading ------------------------------------------------------------------------
 
     def _info(self, version: str, state: PointerState | None = None) -> VersionInfo:
-        state = state or self.pointers()
-        manifest = self.manifest(version)
-        return VersionInfo(
-            version=version,
-            created_at=manifest.created_at,
-            parent=manifest.parent,
-            counts=manifest.counts,
-            checksum=manifest.checksum,
-            active=state.rollout.stable == version,
-            canary=state.rollout.canary == version,
-            pinned_by=tuple(sorted(t for t, v in state.pins.items() if v == version)),
-        )
+        return version_info(version, self.manifest(version), state or self.pointers())
 
     def versions(self) -> list[VersionInfo]:
         state = self.pointers()
@@ -362,40 +353,23 @@ class SqliteStore:
         )
         if not rows:
             raise VersionNotFoundError(version)
-        return _MANIFEST.decode(rows[0][0])
+        return MANIFEST.decode(rows[0][0])
 
     def load(self, version: str) -> Snapshot:
         manifest = self.manifest(version)
         (fallbacks_json,) = self._rows("SELECT fallbacks FROM versions WHERE version = ?", version)[
             0
         ]
-        exact: dict[tuple[str, str, str | None], ExactAnswer] = {}
-        intents: list[IntentTemplate] = []
-        topics: list[TopicBlock] = []
-        for kind, payload in self._rows(
+        rows = self._rows(
             "SELECT kind, payload FROM entries WHERE version = ? ORDER BY key", version
-        ):
-            if kind == "exact":
-                record = _EXACT.decode(payload)
-                exact.setdefault((record.id, record.language, record.tenant), record)
-            elif kind == "intent":
-                intents.append(_INTENT.decode(payload))
-            else:
-                topics.append(_TOPIC.decode(payload))
+        )
         blobs = {
             str(name): bytes(data)
             for name, data in self._rows("SELECT name, data FROM blobs WHERE version = ?", version)
         }
-        snapshot = Snapshot(
-            manifest=manifest,
-            exact=tuple(exact.values()),
-            intents=tuple(intents),
-            topics=tuple(topics),
-            fallbacks=_FALLBACKS.decode(fallbacks_json),
-            blobs=blobs,
+        return assemble_snapshot(
+            manifest, ((str(k), bytes(p)) for k, p in rows), fallbacks_json, blobs
         )
-        snapshot.verify()
-        return snapshot
 
     def _payload(self, key: str, kind: str) -> bytes | None:
         rows = self._rows(
@@ -408,22 +382,21 @@ class SqliteStore:
 
     def exact(self, key: str) -> ExactAnswer | None:
         payload = self._payload(key, "exact")
-        return _EXACT.decode(payload) if payload is not None else None
+        return EXACT.decode(payload) if payload is not None else None
 
     def intent(self, key: str) -> IntentTemplate | None:
         payload = self._payload(key, "intent")
-        return _INTENT.decode(payload) if payload is not None else None
+        return INTENT.decode(payload) if payload is not None else None
 
     def topic(self, key: str) -> TopicBlock | None:
         payload = self._payload(key, "topic")
-        return _TOPIC.decode(payload) if payload is not None else None
+        return TOPIC.decode(payload) if payload is not None else None
 
     # -- collection ---------------------------------------------------------------------
 
     def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
         state = self.pointers()
-        protected = {v for v in (state.rollout.stable, state.rollout.canary) if v is not None}
-        protected |= set(state.pins.values())
+        protected = state.in_use
         ready = [
             str(r[0])
             for r in self._rows("SELECT version FROM versions WHERE state = 'ready' ORDER BY seq")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from flows.compile import CompileParams, CompileResult, compile_knowledge
-from schemas.ladder import LoadedSnapshot, answer_question
 from schemas.normalize import canonical_text
+from serving.runtime import VersionCache
 from stores import open_store
 from stores.audit import AuditEvent, SqliteAuditLog
 from stores.review import SqliteReviewQueue
@@ -72,10 +72,9 @@ def _compile(root: Path, url: str) -> CompileResult:
 def _serve(url: str, version: str, question: str) -> tuple[str, str | None]:
     store = open_store(url)
     try:
-        snapshot = store.load(version)
+        answer = VersionCache(store).get(version).answer(question)  # as the service answers
     finally:
         store.close()
-    answer = answer_question(LoadedSnapshot(snapshot), question)
     return answer.layer, answer.entry_id
 
 

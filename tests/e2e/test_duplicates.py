@@ -9,7 +9,7 @@ import pytest
 from flows.compile import CompileParams, CompileResult, compile_knowledge
 from schemas.build import RegressionCase
 from schemas.evaluation import evaluate, summarize
-from schemas.ladder import LoadedSnapshot, answer_question
+from serving.runtime import VersionCache
 from stores import open_store
 from stores.review import SqliteReviewQueue
 
@@ -108,11 +108,12 @@ def test_the_group_is_served_by_its_canonical_entry_with_the_duplicate_as_altern
     store = open_store(flu[1])
     try:
         snapshot = store.load(result.version)
+        ready = VersionCache(store).get(result.version)  # as the service loads it
     finally:
         store.close()
+    loaded = ready.loaded
     assert snapshot.manifest.duplicates == result.duplicates
-    loaded = LoadedSnapshot(snapshot)
-    answer = answer_question(loaded, SYMPTOMS)
+    answer = ready.answer(SYMPTOMS)
     assert answer.layer == "L1"
     assert [s.path for s in answer.sources] == ["agency-a.md"]
     (intent,) = (i for i in snapshot.intents if i.intent == answer.entry_id)
@@ -121,7 +122,7 @@ def test_the_group_is_served_by_its_canonical_entry_with_the_duplicate_as_altern
 
     strict_b = RegressionCase(query=SYMPTOMS, accept=({"doc_id": "agency-b", "section": SYMPTOMS},))
     held_b = RegressionCase(query=CONTACT, accept=({"doc_id": "agency-b", "section": CONTACT},))
-    outcomes = evaluate(loaded, [strict_b, held_b])
+    outcomes = evaluate(loaded, [strict_b, held_b], route=ready.route)
     assert outcomes[0].duplicate is not None
     assert not outcomes[0].correct
     assert outcomes[1].duplicate is None  # a held conflict is no equivalent

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.errors import InvalidInputError
-from schemas.keys import exact_key, intent_key, pin_key, slot_hash, topic_key
+from schemas.keys import (
+    KeyKind,
+    exact_key,
+    intent_key,
+    key_kind,
+    pin_key,
+    slot_hash,
+    topic_key,
+)
 from schemas.normalize import canonical_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +125,19 @@ def test_keys_are_identical_in_another_process(
         env={"PYTHONHASHSEED": "12345", "PATH": ""},
     )
     assert json.loads(there.stdout) == here
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        (exact_key("v1", "How long?"), KeyKind.EXACT),
+        (exact_key("v1", "How long?", tenant="acme"), KeyKind.EXACT),
+        (intent_key("v1", "refund.window"), KeyKind.INTENT),
+        (topic_key("v1", "refunds", tenant="acme"), KeyKind.TOPIC),
+        ("knowledge:active", None),
+        ("knowledge:v1:en:blob:router.json", None),
+        ("other:v1:en:exact:abc", None),
+    ],
+)
+def test_a_key_names_its_record_kind(key: str, kind: KeyKind | None) -> None:
+    assert key_kind(key) == kind

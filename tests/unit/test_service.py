@@ -242,3 +242,11 @@ def test_closing_the_writer_flushes_what_is_left() -> None:
     writer.record(_event(1))
     writer.close()
     assert [e.question for e in sink.written] == ["q1"]
+
+
+def test_the_versions_in_use_are_stable_canary_and_pins() -> None:
+    state = PointerState(
+        rollout=RolloutRecord(stable="v3", canary="v4", percent=5), pins={"a": "v1", "b": "v3"}
+    )
+    assert state.in_use == {"v1", "v3", "v4"}
+    assert PointerState(rollout=RolloutRecord()).in_use == set()
