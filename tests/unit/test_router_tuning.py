@@ -5,14 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from schemas.policies import OOS_PRIOR, WRONG_TARGET, RouterPolicy
 from schemas.router import OUT_OF_SCOPE
 from tasks.router import (
     _GRID,
     NOVEL_SHARE,
-    OOS_PRIOR,
-    WRONG_TARGET,
     Held,
-    RouterPolicy,
     Thresholds,
     _left_out,
     _preference,
