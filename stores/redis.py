@@ -13,7 +13,7 @@ Publishing reserves the version as ``loading`` (readers only see ``ready`` versi
 rows with pipelined ``MSET``/``ZADD`` batches, then :meth:`RedisStore._seal` reads the version
 back, verifies it against its manifest and runs one Lua script that marks it ready and, with a
 compare-and-set on the stable version, flips the pointers. All pointer changes are Lua scripts
-(see :mod:`stores._redis_scripts`), so concurrent writers cannot both win silently.
+(see :mod:`stores._redis_lua`), so concurrent writers cannot both win silently.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ from schemas.keys import key_kind, validate_tenant, validate_version
 from schemas.manifest import Manifest, Snapshot
 from schemas.records import ExactAnswer, IntentTemplate, TopicBlock
 from schemas.rollout import PointerState, RolloutRecord, VersionInfo
-from stores import _redis_scripts as lua
-from stores._redis_scripts import Keys, guarded, parse_redis_url, text
+from stores import _redis_connection as conn
+from stores import _redis_layout as layout
+from stores._redis_connection import guarded, parse_redis_url, text
+from stores._redis_layout import Keys
+from stores._redis_lua import SCRIPTS
 from stores.base import (
     EXACT,
     INTENT,
@@ -83,12 +86,12 @@ class RedisStore:
             )
         self._k = Keys(prefix)
         self._subscribers: list[Callable[[], None]] = []
-        self._lua = {name: self._client.register_script(body) for name, body in lua.SCRIPTS.items()}
+        self._lua = {name: self._client.register_script(body) for name, body in SCRIPTS.items()}
         try:
             self._client.ping()
         except redis.exceptions.RedisError as exc:
             self.close()
-            raise lua.translate(exc, url) from exc
+            raise conn.translate(exc, url) from exc
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -96,7 +99,7 @@ class RedisStore:
         return self._client.pipeline(transaction=False)
 
     def _run(self, script: str, keys: list[str], args: list[str | bytes]) -> list[str]:
-        """Run one of :data:`lua.SCRIPTS`; its reply as text (one string, or a list)."""
+        """Run one of :data:`SCRIPTS`; its reply as text (one string, or a list)."""
         reply = self._lua[script](keys=keys, args=args)
         return [text(x) for x in reply] if isinstance(reply, list) else [text(reply)]
 
@@ -304,7 +307,7 @@ class RedisStore:
         Returns a function that stops the subscription. Subscribed before this returns, so
         no later flip is missed; on lost connections redis-py re-subscribes.
         """
-        stop = lua.subscribe(self._client, self._k.channel, callback, self.url)
+        stop = conn.subscribe(self._client, self._k.channel, callback, self.url)
 
         def unsubscribe() -> None:
             stop()
@@ -371,7 +374,7 @@ class RedisStore:
         for start in range(0, len(keys), _BATCH):
             pipe.mget([self._k.row(key) for key in keys[start : start + _BATCH]])
         payloads = [p for chunk in (pipe.execute() if keys else []) for p in chunk]
-        return lua.assemble(
+        return layout.assemble(
             version, list(zip(keys, payloads, strict=True)), manifest, fallbacks, blobs
         )
 
@@ -433,7 +436,7 @@ class RedisStore:
 
     def _drop(self, version: str) -> None:
         """UNLINK the version's namespace (SCAN MATCH, never KEYS), then forget the version."""
-        lua.unlink_namespace(self._client, self._k.ns(version), batch=_BATCH)
+        layout.unlink_namespace(self._client, self._k.ns(version), batch=_BATCH)
         k = self._k
         self._run("FINALIZE", [k.states, k.started, k.versions], [version])
 
