@@ -20,10 +20,10 @@ from serving.controllers.answer import AnswerController
 from serving.controllers.health import HealthController
 from serving.controllers.webhooks import WebhookController
 from serving.dependencies import provide_dispatcher, provide_service, provide_settings
+from serving.dispatch import Dispatcher, RecompileCommand, recompile_command
 from serving.errors import exception_handlers
 from serving.service import AnswerService
 from serving.settings import ServeSettings
-from serving.webhook import Dispatcher, RecompileCommand, recompile_command
 from stores import SnapshotStore, open_store
 from stores.audit import AuditLog
 from stores.warm import WarmTier

@@ -10,9 +10,9 @@ from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from serving.dispatch import Dispatcher
 from serving.service import AnswerService
 from serving.settings import ServeSettings
-from serving.webhook import Dispatcher
 
 __all__ = ["admin_guard", "provide_dispatcher", "provide_service", "provide_settings"]
 

@@ -9,7 +9,7 @@ import msgspec
 
 from schemas.ladder import Answer
 from schemas.rollout import RolloutRecord, VersionInfo
-from serving.webhook import DispatchMode
+from serving.dispatch import DispatchMode
 from stores.audit import MissSummary
 from stores.base import GcReport
 from stores.ledger import DeliveryStatus

@@ -14,11 +14,11 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
+from serving.dispatch import Dispatcher
 from serving.dto import ErrorBody, KnowledgeChangedRequest, KnowledgeChangedResponse
 from serving.settings import ServeSettings
-from serving.webhook import (
+from serving.signatures import (
     SIGNATURE_HEADER,
-    Dispatcher,
     SignatureError,
     SignedDelivery,
     delivery_id,

@@ -21,8 +21,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from serving.app import create_app
+from serving.dispatch import Dispatcher
 from serving.settings import ServeSettings
-from serving.webhook import Dispatcher, delivery_id, sign
+from serving.signatures import delivery_id, sign
 from stores.ledger import Delivery, SqliteChangeLedger
 
 pytestmark = [pytest.mark.e2e]

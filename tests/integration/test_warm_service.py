@@ -10,7 +10,7 @@ from litestar.testing import AsyncTestClient
 
 from serving.app import create_app
 from serving.settings import ServeSettings
-from serving.webhook import sign
+from serving.signatures import sign
 from stores import open_store
 from stores.postgres import PostgresAuditLog, PostgresChangeLedger
 from tests.factories import make_snapshot

@@ -14,17 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.errors import InvalidInputError
+from serving.dispatch import Dispatcher, dispatch_mode, knowledge_name, recompile_command
 from serving.dto import KnowledgeChangedRequest
-from serving.webhook import (
-    Dispatcher,
-    SignatureError,
-    delivery_id,
-    dispatch_mode,
-    knowledge_name,
-    recompile_command,
-    sign,
-    verify_signature,
-)
+from serving.signatures import SignatureError, delivery_id, sign, verify_signature
 from stores.ledger import DuplicateDeliveryError, SqliteChangeLedger
 
 pytestmark = [pytest.mark.unit]
