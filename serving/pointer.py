@@ -14,13 +14,14 @@ from typing import Protocol
 
 from schemas.errors import RagcError
 from schemas.rollout import PointerState, RolloutRecord
+from stores.base import PointerNotifier
 
 __all__ = ["PointerSource", "PointerWatcher"]
 
 
 class PointerSource(Protocol):
-    """What the watcher reads (a snapshot store); one that also has
-    ``subscribe_pointer_changes`` (Redis) is followed by its change messages too."""
+    """What the watcher reads (a snapshot store); one that is also a
+    :class:`~stores.base.PointerNotifier` (Redis) is followed by its change messages too."""
 
     def pointers(self) -> PointerState: ...
 
@@ -74,12 +75,14 @@ class PointerWatcher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="ragc-pointers", daemon=True)
             self._thread.start()
-        subscribe = getattr(self.store, "subscribe_pointer_changes", None)
-        if callable(subscribe) and self._unsubscribe is None:
+        if isinstance(self.store, PointerNotifier) and self._unsubscribe is None:
             try:
-                self._unsubscribe = subscribe(lambda _message: self.refresh())
+                self._unsubscribe = self.store.subscribe_pointer_changes(self._on_message)
             except RagcError as exc:
                 logger.warning("pointer notifications unavailable, polling only: %s", exc)
+
+    def _on_message(self, _message: str) -> None:
+        self.refresh()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -9,7 +9,7 @@ every backend behaves the same.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final, Protocol, runtime_checkable
 
@@ -28,6 +28,8 @@ __all__ = [
     "ROLLOUT",
     "TOPIC",
     "GcReport",
+    "PointerNotifier",
+    "RecordLookup",
     "SnapshotStore",
     "assemble_snapshot",
     "check_percent",
@@ -105,6 +107,20 @@ class SnapshotStore(Protocol):
         """A whole published version, verified against its manifest."""
         ...
 
+    def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
+        """Delete all but the newest ``keep`` versions (never one in use) and stale partials."""
+        ...
+
+    def close(self) -> None:
+        """Release what the store opened itself."""
+        ...
+
+
+@runtime_checkable
+class RecordLookup(Protocol):
+    """One record of a published version by its contract key, without loading the version
+    (both backends can; the service loads whole versions and never needs it)."""
+
     def exact(self, key: str) -> ExactAnswer | None:
         """The L1 record under ``key`` (from :func:`schemas.keys.exact_key`)."""
         ...
@@ -117,12 +133,14 @@ class SnapshotStore(Protocol):
         """The L3 record under ``key``."""
         ...
 
-    def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
-        """Delete all but the newest ``keep`` versions (never one in use) and stale partials."""
-        ...
 
-    def close(self) -> None:
-        """Release what the store opened itself."""
+@runtime_checkable
+class PointerNotifier(Protocol):
+    """A store that pushes pointer changes (Redis pub/sub); the others are polled."""
+
+    def subscribe_pointer_changes(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(message)`` on every pointer change, from a background thread, until
+        the returned function is called."""
         ...
 
 

@@ -4,7 +4,7 @@ audit writer (the e2e tests reach them through HTTP)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -250,3 +250,26 @@ def test_the_versions_in_use_are_stable_canary_and_pins() -> None:
     )
     assert state.in_use == {"v1", "v3", "v4"}
     assert PointerState(rollout=RolloutRecord()).in_use == set()
+
+
+def test_a_store_that_pushes_changes_is_followed_by_them_not_only_polled() -> None:
+    class _Pushing(_FlakyPointers):
+        def __init__(self) -> None:
+            super().__init__()
+            self.listeners: list[Callable[[str], None]] = []
+
+        def subscribe_pointer_changes(self, callback: Callable[[str], None]) -> Callable[[], None]:
+            self.listeners.append(callback)
+            return self.listeners.clear
+
+    store = _Pushing()
+    watcher = PointerWatcher(store, interval=3600.0)  # polling would not see it in time
+    watcher.start()
+    try:
+        assert len(store.listeners) == 1
+        store.state = PointerState(rollout=RolloutRecord(stable="v2"))
+        store.listeners[0]('{"event": "activate"}')
+        assert watcher.state.rollout.stable == "v2"
+    finally:
+        watcher.stop()
+    assert store.listeners == []
