@@ -39,11 +39,11 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench._setup import quiet_offline_environment
+from schemas.arrays import Floats
 
 quiet_offline_environment()
 
 import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
 from gptcache import Cache, Config  # noqa: E402
 from gptcache.adapter.api import get  # noqa: E402
 from gptcache.manager import CacheBase, get_data_manager  # noqa: E402
@@ -65,7 +65,6 @@ EVAL_DIR = ROOT.parent / "shared" / "eval"
 #: 0.85 (FAQ match) and 0.95 (semantic cache) are the reference document's; 0.75 is tuned.
 THRESHOLDS = (0.75, 0.85, 0.95)
 
-Vector = npt.NDArray[np.float32]
 X = "\u00d7"  # the multiplication sign of the ratio columns
 
 
@@ -87,8 +86,8 @@ class NumpyVectorBase(VectorBase):  # type: ignore[misc]
         self._dim = dimension
         self._top_k = top_k
         self._ids: list[int] = []
-        self._rows: list[Vector] = []
-        self._matrix: Vector = np.zeros((0, dimension), np.float32)
+        self._rows: list[Floats] = []
+        self._matrix: Floats = np.zeros((0, dimension), np.float32)
 
     def mul_add(self, datas: list[VectorData]) -> None:
         for d in datas:
@@ -97,7 +96,7 @@ class NumpyVectorBase(VectorBase):  # type: ignore[misc]
             self._rows.append(v / max(float(np.linalg.norm(v)), 1e-12))
         self._matrix = np.vstack(self._rows) if self._rows else self._matrix
 
-    def search(self, data: Vector, top_k: int = -1) -> list[tuple[float, int]]:
+    def search(self, data: Floats, top_k: int = -1) -> list[tuple[float, int]]:
         if not self._ids:
             return []
         k = self._top_k if top_k in (-1, None) else top_k
@@ -119,7 +118,7 @@ class NumpyVectorBase(VectorBase):  # type: ignore[misc]
         self._matrix = np.vstack(self._rows) if self._rows else np.zeros((0, self._dim), np.float32)
         return True
 
-    def get_embeddings(self, data_id: int | str) -> Vector | None:
+    def get_embeddings(self, data_id: int | str) -> Floats | None:
         try:
             return self._rows[self._ids.index(int(data_id))]
         except ValueError:
@@ -165,8 +164,8 @@ def run_gptcache(
         raise SystemExit(f"no FAQ entries or markdown titles found in {knowledge}")
     vectors = embedder.embed([q for q, _ in pairs])
 
-    def embed_one(text: str, **_: Any) -> Vector:
-        vector: Vector = embedder.embed([text])[0].astype(np.float32)
+    def embed_one(text: str, **_: Any) -> Floats:
+        vector: Floats = embedder.embed([text])[0].astype(np.float32)
         return vector
 
     runs = []

@@ -51,11 +51,11 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench._setup import quiet_offline_environment
+from schemas.arrays import Floats
 
 quiet_offline_environment()
 
 import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -96,29 +96,28 @@ def wrong_target(name: str) -> float:
 
 console = Console(width=140)
 
-Matrix = npt.NDArray[np.float32]
-Fit = Callable[[Sequence[tuple[str, str]], Matrix, int], Verdict]
+Fit = Callable[[Sequence[tuple[str, str]], Floats, int], Verdict]
 
 
-def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Verdict:
     del vectors
     model = fit_router(examples, max_iter=iters)
 
-    def verdict(question: str, vector: Matrix | None) -> Judgement:
+    def verdict(question: str, vector: Floats | None) -> Judgement:
         del vector  # n-grams only
         return verdict_of(model, question, None)
 
     return verdict
 
 
-def fit_vector(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+def fit_vector(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Verdict:
     classes = sorted({c for _, c in examples})
     labels = np.array([classes.index(c) for _, c in examples])
     weights, bias = _fit_head(
         vectors, labels, len(classes), c=vector_c(vectors.shape[1]), max_iter=iters, initial=None
     )
 
-    def verdict(question: str, vector: Matrix | None) -> Judgement:
+    def verdict(question: str, vector: Floats | None) -> Judgement:
         del question  # the vector only
         assert vector is not None
         probs = _softmax(bias + vector @ weights)
@@ -128,7 +127,7 @@ def fit_vector(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int)
     return verdict
 
 
-def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Matrix, iters: int) -> Verdict:
+def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Verdict:
     """Router version 5: equal weights, no similarity gate."""
     model: RouterModel = fit_router(examples, vectors=vectors, embedder="minilm", max_iter=iters)
     return lambda q, v: (*verdict_of(model, q, v)[:3], 1.0)
@@ -274,7 +273,7 @@ def bench(name: str, encoders: dict[str, Embedder]) -> None:
         if isinstance(how, RouterPolicy):
             policy = how
 
-            def encoder(qs: Sequence[str], vs: Matrix = train_vectors) -> Matrix:
+            def encoder(qs: Sequence[str], vs: Floats = train_vectors) -> Floats:
                 return vs[[row[q] for q in qs]]
 
             model = train_router(
@@ -293,7 +292,7 @@ def bench(name: str, encoders: dict[str, Embedder]) -> None:
             fit = how
 
             def probe(
-                train: Sequence[tuple[str, str]], vs: Matrix | None, fit: Fit = fit
+                train: Sequence[tuple[str, str]], vs: Floats | None, fit: Fit = fit
             ) -> Verdict:
                 assert vs is not None
                 return fit(train, vs, PROBE_ITERATIONS)

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from schemas.arrays import Floats
 from schemas.errors import PermanentError
 
 __all__ = [
     "INSTALL_HINT",
-    "Matrix",
+    "Floats",
     "embed_by_length",
     "l2_normalise",
     "mean_pool",
@@ -24,31 +25,30 @@ __all__ = [
     "verified",
 ]
 
-Matrix = npt.NDArray[np.float32]
 
 INSTALL_HINT = "reinstall the project's dependencies (`uv sync`)"
 
 
-def l2_normalise(matrix: Matrix) -> Matrix:
+def l2_normalise(matrix: Floats) -> Floats:
     """Rows scaled to unit length (a zero row stays zero)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    normalised: Matrix = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    normalised: Floats = (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
     return normalised
 
 
-def mean_pool(hidden: Any, mask: npt.NDArray[np.int64]) -> Matrix:
+def mean_pool(hidden: Any, mask: npt.NDArray[np.int64]) -> Floats:
     """Token states ``(n, length, dim)`` averaged over each row's real tokens."""
     weights = mask.astype(np.float32)
     summed = np.einsum("nld,nl->nd", np.asarray(hidden, dtype=np.float32), weights)
-    pooled: Matrix = (summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)).astype(
+    pooled: Floats = (summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)).astype(
         np.float32
     )
     return pooled
 
 
 def embed_by_length(
-    ids: list[list[int]], dim: int, batch_size: int, run: Callable[[list[list[int]]], Matrix]
-) -> Matrix:
+    ids: list[list[int]], dim: int, batch_size: int, run: Callable[[list[list[int]]], Floats]
+) -> Floats:
     """Token id rows embedded by ``run`` in batches of ``batch_size``, sorted by length so
     that each batch is padded only to its own longest row; rows in the input's order."""
     result = np.zeros((len(ids), dim), dtype=np.float32)
@@ -72,7 +72,7 @@ def padded(
     return input_ids, mask
 
 
-def pooled_blocks(states: Sequence[Any], mask: npt.NDArray[np.int64]) -> Matrix:
+def pooled_blocks(states: Sequence[Any], mask: npt.NDArray[np.int64]) -> Floats:
     """Each output's token states mean-pooled and normalised; several outputs (layers) are
     concatenated and scaled to unit length."""
     blocks = [l2_normalise(mean_pool(hidden, mask)) for hidden in states]

@@ -30,7 +30,6 @@ import numpy as np
 
 from providers._vectors import (
     INSTALL_HINT,
-    Matrix,
     embed_by_length,
     l2_normalise,
     padded,
@@ -39,6 +38,7 @@ from providers._vectors import (
 )
 from providers.mpnet import MPNetEmbedder, Precision
 from providers.mpnet import parse_model_id as parse_mpnet_id
+from schemas.arrays import Floats
 from schemas.errors import InvalidInputError, PermanentError
 
 __all__ = [
@@ -77,7 +77,7 @@ class Embedder(Protocol):
     model_id: str
     dim: int
 
-    def embed(self, texts: Sequence[str]) -> Matrix:
+    def embed(self, texts: Sequence[str]) -> Floats:
         """One row per text, shape ``(len(texts), dim)``, float32, unit L2 norm."""
         ...
 
@@ -223,14 +223,14 @@ class MiniLMEmbedder:
         read = layer_outputs or (name,)
         return session, inputs, read, dim if isinstance(dim, int) else 384
 
-    def embed(self, texts: Sequence[str]) -> Matrix:
+    def embed(self, texts: Sequence[str]) -> Floats:
         """Embed ``texts`` (see :class:`Embedder`); ``[]`` gives a ``(0, dim)`` array."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids: list[list[int]] = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         return embed_by_length(ids, self.dim, self.batch_size, self._run)
 
-    def _run(self, batch: list[list[int]]) -> Matrix:
+    def _run(self, batch: list[list[int]]) -> Floats:
         input_ids, mask = padded(batch, 0)
         feeds = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": mask * 0}
         states = self._session.run(
@@ -278,7 +278,7 @@ class HashingEmbedder:
         value = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
         return (value >> 1) % self.dim, -1.0 if value & 1 else 1.0
 
-    def embed(self, texts: Sequence[str]) -> Matrix:
+    def embed(self, texts: Sequence[str]) -> Floats:
         """Embed ``texts`` (see :class:`Embedder`); ``[]`` gives a ``(0, dim)`` array."""
         result = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
@@ -343,10 +343,10 @@ class MemoEmbedder:
         self.model_id = inner.model_id
         self.dim = inner.dim
         self.size = size
-        self._memo: OrderedDict[str, Matrix] = OrderedDict()
+        self._memo: OrderedDict[str, Floats] = OrderedDict()
         self._lock = threading.Lock()
 
-    def embed(self, texts: Sequence[str]) -> Matrix:
+    def embed(self, texts: Sequence[str]) -> Floats:
         """Embed ``texts`` (see :class:`Embedder`), the new ones in one call."""
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._memo))

@@ -34,7 +34,8 @@ from providers._mpnet_cache import (
     load_prepared,
 )
 from providers._onnx_mpnet import LAYERS, PAD_ID, WIDTH, output_name
-from providers._vectors import Matrix, embed_by_length, padded, pooled_blocks
+from providers._vectors import embed_by_length, padded, pooled_blocks
+from schemas.arrays import Floats
 from schemas.errors import PermanentError
 
 __all__ = [
@@ -152,7 +153,7 @@ class MPNetEmbedder:
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
 
-    def embed(self, texts: Sequence[str]) -> Matrix:
+    def embed(self, texts: Sequence[str]) -> Floats:
         """Embed ``texts`` (see :class:`~providers.embedders.Embedder`); ``[]`` gives
         ``(0, dim)``."""
         if not texts:
@@ -160,7 +161,7 @@ class MPNetEmbedder:
         ids: list[list[int]] = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
         return embed_by_length(ids, self.dim, self.batch_size, self._run)
 
-    def _run(self, batch: list[list[int]]) -> Matrix:
+    def _run(self, batch: list[list[int]]) -> Floats:
         input_ids, mask = padded(batch, PAD_ID)
         states = self._session.run(
             list(self._outputs), {"input_ids": input_ids, "attention_mask": mask}

@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Literal, Protocol, TypeVar
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
+from schemas.arrays import Floats
 from schemas.errors import PermanentError
 from schemas.keys import exact_key, exact_key_of, intent_key, topic_key
 from schemas.manifest import Snapshot
@@ -49,13 +48,12 @@ L3_MAX_TOKENS: Final = 120
 _SENTENCE: Final = re.compile(r"(?<=[.!?])\s+")
 
 
-Vector = npt.NDArray[np.float32]
 Route = Callable[[str], Prediction]
 """A question's router verdict (what the L2 and L3 rungs read)."""
 
 
 def route_of(
-    router: RouterModel | None, encode: Callable[[Sequence[str]], Vector] | None = None
+    router: RouterModel | None, encode: Callable[[Sequence[str]], Floats] | None = None
 ) -> Route | None:
     """The one way a question reaches ``router``: its sentence vector from ``encode`` (an
     encoder's batch ``embed``) when the router reads vectors. ``None`` without a router.

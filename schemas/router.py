@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from schemas.arrays import Floats
 from schemas.errors import CorruptSnapshotError
 from schemas.normalize import canonical_text
 
@@ -42,8 +43,6 @@ OUT_OF_SCOPE: Final = "__out_of_scope__"
 ROUTER_BLOB: Final = "router.npz"
 HASH_BITS: Final = 22
 _MASK: Final = (1 << HASH_BITS) - 1
-
-FloatArray = npt.NDArray[np.float32]
 
 
 def _grams(text: str) -> list[str]:
@@ -109,7 +108,7 @@ def estimated_wrong_rate(
     return round(float(expected_wrong_rate(correct, misrouted, leaked, oos_share)), 4)
 
 
-def best_per_class(scores: FloatArray, labels: npt.NDArray[np.int64], classes: int) -> FloatArray:
+def best_per_class(scores: Floats, labels: npt.NDArray[np.int64], classes: int) -> Floats:
     """For scores ``(n, anchors)`` of anchors labelled by class index, each row's best score
     per class ``(n, classes)`` (``-inf`` for a class without anchors)."""
     best = np.full((len(scores), classes), -np.inf, dtype=np.float32)
@@ -174,13 +173,13 @@ class RouterModel:
         self,
         header: RouterHeader,
         buckets: npt.NDArray[np.int64],
-        idf: FloatArray,
-        weights: FloatArray,
-        bias: FloatArray,
-        embedding_weights: FloatArray | None = None,
-        embedding_bias: FloatArray | None = None,
-        centroids: FloatArray | None = None,
-        anchors: FloatArray | None = None,
+        idf: Floats,
+        weights: Floats,
+        bias: Floats,
+        embedding_weights: Floats | None = None,
+        embedding_bias: Floats | None = None,
+        centroids: Floats | None = None,
+        anchors: Floats | None = None,
         anchor_labels: npt.NDArray[np.int64] | None = None,
     ) -> None:
         classes = len(header.classes)
@@ -269,7 +268,7 @@ class RouterModel:
             )
         return "; ".join(parts)
 
-    def nearest_documents(self, embedding: FloatArray) -> tuple[tuple[str, float], ...]:
+    def nearest_documents(self, embedding: Floats) -> tuple[tuple[str, float], ...]:
         """Document classes by their nearest anchor's cosine to ``embedding``, best first (at
         most three; empty without anchors)."""
         if self.anchors is None or self.anchor_labels is None or not len(self.anchor_labels):
@@ -283,7 +282,7 @@ class RouterModel:
             if np.isfinite(best[i])
         )
 
-    def similarity(self, best: str, embedding: FloatArray | None) -> float | None:
+    def similarity(self, best: str, embedding: Floats | None) -> float | None:
         """Cosine of a question's sentence vector to class ``best``'s centroid (``None``
         without centroids or a vector)."""
         if self.centroids is None or embedding is None:
@@ -291,7 +290,7 @@ class RouterModel:
         row = self.header.classes.index(best)
         return float(self.centroids[row] @ embedding.astype(np.float32))
 
-    def vectorize(self, question: str) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    def vectorize(self, question: str) -> tuple[npt.NDArray[np.int64], Floats]:
         """Compact feature indices and IDF-weighted, L2-normalised values of a question."""
         features = hashed_features(question)
         keys = np.fromiter(features.keys(), dtype=np.int64, count=len(features))
@@ -317,13 +316,13 @@ class RouterModel:
         """Whether :meth:`predict` needs the question's sentence vector."""
         return self.header.embedder is not None
 
-    def probabilities(self, question: str, embedding: FloatArray | None = None) -> FloatArray:
+    def probabilities(self, question: str, embedding: Floats | None = None) -> Floats:
         """The router's probability for each class (see the module docstring)."""
         return self.head_probabilities(question, embedding)[0]
 
     def head_probabilities(
-        self, question: str, embedding: FloatArray | None = None
-    ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
+        self, question: str, embedding: Floats | None = None
+    ) -> tuple[Floats, Floats | None, Floats | None]:
         """Combined probabilities, then the n-gram and sentence-vector heads' own (``None``
         where the router has no such separate head)."""
         index, values = self.vectorize(question)
@@ -344,10 +343,10 @@ class RouterModel:
         words = _softmax(logits)
         meaning = _softmax(self.embedding_bias + vector_logits)
         weight = self.header.words_weight
-        mean: FloatArray = (weight * words + (1.0 - weight) * meaning).astype(np.float32)
+        mean: Floats = (weight * words + (1.0 - weight) * meaning).astype(np.float32)
         return mean, words, meaning
 
-    def predict(self, question: str, embedding: FloatArray | None = None) -> Prediction:
+    def predict(self, question: str, embedding: Floats | None = None) -> Prediction:
         """Classify, then abstain unless the best in-scope class clears its threshold.
 
         A curated class is served by the probabilities' rule; a document class only by the
@@ -359,7 +358,7 @@ class RouterModel:
             return found
         return self._document_rule(embedding, found)
 
-    def _document_rule(self, embedding: FloatArray, found: Prediction) -> Prediction:
+    def _document_rule(self, embedding: Floats, found: Prediction) -> Prediction:
         nearest = self.nearest_documents(embedding)
         gate = self.header.anchor_threshold
         if not nearest or gate is None:
@@ -386,7 +385,7 @@ class RouterModel:
             return msgspec.structs.replace(found, reason=f"nearest document entry {best}: {why}")
         return found
 
-    def _predict(self, question: str, embedding: FloatArray | None) -> Prediction:
+    def _predict(self, question: str, embedding: Floats | None) -> Prediction:
         probs, words, meaning = self.head_probabilities(question, embedding)
         order = np.argsort(-probs)[:3]
         candidates = tuple((self.header.classes[i], round(float(probs[i]), 4)) for i in order)
@@ -434,7 +433,7 @@ class RouterModel:
             + self._heads_note(words, meaning),
         )
 
-    def _heads_note(self, words: FloatArray | None, meaning: FloatArray | None) -> str:
+    def _heads_note(self, words: Floats | None, meaning: Floats | None) -> str:
         """What each head said, when the router has two (part of a prediction's reason)."""
         if words is None or meaning is None:
             return ""
@@ -498,11 +497,11 @@ class RouterModel:
             raise CorruptSnapshotError(f"router blob cannot be read: {exc}") from exc
 
 
-def _softmax(logits: FloatArray) -> FloatArray:
+def _softmax(logits: Floats) -> Floats:
     shifted = np.exp(logits - logits.max())
-    result: FloatArray = (shifted / shifted.sum()).astype(np.float32)
+    result: Floats = (shifted / shifted.sum()).astype(np.float32)
     return result
 
 
-def _optional(arrays: np.lib.npyio.NpzFile, name: str) -> FloatArray | None:
+def _optional(arrays: np.lib.npyio.NpzFile, name: str) -> Floats | None:
     return arrays[name].astype(np.float32) if name in arrays else None

@@ -28,17 +28,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
 from providers.embedders import Embedder
+from schemas.arrays import Floats
 from schemas.errors import RetryableError
 
 __all__ = ["EncoderBatcher", "EncoderClosedError"]
 
 logger = logging.getLogger(__name__)
 
-Vector = npt.NDArray[np.float32]
 
 MAX_BATCH: Final = 32
 """Questions embedded in one call at most (``RAGC_ENCODER_BATCH``)."""
@@ -61,7 +58,7 @@ class _Job:
     def __init__(self, text: str) -> None:
         self.text = text
         self.queued = time.monotonic()
-        self.future: Future[Vector] = Future()
+        self.future: Future[Floats] = Future()
 
 
 class EncoderBatcher:
@@ -91,7 +88,7 @@ class EncoderBatcher:
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, text: str) -> Future[Vector]:
+    def submit(self, text: str) -> Future[Floats]:
         """A future of ``text``'s vector (failed with :class:`EncoderClosedError` once closed)."""
         job = _Job(text)
         with self._ready:
@@ -109,7 +106,7 @@ class EncoderBatcher:
                 self._ready.notify()
         return job.future
 
-    async def embed(self, text: str) -> Vector:
+    async def embed(self, text: str) -> Floats:
         """``text``'s vector, awaited without blocking the event loop."""
         return await asyncio.wrap_future(self.submit(text))
 

@@ -21,11 +21,9 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Final
 
-import numpy as np
-import numpy.typing as npt
-
 from providers.base import Provider
 from providers.embedders import Embedder, embedder_for
+from schemas.arrays import Floats
 from schemas.ladder import Answer, Composer, LoadedSnapshot, answer_question
 from schemas.router import Prediction
 from stores.base import SnapshotStore
@@ -36,8 +34,6 @@ MAX_VERSIONS: Final = 4
 """Versions held in memory at once (stable, canary, pinned ones)."""
 ROUTE_CACHE: Final = 10_000
 """Distinct question texts whose router verdict a loaded version remembers."""
-
-Vector = npt.NDArray[np.float32]
 
 
 class RouteMemo:
@@ -97,13 +93,13 @@ class LoadedVersion:
         self.encodes = self.can_route and router is not None and router.needs_embedding
         """Routing a question it has not memoised needs the question's vector."""
 
-    def embed(self, question: str) -> Vector:
+    def embed(self, question: str) -> Floats:
         """``question``'s router vector, from the encoder inline (one text per call)."""
         assert self.embedder is not None  # only called when self.encodes
-        vector: Vector = self.embedder.embed([question])[0]
+        vector: Floats = self.embedder.embed([question])[0]
         return vector
 
-    def route(self, question: str, vector: Vector | None = None) -> Prediction:
+    def route(self, question: str, vector: Floats | None = None) -> Prediction:
         """The router's verdict: memoised, else from ``vector`` (embedded here when not given)."""
         found = self.memo.get(question)
         if found is not None:
@@ -133,7 +129,7 @@ class LoadedVersion:
         slots: Mapping[str, object] | None = None,
         composer: Composer | Provider | None = None,
         allow_l3: bool = True,
-        vector: Vector | None = None,
+        vector: Floats | None = None,
     ) -> Answer:
         """Walk the ladder for one question on this version (``vector``: its router vector,
         already embedded; without it the encoder runs inline when the router needs it)."""

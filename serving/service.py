@@ -19,11 +19,12 @@ import msgspec
 
 from providers import make_provider
 from providers.base import Provider
+from schemas.arrays import Floats
 from schemas.keys import validate_tenant
 from schemas.ladder import Answer
 from schemas.rollout import PointerState, RolloutRecord, VersionInfo, choose_version
 from serving.audit import AuditWriter
-from serving.batching import EncoderBatcher, Vector
+from serving.batching import EncoderBatcher
 from serving.budget import LLMBudget
 from serving.errors import NotReadyError
 from serving.metrics import Metrics
@@ -299,7 +300,7 @@ class _Ladder:
             allow_l3=self.allow_l3,
         )
 
-    def walk(self, vector: Vector | None = None) -> Answer:
+    def walk(self, vector: Floats | None = None) -> Answer:
         """The answer, from ``vector`` when given (its ``latency_ms`` then counts from the
         first step, the wait for the vector included), else with the encoder inline."""
         answer = self.ready.answer(

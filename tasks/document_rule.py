@@ -34,11 +34,11 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from schemas.arrays import Floats
 from schemas.router import best_per_class, expected_wrong_rate
 
 __all__ = ["ANCHOR_GRID", "MARGIN_GRID", "DocumentRule", "nearest_two", "tune_document_rule"]
 
-Matrix = npt.NDArray[np.float32]
 Labels = npt.NDArray[np.int64]
 Rates = npt.NDArray[np.float64]
 
@@ -57,14 +57,14 @@ class DocumentRule(NamedTuple):
 
 
 def nearest_two(
-    queries: Matrix,
-    anchors: Matrix,
+    queries: Floats,
+    anchors: Floats,
     labels: Labels,
     classes: int,
     *,
     exclude: Labels | None = None,
     exclude_anchor: Labels | None = None,
-) -> tuple[Labels, Matrix, Matrix]:
+) -> tuple[Labels, Floats, Floats]:
     """For each query row: the class of its nearest anchor, that similarity and the best
     similarity of any other class (-1 where there is none); with ``exclude``, each row's own
     class (``exclude[i]``) is left out, as if the knowledge lacked it; with ``exclude_anchor``,
@@ -85,7 +85,7 @@ def nearest_two(
     return order[:, 0].astype(np.int64), top, second
 
 
-def _served(top: Matrix, second: Matrix, weights: npt.NDArray[np.float64]) -> Rates:
+def _served(top: Floats, second: Floats, weights: npt.NDArray[np.float64]) -> Rates:
     """The weight of the rows each rule ``[threshold, margin]`` of the grids serves."""
     over = top[:, None, None] >= ANCHOR_GRID[None, :, None]
     ahead = (top - second)[:, None, None] >= MARGIN_GRID[None, None, :]
@@ -97,20 +97,20 @@ class _StandIns(NamedTuple):
     """Query rows, the class each should find (or leave), the anchor each must not use (-1:
     none), and each row's weight (an entry's rows sum to one)."""
 
-    vectors: Matrix
+    vectors: Floats
     truth: Labels
     own_anchor: Labels
     weights: npt.NDArray[np.float64]
 
 
 def _positives(
-    anchors: Matrix,
+    anchors: Floats,
     labels: Labels,
-    documents: Sequence[tuple[int, Matrix, Matrix]],
+    documents: Sequence[tuple[int, Floats, Floats]],
     *,
     model_phrasings: bool,
 ) -> _StandIns:
-    vectors: list[Matrix] = []
+    vectors: list[Floats] = []
     truth: list[int] = []
     own: list[int] = []
     weights: list[float] = []
@@ -135,12 +135,12 @@ def _positives(
 
 
 def tune_document_rule(
-    anchors: Matrix,
+    anchors: Floats,
     labels: Labels,
     classes: int,
     *,
-    documents: Sequence[tuple[int, Matrix, Matrix]],
-    out_of_scope: Matrix,
+    documents: Sequence[tuple[int, Floats, Floats]],
+    out_of_scope: Floats,
     wrong_target: float,
     oos_share: float,
     model_phrasings: bool = False,

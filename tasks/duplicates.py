@@ -32,9 +32,9 @@ from typing import Final
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 
 from providers.embedders import Embedder
+from schemas.arrays import Floats
 from schemas.build import Chunk, Entry, Question
 from schemas.keys import content_hash
 from schemas.manifest import DuplicateGroup, DuplicateMember, MemberStatus
@@ -64,8 +64,7 @@ _BLOCK: Final = 512
 _SLACK: Final = 1e-6
 """float32 rounding: a cosine computed as 0.9499999 is at a threshold of 0.95."""
 
-Matrix = npt.NDArray[np.float32]
-Encode = Callable[[Sequence[str]], Matrix]
+Encode = Callable[[Sequence[str]], Floats]
 """Texts to L2-normalised sentence vectors (one row per text)."""
 
 
@@ -96,7 +95,7 @@ def _home(entry: Entry, question: Question | None, chunks: dict[str, Chunk]) -> 
     return entry.sources[0], 0
 
 
-def _pairs(vectors: Matrix, threshold: float) -> list[tuple[float, int, int]]:
+def _pairs(vectors: Floats, threshold: float) -> list[tuple[float, int, int]]:
     """``(cosine, i, j)`` with ``i < j`` for every pair at or above ``threshold``."""
     found: list[tuple[float, int, int]] = []
     for start in range(0, len(vectors), _BLOCK):
@@ -109,7 +108,7 @@ def _pairs(vectors: Matrix, threshold: float) -> list[tuple[float, int, int]]:
 
 
 def _clusters(
-    keys: Sequence[str], vectors: Matrix, linkable: Sequence[bool], threshold: float
+    keys: Sequence[str], vectors: Floats, linkable: Sequence[bool], threshold: float
 ) -> list[list[int]]:
     """Complete-linkage groups: equal keys always link; vectors link pairs both ``linkable``."""
 

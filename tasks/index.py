@@ -12,10 +12,10 @@ from typing import Final
 
 import msgspec
 import numpy as np
-import numpy.typing as npt
 from qdrant_client import QdrantClient, models
 
 from providers.embedders import Embedder
+from schemas.arrays import Floats
 from schemas.build import Chunk
 from schemas.keys import content_hash
 from stores.cache import BuildCache
@@ -24,10 +24,9 @@ from tasks._policies import stage_task
 __all__ = ["ChunkIndex", "embed_cached", "embed_chunks", "index_chunks"]
 
 COLLECTION: Final = "chunks"
-Matrix = npt.NDArray[np.float32]
 
 
-def embed_cached(embedder: Embedder, texts: Sequence[str], cache: BuildCache | None) -> Matrix:
+def embed_cached(embedder: Embedder, texts: Sequence[str], cache: BuildCache | None) -> Floats:
     """Embed ``texts``, reusing cached vectors of the same model and text."""
     if not texts:
         return np.zeros((0, embedder.dim), dtype=np.float32)
@@ -53,7 +52,7 @@ class Hit(msgspec.Struct, frozen=True):
 class ChunkIndex:
     """The build's temporary vector index over chunks."""
 
-    def __init__(self, embedder: Embedder, chunks: Sequence[Chunk], vectors: Matrix) -> None:
+    def __init__(self, embedder: Embedder, chunks: Sequence[Chunk], vectors: Floats) -> None:
         self.embedder = embedder
         self.chunks = {c.id: c for c in chunks}
         self.vectors = {c.id: vectors[i] for i, c in enumerate(chunks)}
@@ -76,7 +75,7 @@ class ChunkIndex:
                 wait=True,
             )
 
-    def search(self, vector: Matrix, k: int) -> list[Hit]:
+    def search(self, vector: Floats, k: int) -> list[Hit]:
         """The ``k`` chunks nearest to ``vector`` by cosine similarity."""
         if not self.chunks:
             return []
@@ -89,7 +88,7 @@ class ChunkIndex:
         self._client.close()
 
 
-def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], cache: BuildCache | None) -> Matrix:
+def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], cache: BuildCache | None) -> Floats:
     """Vectors of each chunk's heading path plus text."""
     return embed_cached(
         embedder, [f"{' > '.join(c.heading_path)}\n{c.text}" for c in chunks], cache

@@ -32,6 +32,7 @@ from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
+from schemas.arrays import Floats
 from schemas.keys import content_hash
 from schemas.policies import OOS_PRIOR, WRONG_TARGET, RouterPolicy
 from schemas.router import (
@@ -88,16 +89,14 @@ NOVEL_SHARE: Final = 0.15
 lacks are treated (only with at least :data:`_MIN_CLASSES_TO_LEAVE_OUT` classes)."""
 _MIN_CLASSES_TO_LEAVE_OUT: Final = 5
 
-Matrix = npt.NDArray[np.float32]
 
-
-Encoder = Callable[[Sequence[str]], Matrix]
+Encoder = Callable[[Sequence[str]], Floats]
 """Questions to unit sentence vectors (rows), e.g. a cached MiniLM embedder."""
 
 
 def _ngram_block(
     questions: Sequence[str],
-) -> tuple[sparse.csr_matrix, npt.NDArray[np.int64], Matrix]:
+) -> tuple[sparse.csr_matrix, npt.NDArray[np.int64], Floats]:
     features = [hashed_features(q) for q in questions]
     df: Counter[int] = Counter(b for f in features for b in f)
     buckets = np.array(sorted(df), dtype=np.int64)
@@ -128,14 +127,14 @@ def vector_c(width: int) -> float:
 
 
 def _fit_head(
-    features: sparse.csr_matrix | Matrix,
+    features: sparse.csr_matrix | Floats,
     labels: npt.NDArray[np.int64],
     classes: int,
     *,
     c: float,
     max_iter: int,
     initial: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None,
-) -> tuple[Matrix, Matrix]:
+) -> tuple[Floats, Floats]:
     """One multinomial logistic regression: ``(weights (features x classes), bias)``."""
     width = features.shape[1]
     if classes == 1:
@@ -159,7 +158,7 @@ def _fit_head(
 def fit_router(
     examples: Sequence[tuple[str, str]],
     *,
-    vectors: Matrix | None = None,
+    vectors: Floats | None = None,
     embedder: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     words_weight: float = WORDS_WEIGHTS[0],
@@ -205,12 +204,12 @@ def fit_router(
     return RouterModel(header, buckets, idf, weights, bias, vector_weights, vector_bias, centroids)
 
 
-def _centroids(vectors: Matrix, labels: npt.NDArray[np.int64], classes: int) -> Matrix:
+def _centroids(vectors: Floats, labels: npt.NDArray[np.int64], classes: int) -> Floats:
     """Each class's normalised mean training vector (rows in class order)."""
     sums = np.zeros((classes, vectors.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, vectors.astype(np.float64))
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    centroids: Matrix = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+    centroids: Floats = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
     return centroids
 
 
@@ -358,15 +357,15 @@ def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thres
 
 
 def _served_counts(
-    confidence: Matrix,
+    confidence: Floats,
     agreed: npt.NDArray[np.bool_],
     chosen: npt.NDArray[np.bool_],
-    grid: Matrix,
+    grid: Floats,
 ) -> npt.NDArray[np.float64]:
     """How many ``chosen`` questions each rule ``[t, a]`` of ``grid`` serves: those whose
     heads disagree at confidence >= t, those whose heads agree at confidence >= a (a <= t)."""
 
-    def at_least(values: Matrix) -> npt.NDArray[np.float64]:
+    def at_least(values: Floats) -> npt.NDArray[np.float64]:
         ordered = np.sort(values)
         below = np.searchsorted(ordered, grid, side="left")
         return (len(ordered) - below).astype(np.float64)
@@ -420,14 +419,14 @@ def overlap(a: Sequence[str], b: Sequence[str]) -> float:
 Judgement = tuple[str, float, bool, float]
 """A verdict: best class, its probability, whether both heads ranked it first, and the
 question's similarity to its centroid (1.0 without vectors)."""
-Verdict = Callable[[str, Matrix | None], Judgement]
+Verdict = Callable[[str, Floats | None], Judgement]
 """A fitted probe's verdict on one question."""
-Verdicts = Callable[[str, Matrix | None], Sequence[Judgement]]
+Verdicts = Callable[[str, Floats | None], Sequence[Judgement]]
 """A fitted probe's verdicts on one question, one per variant of its decision (e.g. per weight
 of the n-gram head)."""
-Probe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdict]
+Probe = Callable[[Sequence[tuple[str, str]], Floats | None], Verdict]
 """Fits a router-like model on ``(question, class)`` pairs (and their vectors)."""
-VariantsProbe = Callable[[Sequence[tuple[str, str]], Matrix | None], Verdicts]
+VariantsProbe = Callable[[Sequence[tuple[str, str]], Floats | None], Verdicts]
 
 
 def verdict_of(
@@ -463,13 +462,13 @@ def verdicts_of(
 
 
 def held_out_verdicts(
-    everything: Sequence[tuple[str, str]], vectors: Matrix | None, probe: Probe
+    everything: Sequence[tuple[str, str]], vectors: Floats | None, probe: Probe
 ) -> list[Held]:
     """Verdicts on held-out questions of models fitted by ``probe`` without them: the held-out
     folds of :func:`_folds` and, in each fold, every question of the classes :func:`_left_out`
     leaves out of training."""
 
-    def variants(train: Sequence[tuple[str, str]], train_vectors: Matrix | None) -> Verdicts:
+    def variants(train: Sequence[tuple[str, str]], train_vectors: Floats | None) -> Verdicts:
         verdict = probe(train, train_vectors)
         return lambda question, vector: (verdict(question, vector),)
 
@@ -478,7 +477,7 @@ def held_out_verdicts(
 
 def held_out_variants(
     everything: Sequence[tuple[str, str]],
-    vectors: Matrix | None,
+    vectors: Floats | None,
     probe: VariantsProbe,
     count: int,
 ) -> list[list[Held]]:
@@ -566,7 +565,7 @@ def train_router(
 
     weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
 
-    def probe(train: Sequence[tuple[str, str]], train_vectors: Matrix | None) -> Verdicts:
+    def probe(train: Sequence[tuple[str, str]], train_vectors: Floats | None) -> Verdicts:
         model = fit_router(
             train, vectors=train_vectors, embedder=embedder, max_iter=PROBE_ITERATIONS
         )
@@ -609,12 +608,12 @@ def _curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[He
     ]
 
 
-Anchors = tuple[Matrix, npt.NDArray[np.int64]] | None
+Anchors = tuple[Floats, npt.NDArray[np.int64]] | None
 
 
 def _anchors(
     everything: Sequence[tuple[str, str]],
-    vectors: Matrix | None,
+    vectors: Floats | None,
     documents: Mapping[str, str],
 ) -> Anchors:
     """The document classes' phrasing vectors and their class indices (in the sorted class
@@ -629,8 +628,8 @@ def _anchors(
 
 def _tune_documents(
     everything: Sequence[tuple[str, str]],
-    vectors: Matrix,
-    anchors: tuple[Matrix, npt.NDArray[np.int64]],
+    vectors: Floats,
+    anchors: tuple[Floats, npt.NDArray[np.int64]],
     documents: Mapping[str, str],
     encoder: Encoder,
     policy: RouterPolicy,

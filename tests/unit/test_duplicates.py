@@ -10,6 +10,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from schemas.arrays import Floats
 from schemas.build import (
     Chunk,
     Entry,
@@ -25,7 +26,6 @@ from tasks.artifacts import build_snapshot
 from tasks.duplicates import (
     ANSWER_THRESHOLD,
     QUESTION_THRESHOLD,
-    Matrix,
     find_duplicates,
     merge_duplicates,
 )
@@ -42,7 +42,7 @@ class Vectors:
         self.own: dict[str, int] = {}
         self.calls: list[list[str]] = []
 
-    def __call__(self, texts: Sequence[str]) -> Matrix:
+    def __call__(self, texts: Sequence[str]) -> Floats:
         self.calls.append(list(texts))
         rows = np.zeros((len(texts), 96), dtype=np.float32)
         for i, text in enumerate(texts):
@@ -51,7 +51,7 @@ class Vectors:
                 rows[i, : len(given)] = given
             else:
                 rows[i, 8 + self.own.setdefault(text, len(self.own))] = 1.0
-        unit: Matrix = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        unit: Floats = rows / np.linalg.norm(rows, axis=1, keepdims=True)
         return unit
 
 
