@@ -69,19 +69,21 @@ from schemas.router import (  # noqa: E402
     _softmax,
     estimated_wrong_rate,
 )
+from tasks.held_out import (  # noqa: E402
+    Judge,
+    Judgement,
+    Thresholds,
+    held_out_verdicts,
+    judge,
+    tune_rule,
+)
 from tasks.router import (  # noqa: E402
     PROBE_ITERATIONS,
-    Judgement,
     RouterPolicy,
-    Thresholds,
-    Verdict,
     _fit_head,
     fit_router,
-    held_out_verdicts,
     train_router,
-    tune_rule,
     vector_c,
-    verdict_of,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,21 +98,21 @@ def wrong_target(name: str) -> float:
 
 console = Console(width=140)
 
-Fit = Callable[[Sequence[tuple[str, str]], Floats, int], Verdict]
+Fit = Callable[[Sequence[tuple[str, str]], Floats, int], Judge]
 
 
-def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Verdict:
+def fit_ngrams(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Judge:
     del vectors
     model = fit_router(examples, max_iter=iters)
 
     def verdict(question: str, vector: Floats | None) -> Judgement:
         del vector  # n-grams only
-        return verdict_of(model, question, None)
+        return judge(model, question, None)
 
     return verdict
 
 
-def fit_vector(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Verdict:
+def fit_vector(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Judge:
     classes = sorted({c for _, c in examples})
     labels = np.array([classes.index(c) for _, c in examples])
     weights, bias = _fit_head(
@@ -127,10 +129,10 @@ def fit_vector(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int)
     return verdict
 
 
-def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Verdict:
+def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Judge:
     """Router version 5: equal weights, no similarity gate."""
     model: RouterModel = fit_router(examples, vectors=vectors, embedder="minilm", max_iter=iters)
-    return lambda q, v: (*verdict_of(model, q, v)[:3], 1.0)
+    return lambda q, v: (*judge(model, q, v)[:3], 1.0)
 
 
 # name -> (fit, the encoder whose vectors it reads: "sentence", "layers", "mpnet", "mpnet-int8")
@@ -286,14 +288,12 @@ def bench(name: str, encoders: dict[str, Embedder]) -> None:
                 model.header.min_similarity,
             )
             heads = True
-            final: Verdict = partial(verdict_of, model)
+            final: Judge = partial(judge, model)
             variant = f"{variant}, words {model.header.words_weight:g}"
         else:
             fit = how
 
-            def probe(
-                train: Sequence[tuple[str, str]], vs: Floats | None, fit: Fit = fit
-            ) -> Verdict:
+            def probe(train: Sequence[tuple[str, str]], vs: Floats | None, fit: Fit = fit) -> Judge:
                 assert vs is not None
                 return fit(train, vs, PROBE_ITERATIONS)
 

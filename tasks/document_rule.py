@@ -28,16 +28,28 @@ one with the lower expected rate, then the stricter one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from schemas.arrays import Floats
-from schemas.router import best_per_class, expected_wrong_rate
+from schemas.policies import RouterPolicy
+from schemas.router import OUT_OF_SCOPE, best_per_class, expected_wrong_rate
+from tasks.held_out import Held
 
-__all__ = ["ANCHOR_GRID", "MARGIN_GRID", "DocumentRule", "nearest_two", "tune_document_rule"]
+__all__ = [
+    "ANCHOR_GRID",
+    "MARGIN_GRID",
+    "Anchors",
+    "DocumentRule",
+    "curated_only",
+    "document_anchors",
+    "nearest_two",
+    "tune_document_rule",
+    "tune_documents",
+]
 
 Labels = npt.NDArray[np.int64]
 Rates = npt.NDArray[np.float64]
@@ -211,4 +223,64 @@ def tune_document_rule(
             "document_negatives_served": round(float(leaked[t, m]), 4),
             "document_wrong_rate": round(float(wrong[t, m]), 4),
         },
+    )
+
+
+def curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[Held]:
+    """Held-out verdicts as the probabilities' rule sees them when ``documents`` are decided by
+    the document rule: their own phrasings are not its to answer, and a question whose best
+    class is one of them is not served by it."""
+    return [
+        h._replace(predicted=OUT_OF_SCOPE) if h.predicted in documents else h
+        for h in held
+        if not (h.kind == "in" and h.truth in documents)
+    ]
+
+
+Anchors = tuple[Floats, npt.NDArray[np.int64]] | None
+
+
+def document_anchors(
+    everything: Sequence[tuple[str, str]],
+    vectors: Floats | None,
+    documents: Mapping[str, str],
+) -> Anchors:
+    """The document classes' phrasing vectors and their class indices (in the sorted class
+    order a fitted router has)."""
+    if vectors is None or not documents:
+        return None
+    index = {c: k for k, c in enumerate(sorted({c for _, c in everything}))}
+    rows = [i for i, (_, c) in enumerate(everything) if c in documents]
+    labels = np.array([index[everything[i][1]] for i in rows], np.int64)
+    return np.ascontiguousarray(vectors[rows]), labels
+
+
+def tune_documents(
+    everything: Sequence[tuple[str, str]],
+    vectors: Floats,
+    anchors: tuple[Floats, npt.NDArray[np.int64]],
+    documents: Mapping[str, str],
+    encoder: Callable[[Sequence[str]], Floats],
+    policy: RouterPolicy,
+    *,
+    model_phrasings: bool,
+) -> DocumentRule:
+    """The document rule tuned on held-out model phrasings or section texts, and on left-out
+    entries (see :mod:`tasks.document_rule`)."""
+    classes = sorted({c for _, c in everything})
+    first: dict[str, int] = {}
+    for i, (_, c) in enumerate(everything):
+        first.setdefault(c, i)
+    names = sorted(documents)
+    texts = encoder([documents[c] for c in names])
+    stand_ins = [(classes.index(c), vectors[first[c]], texts[k]) for k, c in enumerate(names)]
+    outside = [i for i, (_, c) in enumerate(everything) if c == OUT_OF_SCOPE]
+    return tune_document_rule(
+        *anchors,
+        len(classes),
+        documents=stand_ins,
+        out_of_scope=vectors[outside],
+        wrong_target=policy.wrong_target,
+        oos_share=policy.oos_share,
+        model_phrasings=model_phrasings,
     )

@@ -23,7 +23,7 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Final, NamedTuple
+from typing import Final
 
 import msgspec
 import numpy as np
@@ -39,32 +39,33 @@ from schemas.router import (
     OUT_OF_SCOPE,
     RouterHeader,
     RouterModel,
-    expected_wrong_rate,
     hashed_features,
 )
-from tasks.document_rule import DocumentRule, tune_document_rule
+from tasks.document_rule import (
+    Anchors,
+    DocumentRule,
+    curated_only,
+    document_anchors,
+    tune_documents,
+)
+from tasks.held_out import (
+    GRID,
+    JudgeVariants,
+    Thresholds,
+    held_out_variants,
+    judge_variants,
+    tune_rule,
+)
 
 __all__ = [
     "REUSE_OVERLAP",
-    "WRONG_TARGET",
     "Encoder",
-    "Held",
-    "Judgement",
-    "Probe",
     "RouterPolicy",
-    "Thresholds",
     "Tuning",
-    "Verdict",
-    "Verdicts",
     "example_digests",
     "fit_router",
-    "held_out_variants",
-    "held_out_verdicts",
     "train_router",
-    "tune_rule",
     "vector_c",
-    "verdict_of",
-    "verdicts_of",
 ]
 
 DEFAULT_THRESHOLD: Final = 0.5
@@ -76,18 +77,7 @@ router's three concatenated layer blocks, scaled to unit length) gets proportion
 WORDS_WEIGHTS: Final = (0.5, 0.25, 0.0)
 """The n-gram head's weights in the average that tuning tries (ranked by :func:`_preference`)."""
 PROBE_ITERATIONS: Final = 100
-_HOLDOUT_EVERY: Final = 5
-_FOLDS: Final = 2
 REUSE_OVERLAP: Final = 0.95
-_LARGE: Final = 4000
-_GRID: Final = tuple(round(0.01 * i, 2) for i in range(5, 100))
-SIMILARITY_GRID: Final = (None, *(round(0.02 * i, 2) for i in range(10, 46)))
-
-"""Minimum centroid similarities tuning tries (``None``: no similarity gate)."""
-NOVEL_SHARE: Final = 0.15
-"""Share of in-scope classes that tuning trains without, to see how intents the knowledge
-lacks are treated (only with at least :data:`_MIN_CLASSES_TO_LEAVE_OUT` classes)."""
-_MIN_CLASSES_TO_LEAVE_OUT: Final = 5
 
 
 Encoder = Callable[[Sequence[str]], Floats]
@@ -213,29 +203,6 @@ def _centroids(vectors: Floats, labels: npt.NDArray[np.int64], classes: int) -> 
     return centroids
 
 
-def _folds(examples: Sequence[tuple[str, str]]) -> list[int]:
-    """A held-out fold per example (-1: always trained on).
-
-    The first (canonical) phrasing of each class is always trained on. Small sets use two-fold
-    cross-validation over all the rest (every phrasing is held out once); large ones hold out a
-    fifth.
-    """
-    seen: set[str] = set()
-    large = len(examples) > _LARGE
-    folds = []
-    for question, label in examples:
-        if label not in seen:
-            seen.add(label)
-            folds.append(-1)
-            continue
-        bucket = int(content_hash(f"{label}\x1f{question}", 8), 16)
-        if large:
-            folds.append(0 if bucket % _HOLDOUT_EVERY == 0 else -1)
-        else:
-            folds.append(bucket % _FOLDS)
-    return folds
-
-
 Initial = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
 
@@ -260,130 +227,6 @@ def _initial_weights(
             start.embedding_bias.astype(np.float64),
         )
     return words, meaning
-
-
-class Held(NamedTuple):
-    """One held-out question's verdict during tuning."""
-
-    kind: str
-    """``"in"`` (its class was trained on) or ``"negative"`` (a known out-of-scope question,
-    or a question of a class left out of training: a stand-in for intents the knowledge
-    lacks)."""
-    predicted: str
-    confidence: float
-    agreed: bool
-    """Whether both heads ranked ``predicted`` first."""
-    truth: str
-    similarity: float = 1.0
-    """Cosine of the question's vector to ``predicted``'s centroid (1.0 without vectors)."""
-
-
-class Thresholds(NamedTuple):
-    """A tuned decision rule: serve at ``threshold``, or at ``agreed`` when both heads agree,
-    and only within ``similarity`` of the best class's centroid (``None``: anywhere)."""
-
-    threshold: float
-    agreed: float
-    metrics: dict[str, float]
-    similarity: float | None = None
-
-
-def tune_rule(held: Sequence[Held], policy: RouterPolicy | None = None) -> Thresholds:
-    """The thresholds that answer the most held-out questions rightly while the expected
-    wrong-answer rate, with ``policy.oos_share`` of the traffic out of scope, meets
-    ``policy.wrong_target`` (defaults: :data:`OOS_PRIOR`, :data:`WRONG_TARGET`).
-
-    Every rule of the grid is tried: a threshold, a lower one for when both heads agree, and,
-    with ``policy.similarity_gate``, a minimum similarity to the best class's centroid
-    (:data:`SIMILARITY_GRID`, tried only when the verdicts carry similarities). Ties go to the
-    more permissive rule (no similarity gate, then the lower thresholds): held-out paraphrases
-    (synthesised ones especially) are often easier than real questions, so when several rules
-    answer all of them, the most permissive one that still meets the target answers the most
-    real ones. When nothing meets the target, the strictest grid point.
-    """
-    inside = np.array([h.kind == "in" for h in held], dtype=bool)
-    confidence = np.array([h.confidence for h in held], dtype=np.float32)
-    agreed = np.array([h.agreed for h in held], dtype=bool)
-    answerable = np.array([h.predicted != OUT_OF_SCOPE for h in held], dtype=bool)
-    right = np.array([h.predicted == h.truth for h in held], dtype=bool)
-    similarity = np.array([h.similarity for h in held], dtype=np.float32)
-    n_in, n_out = int(inside.sum()), int((~inside).sum())
-    policy = policy or RouterPolicy()
-    prior = policy.oos_share if n_out else 0.0
-    sizes = {"heldout_size": float(n_in), "heldout_negatives": float(n_out)}
-    grid = np.asarray(_GRID, dtype=np.float32)
-    allowed = grid[None, :] <= grid[:, None]  # [t, a]: the agreed threshold is the lower one
-    gated = policy.similarity_gate and bool((similarity < 1.0).any())
-    gates = SIMILARITY_GRID if gated else SIMILARITY_GRID[:1]
-    best: tuple[float, float, float, float, int, int, float | None] | None = None
-    for gate in gates:
-        eligible = answerable if gate is None else answerable & (similarity >= gate)
-        correct = _served_counts(confidence, agreed, eligible & inside & right, grid) / (n_in or 1)
-        misrouted = _served_counts(confidence, agreed, eligible & inside & ~right, grid) / (
-            n_in or 1
-        )
-        leaked = _served_counts(confidence, agreed, eligible & ~inside, grid) / (n_out or 1)
-        wrong = expected_wrong_rate(correct, misrouted, leaked, prior)
-        feasible = allowed & (wrong <= policy.wrong_target)
-        if not feasible.any():
-            continue
-        scored = np.where(feasible, correct, -1.0)
-        t, a = (int(i) for i in np.unravel_index(int(np.argmax(scored)), scored.shape))
-        if best is None or scored[t, a] > best[0]:
-            best = (
-                float(correct[t, a]),
-                float(wrong[t, a]),
-                float(leaked[t, a]),
-                float(misrouted[t, a]),
-                t,
-                a,
-                gate,
-            )
-    if best is None:
-        return Thresholds(_GRID[-1], _GRID[-1], sizes)
-    covered, wrong_rate, leak, astray, t, a, gate = best
-    return Thresholds(
-        _GRID[t],
-        _GRID[a],
-        {
-            "heldout_coverage": round(covered, 4),
-            "heldout_misrouted": round(astray, 4),
-            "heldout_wrong_rate": round(wrong_rate, 4),
-            "heldout_negatives_served": round(leak, 4),
-            **sizes,
-        },
-        gate,
-    )
-
-
-def _served_counts(
-    confidence: Floats,
-    agreed: npt.NDArray[np.bool_],
-    chosen: npt.NDArray[np.bool_],
-    grid: Floats,
-) -> npt.NDArray[np.float64]:
-    """How many ``chosen`` questions each rule ``[t, a]`` of ``grid`` serves: those whose
-    heads disagree at confidence >= t, those whose heads agree at confidence >= a (a <= t)."""
-
-    def at_least(values: Floats) -> npt.NDArray[np.float64]:
-        ordered = np.sort(values)
-        below = np.searchsorted(ordered, grid, side="left")
-        return (len(ordered) - below).astype(np.float64)
-
-    alone = at_least(confidence[chosen & ~agreed])
-    together = at_least(confidence[chosen & agreed])
-    return alone[:, None] + together[None, :]
-
-
-def _left_out(classes: Sequence[str], fold: int, folds: int) -> set[str]:
-    """The in-scope classes a tuning fold trains without (:data:`NOVEL_SHARE` of them overall,
-    spread over the folds), so their questions test how the router treats intents it lacks."""
-    inside = [c for c in classes if c != OUT_OF_SCOPE]
-    if len(inside) < _MIN_CLASSES_TO_LEAVE_OUT:
-        return set()
-    ranked = sorted(inside, key=lambda c: content_hash(f"novel\x1f{c}", 8))
-    chosen = ranked[: max(1, round(NOVEL_SHARE * len(inside)))]
-    return {c for i, c in enumerate(chosen) if i % folds == fold}
 
 
 class Tuning(msgspec.Struct, frozen=True, kw_only=True):
@@ -414,94 +257,6 @@ def overlap(a: Sequence[str], b: Sequence[str]) -> float:
     """Jaccard overlap of two digest sets."""
     sa, sb = set(a), set(b)
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
-
-
-Judgement = tuple[str, float, bool, float]
-"""A verdict: best class, its probability, whether both heads ranked it first, and the
-question's similarity to its centroid (1.0 without vectors)."""
-Verdict = Callable[[str, Floats | None], Judgement]
-"""A fitted probe's verdict on one question."""
-Verdicts = Callable[[str, Floats | None], Sequence[Judgement]]
-"""A fitted probe's verdicts on one question, one per variant of its decision (e.g. per weight
-of the n-gram head)."""
-Probe = Callable[[Sequence[tuple[str, str]], Floats | None], Verdict]
-"""Fits a router-like model on ``(question, class)`` pairs (and their vectors)."""
-VariantsProbe = Callable[[Sequence[tuple[str, str]], Floats | None], Verdicts]
-
-
-def verdict_of(
-    model: RouterModel, question: str, vector: npt.NDArray[np.float32] | None
-) -> Judgement:
-    """``model``'s best class for ``question``, its probability, whether both heads ranked
-    it first, and the question's similarity to that class's centroid."""
-    return verdicts_of(model, question, vector, (model.header.words_weight,))[0]
-
-
-def verdicts_of(
-    model: RouterModel,
-    question: str,
-    vector: npt.NDArray[np.float32] | None,
-    weights: Sequence[float],
-) -> list[Judgement]:
-    """:func:`verdict_of` with the n-gram head weighted by each of ``weights`` in turn (the
-    heads are evaluated once)."""
-    probs, words, meaning = model.head_probabilities(question, vector)
-    if words is None or meaning is None:
-        best = int(np.argmax(probs))
-        return [(model.header.classes[best], float(probs[best]), False, 1.0)] * len(weights)
-    first_words, first_meaning = int(np.argmax(words)), int(np.argmax(meaning))
-    found = []
-    for weight in weights:
-        mixed = weight * words + (1.0 - weight) * meaning
-        best = int(np.argmax(mixed))
-        agreed = first_words == best == first_meaning
-        name = model.header.classes[best]
-        near = model.similarity(name, vector)
-        found.append((name, float(mixed[best]), agreed, 1.0 if near is None else near))
-    return found
-
-
-def held_out_verdicts(
-    everything: Sequence[tuple[str, str]], vectors: Floats | None, probe: Probe
-) -> list[Held]:
-    """Verdicts on held-out questions of models fitted by ``probe`` without them: the held-out
-    folds of :func:`_folds` and, in each fold, every question of the classes :func:`_left_out`
-    leaves out of training."""
-
-    def variants(train: Sequence[tuple[str, str]], train_vectors: Floats | None) -> Verdicts:
-        verdict = probe(train, train_vectors)
-        return lambda question, vector: (verdict(question, vector),)
-
-    return held_out_variants(everything, vectors, variants, 1)[0]
-
-
-def held_out_variants(
-    everything: Sequence[tuple[str, str]],
-    vectors: Floats | None,
-    probe: VariantsProbe,
-    count: int,
-) -> list[list[Held]]:
-    """:func:`held_out_verdicts` for a probe whose verdicts come in ``count`` variants: one
-    list of held-out verdicts per variant."""
-    folds = _folds(everything)
-    held: list[list[Held]] = [[] for _ in range(count)]
-    fold_ids = sorted(set(folds) - {-1})
-    classes = sorted({c for _, c in everything})
-    for fold in fold_ids:
-        novel = _left_out(classes, fold, len(fold_ids))
-        train = [i for i, f in enumerate(folds) if f != fold and everything[i][1] not in novel]
-        test = [i for i, f in enumerate(folds) if f == fold or everything[i][1] in novel]
-        train_examples = [everything[i] for i in train]
-        if len({c for _, c in train_examples}) < 2:
-            continue
-        verdict = probe(train_examples, None if vectors is None else vectors[train])
-        for i in test:
-            question, truth = everything[i]
-            kind = "negative" if truth in novel or truth == OUT_OF_SCOPE else "in"
-            found = verdict(question, None if vectors is None else vectors[i])
-            for variant, (predicted, confidence, agreed, near) in zip(held, found, strict=True):
-                variant.append(Held(kind, predicted, confidence, agreed, truth, near))
-    return held
 
 
 def train_router(
@@ -536,7 +291,7 @@ def train_router(
     docs = {c: t for c, t in (documents or {}).items() if any(c == k for _, k in everything)}
     if vectors is None:
         docs = {}
-    anchors = _anchors(everything, vectors, docs)
+    anchors = document_anchors(everything, vectors, docs)
     same_policy = previous is not None and (
         previous.wrong_target,
         previous.oos_share,
@@ -565,26 +320,26 @@ def train_router(
 
     weights = WORDS_WEIGHTS if vectors is not None else WORDS_WEIGHTS[:1]
 
-    def probe(train: Sequence[tuple[str, str]], train_vectors: Floats | None) -> Verdicts:
+    def probe(train: Sequence[tuple[str, str]], train_vectors: Floats | None) -> JudgeVariants:
         model = fit_router(
             train, vectors=train_vectors, embedder=embedder, max_iter=PROBE_ITERATIONS
         )
-        return lambda question, vector: verdicts_of(model, question, vector, weights)
+        return lambda question, vector: judge_variants(model, question, vector, weights)
 
     document: DocumentRule | None = None
     if anchors is not None:
         assert encoder is not None  # there are vectors, so an encoder
         assert vectors is not None
-        document = _tune_documents(
+        document = tune_documents(
             everything, vectors, anchors, docs, encoder, policy, model_phrasings=model_phrasings
         )
     curated = [pair for pair in everything if pair[1] not in docs]
     if not any(c != OUT_OF_SCOPE for _, c in curated):
         model = fit_router(everything, vectors=vectors, embedder=embedder)
-        rule = Thresholds(_GRID[-1], _GRID[-1], {})
+        rule = Thresholds(GRID[-1], GRID[-1], {})
         return _with_rule(model, rule, anchors, document, policy)
     held = [
-        _curated_only(variant, docs)
+        curated_only(variant, docs)
         for variant in held_out_variants(everything, vectors, probe, len(weights))
     ]
     if not any(h.kind == "in" for h in held[0]):
@@ -595,66 +350,6 @@ def train_router(
     chosen = max(range(len(rules)), key=lambda i: _preference(rules[i], i))
     model = fit_router(everything, vectors=vectors, embedder=embedder, words_weight=weights[chosen])
     return _with_rule(model, rules[chosen], anchors, document, policy)
-
-
-def _curated_only(held: Sequence[Held], documents: Mapping[str, str]) -> list[Held]:
-    """Held-out verdicts as the probabilities' rule sees them when ``documents`` are decided by
-    the document rule: their own phrasings are not its to answer, and a question whose best
-    class is one of them is not served by it."""
-    return [
-        h._replace(predicted=OUT_OF_SCOPE) if h.predicted in documents else h
-        for h in held
-        if not (h.kind == "in" and h.truth in documents)
-    ]
-
-
-Anchors = tuple[Floats, npt.NDArray[np.int64]] | None
-
-
-def _anchors(
-    everything: Sequence[tuple[str, str]],
-    vectors: Floats | None,
-    documents: Mapping[str, str],
-) -> Anchors:
-    """The document classes' phrasing vectors and their class indices (in the sorted class
-    order a fitted router has)."""
-    if vectors is None or not documents:
-        return None
-    index = {c: k for k, c in enumerate(sorted({c for _, c in everything}))}
-    rows = [i for i, (_, c) in enumerate(everything) if c in documents]
-    labels = np.array([index[everything[i][1]] for i in rows], np.int64)
-    return np.ascontiguousarray(vectors[rows]), labels
-
-
-def _tune_documents(
-    everything: Sequence[tuple[str, str]],
-    vectors: Floats,
-    anchors: tuple[Floats, npt.NDArray[np.int64]],
-    documents: Mapping[str, str],
-    encoder: Encoder,
-    policy: RouterPolicy,
-    *,
-    model_phrasings: bool,
-) -> DocumentRule:
-    """The document rule tuned on held-out model phrasings or section texts, and on left-out
-    entries (see :mod:`tasks.document_rule`)."""
-    classes = sorted({c for _, c in everything})
-    first: dict[str, int] = {}
-    for i, (_, c) in enumerate(everything):
-        first.setdefault(c, i)
-    names = sorted(documents)
-    texts = encoder([documents[c] for c in names])
-    stand_ins = [(classes.index(c), vectors[first[c]], texts[k]) for k, c in enumerate(names)]
-    outside = [i for i, (_, c) in enumerate(everything) if c == OUT_OF_SCOPE]
-    return tune_document_rule(
-        *anchors,
-        len(classes),
-        documents=stand_ins,
-        out_of_scope=vectors[outside],
-        wrong_target=policy.wrong_target,
-        oos_share=policy.oos_share,
-        model_phrasings=model_phrasings,
-    )
 
 
 def _preference(rule: Thresholds, order: int) -> tuple[float, float, int]:

@@ -13,8 +13,9 @@ from schemas.router import (
     estimated_wrong_rate,
     expected_wrong_rate,
 )
-from tasks.document_rule import DocumentRule, nearest_two, tune_document_rule
-from tasks.router import Held, RouterPolicy, _curated_only, train_router
+from tasks.document_rule import DocumentRule, curated_only, nearest_two, tune_document_rule
+from tasks.held_out import Held
+from tasks.router import RouterPolicy, train_router
 
 
 def _unit(rows: np.ndarray) -> np.ndarray:
@@ -188,7 +189,7 @@ def test_curated_only_hides_document_classes_from_the_probabilities_rule() -> No
         Held("in", "doc.a", 0.8, False, "faq.x"),
         Held("negative", "faq.x", 0.7, False, OUT_OF_SCOPE),
     ]
-    seen = _curated_only(held, {"doc.a": "text"})
+    seen = curated_only(held, {"doc.a": "text"})
     assert [h.truth for h in seen] == ["faq.x", OUT_OF_SCOPE]
     assert seen[0].predicted == OUT_OF_SCOPE  # a document guess is not the curated rule's
 

@@ -18,17 +18,14 @@ import pytest
 from providers.embedders import HashingEmbedder
 from schemas.errors import CorruptSnapshotError
 from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
+from tasks.held_out import held_out_variants, judge, judge_variants, tune_rule
 from tasks.router import (
     WORDS_WEIGHTS,
     RouterPolicy,
     Tuning,
     example_digests,
     fit_router,
-    held_out_variants,
     train_router,
-    tune_rule,
-    verdict_of,
-    verdicts_of,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -424,8 +421,8 @@ def test_the_words_weight_sets_each_heads_share(
     assert words is not None
     assert meaning is not None
     np.testing.assert_allclose(combined, weight * words + (1 - weight) * meaning, rtol=1e-6)
-    best, confidence, _, _ = verdict_of(mixed, question, vector)
-    assert (best, confidence) == verdicts_of(vector_router, question, vector, [weight])[0][:2]
+    best, confidence, _, _ = judge(mixed, question, vector)
+    assert (best, confidence) == judge_variants(vector_router, question, vector, [weight])[0][:2]
 
 
 @pytest.mark.parametrize("weight", [-0.1, 1.5])
@@ -444,7 +441,7 @@ def test_the_words_weight_is_the_one_answering_most_held_out_questions(
 
     def probe(train, train_vectors):  # type: ignore[no-untyped-def]
         model = fit_router(train, vectors=train_vectors, embedder="e", max_iter=100)
-        return lambda q, v: verdicts_of(model, q, v, WORDS_WEIGHTS)
+        return lambda q, v: judge_variants(model, q, v, WORDS_WEIGHTS)
 
     held = held_out_variants(everything, vectors, probe, len(WORDS_WEIGHTS))
     coverage = [tune_rule(variant).metrics.get("heldout_coverage", -1.0) for variant in held]

@@ -7,15 +7,8 @@ import pytest
 
 from schemas.policies import OOS_PRIOR, WRONG_TARGET, RouterPolicy
 from schemas.router import OUT_OF_SCOPE
-from tasks.router import (
-    _GRID,
-    NOVEL_SHARE,
-    Held,
-    Thresholds,
-    _left_out,
-    _preference,
-    tune_rule,
-)
+from tasks.held_out import GRID, NOVEL_SHARE, Held, Thresholds, left_out, tune_rule
+from tasks.router import _preference
 
 
 def _inside(n: int, confidence: float, *, right: bool = True, agreed: bool = False) -> list[Held]:
@@ -75,15 +68,15 @@ def test_nothing_meets_the_target_gives_the_strictest_rule() -> None:
 
 def test_left_out_classes_are_a_share_spread_over_the_folds() -> None:
     classes = [f"c{i:02d}" for i in range(40)] + [OUT_OF_SCOPE]
-    folds = [_left_out(classes, fold, 2) for fold in (0, 1)]
+    folds = [left_out(classes, fold, 2) for fold in (0, 1)]
     assert not folds[0] & folds[1]
     assert len(folds[0] | folds[1]) == round(NOVEL_SHARE * 40)
     assert OUT_OF_SCOPE not in folds[0] | folds[1]
-    assert folds == [_left_out(classes, fold, 2) for fold in (0, 1)]  # deterministic
+    assert folds == [left_out(classes, fold, 2) for fold in (0, 1)]  # deterministic
 
 
 def test_few_classes_leave_none_out() -> None:
-    assert _left_out(["a", "b", "c", OUT_OF_SCOPE], 0, 1) == set()
+    assert left_out(["a", "b", "c", OUT_OF_SCOPE], 0, 1) == set()
 
 
 def test_a_stricter_policy_raises_the_threshold() -> None:
@@ -162,8 +155,8 @@ def test_the_vectorised_search_matches_a_plain_loop() -> None:
     n_in = sum(h.kind == "in" for h in held)
     n_out = len(held) - n_in
     best = None
-    for t in _GRID:
-        for a in [g for g in _GRID if g <= t]:
+    for t in GRID:
+        for a in [g for g in GRID if g <= t]:
             right = bad = leaked = 0
             for h in held:
                 if not (h.confidence >= t or (h.agreed and h.confidence >= a)):
