@@ -63,12 +63,8 @@ from bench._targets import TARGETS, against_target  # noqa: E402
 from providers.embedders import ROUTER_LAYERS, Embedder, MiniLMEmbedder  # noqa: E402
 from providers.mpnet import MPNetEmbedder  # noqa: E402
 from schemas.evaluation import EvalReport, Outcome, summarize  # noqa: E402
-from schemas.router import (  # noqa: E402
-    OUT_OF_SCOPE,
-    RouterModel,
-    _softmax,
-    estimated_wrong_rate,
-)
+from schemas.risk import estimated_wrong_rate  # noqa: E402
+from schemas.router import OUT_OF_SCOPE, RouterModel, _softmax  # noqa: E402
 from tasks.held_out import (  # noqa: E402
     Judge,
     Judgement,

@@ -16,8 +16,7 @@ from __future__ import annotations
 import io
 import zipfile
 import zlib
-from itertools import pairwise
-from typing import Final, TypeVar
+from typing import Final
 
 import msgspec
 import numpy as np
@@ -25,7 +24,8 @@ import numpy.typing as npt
 
 from schemas.arrays import Floats
 from schemas.errors import CorruptSnapshotError
-from schemas.normalize import canonical_text
+from schemas.features import hashed_features
+from schemas.risk import estimated_wrong_rate
 
 __all__ = [
     "OUT_OF_SCOPE",
@@ -34,78 +34,10 @@ __all__ = [
     "RouterHeader",
     "RouterModel",
     "best_per_class",
-    "estimated_wrong_rate",
-    "expected_wrong_rate",
-    "hashed_features",
 ]
 
 OUT_OF_SCOPE: Final = "__out_of_scope__"
 ROUTER_BLOB: Final = "router.npz"
-HASH_BITS: Final = 22
-_MASK: Final = (1 << HASH_BITS) - 1
-
-
-def _grams(text: str) -> list[str]:
-    words = text.split()
-    grams = [f"w:{w}" for w in words]
-    grams += [f"b:{a} {b}" for a, b in pairwise(words)]
-    for word in words:
-        padded = f" {word} "
-        for n in (3, 4, 5):
-            grams += [f"c:{padded[i : i + n]}" for i in range(max(len(padded) - n + 1, 0))]
-    return grams
-
-
-def hashed_features(question: str) -> dict[int, float]:
-    """Sublinear term frequencies of the question's hashed n-grams (not yet IDF-weighted)."""
-    counts: dict[int, int] = {}
-    for gram in _grams(canonical_text(question)):
-        bucket = zlib.crc32(gram.encode("utf-8", "surrogatepass")) & _MASK
-        counts[bucket] = counts.get(bucket, 0) + 1
-    return {bucket: 1.0 + float(np.log(count)) for bucket, count in counts.items()}
-
-
-Rate = TypeVar("Rate", float, npt.NDArray[np.float64])
-
-
-def expected_wrong_rate(correct: Rate, misrouted: Rate, leaked: Rate, oos_share: float) -> Rate:
-    """The share of served answers that are wrong, when ``oos_share`` of the questions are out
-    of scope, from the shares of in-scope questions served rightly (``correct``) and wrongly
-    (``misrouted``) and of out-of-scope ones served (``leaked``); 0 where nothing is served."""
-    answered = (1 - oos_share) * (correct + misrouted) + oos_share * leaked
-    risky = (1 - oos_share) * misrouted + oos_share * leaked
-    if isinstance(answered, float):
-        return risky / answered if answered > 0 else 0.0
-    return np.divide(risky, answered, out=np.zeros_like(risky), where=answered > 0)
-
-
-def estimated_wrong_rate(
-    metrics: dict[str, float], oos_share: float, *, document_share: float = 0.0
-) -> float | None:
-    """A router's expected wrong-answer rate at ``oos_share`` of out-of-scope traffic, from the
-    held-out figures its rules were tuned to (``None`` where they were not recorded), the
-    curated rule's and the document rule's mixed by ``document_share`` (the share of classes
-    the document rule decides)."""
-    parts: list[tuple[float, float, float, float]] = []
-    for prefix, weight in (("heldout", 1.0 - document_share), ("document", document_share)):
-        if weight <= 0:
-            continue
-        if f"{prefix}_coverage" not in metrics or f"{prefix}_misrouted" not in metrics:
-            return None
-        parts.append(
-            (
-                weight,
-                metrics[f"{prefix}_coverage"],
-                metrics[f"{prefix}_misrouted"],
-                metrics.get(f"{prefix}_negatives_served", 0.0),
-            )
-        )
-    if not parts:
-        return None
-    correct = sum(w * c for w, c, _, _ in parts)
-    misrouted = sum(w * m for w, _, m, _ in parts)
-    leaked = sum(w * n for w, _, _, n in parts)
-    return round(float(expected_wrong_rate(correct, misrouted, leaked, oos_share)), 4)
 
 
 def best_per_class(scores: Floats, labels: npt.NDArray[np.int64], classes: int) -> Floats:

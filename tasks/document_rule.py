@@ -36,7 +36,8 @@ import numpy.typing as npt
 
 from schemas.arrays import Floats
 from schemas.policies import RouterPolicy
-from schemas.router import OUT_OF_SCOPE, best_per_class, expected_wrong_rate
+from schemas.risk import expected_wrong_rate
+from schemas.router import OUT_OF_SCOPE, best_per_class
 from tasks.held_out import Held
 
 __all__ = [

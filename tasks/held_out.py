@@ -17,7 +17,8 @@ import numpy.typing as npt
 from schemas.arrays import Floats
 from schemas.keys import content_hash
 from schemas.policies import RouterPolicy
-from schemas.router import OUT_OF_SCOPE, RouterModel, expected_wrong_rate
+from schemas.risk import expected_wrong_rate
+from schemas.router import OUT_OF_SCOPE, RouterModel
 
 __all__ = [
     "GRID",

@@ -33,14 +33,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from schemas.arrays import Floats
+from schemas.features import hashed_features
 from schemas.keys import content_hash
 from schemas.policies import OOS_PRIOR, WRONG_TARGET, RouterPolicy
-from schemas.router import (
-    OUT_OF_SCOPE,
-    RouterHeader,
-    RouterModel,
-    hashed_features,
-)
+from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel
 from tasks.document_rule import (
     Anchors,
     DocumentRule,

@@ -7,12 +7,8 @@ import pytest
 
 from providers.embedders import HashingEmbedder
 from schemas.errors import CorruptSnapshotError
-from schemas.router import (
-    OUT_OF_SCOPE,
-    RouterModel,
-    estimated_wrong_rate,
-    expected_wrong_rate,
-)
+from schemas.risk import estimated_wrong_rate, expected_wrong_rate
+from schemas.router import OUT_OF_SCOPE, RouterModel
 from tasks.document_rule import DocumentRule, curated_only, nearest_two, tune_document_rule
 from tasks.held_out import Held
 from tasks.router import RouterPolicy, train_router

@@ -17,7 +17,8 @@ import pytest
 
 from providers.embedders import HashingEmbedder
 from schemas.errors import CorruptSnapshotError
-from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel, hashed_features
+from schemas.features import hashed_features
+from schemas.router import OUT_OF_SCOPE, RouterHeader, RouterModel
 from tasks.held_out import held_out_variants, judge, judge_variants, tune_rule
 from tasks.router import (
     WORDS_WEIGHTS,
@@ -474,7 +475,7 @@ def test_hashed_features_are_canonical() -> None:
 def test_hashed_features_are_the_same_in_another_process() -> None:
     script = (
         "import json, sys\n"
-        "from schemas.router import hashed_features\n"
+        "from schemas.features import hashed_features\n"
         "qs = json.loads(sys.argv[1])\n"
         "print(json.dumps([sorted(hashed_features(q).items()) for q in qs]))\n"
     )
