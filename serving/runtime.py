@@ -19,16 +19,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
-from typing import Final
+from typing import Final, TypedDict, Unpack
 
 from providers.base import Provider
 from providers.embedders import Embedder, embedder_for
 from schemas.arrays import Floats
-from schemas.ladder import Answer, Composer, LoadedSnapshot, answer_question
+from schemas.ladder import Answer, Composer, LoadedSnapshot, Route, answer_question
 from schemas.router import Prediction
 from stores.base import SnapshotStore
 
-__all__ = ["LoadedVersion", "RouteMemo", "VersionCache"]
+__all__ = ["AskOptions", "LoadedVersion", "RouteMemo", "VersionCache"]
 
 MAX_VERSIONS: Final = 4
 """Versions held in memory at once (stable, canary, pinned ones)."""
@@ -71,6 +71,16 @@ class RouteMemo:
             self._entries.move_to_end(question)
             if len(self._entries) > self.size:
                 self._entries.popitem(last=False)
+
+
+class AskOptions(TypedDict, total=False):
+    """How one question walks the ladder, beside the question itself."""
+
+    tenant: str | None
+    language: str | None
+    slots: Mapping[str, object] | None
+    composer: Composer | Provider | None
+    allow_l3: bool
 
 
 class _NeedsVector(Exception):  # noqa: N818 - a signal inside answer_cached, never raised out
@@ -124,39 +134,18 @@ class LoadedVersion:
         self,
         question: str,
         *,
-        tenant: str | None = None,
-        language: str | None = None,
-        slots: Mapping[str, object] | None = None,
-        composer: Composer | Provider | None = None,
-        allow_l3: bool = True,
         vector: Floats | None = None,
+        route: Route | None = None,
+        **ask: Unpack[AskOptions],
     ) -> Answer:
         """Walk the ladder for one question on this version (``vector``: its router vector,
-        already embedded; without it the encoder runs inline when the router needs it)."""
-        route = None
-        if self.can_route:
+        already embedded; without it the encoder runs inline when the router needs it;
+        ``route`` replaces the router call altogether)."""
+        if route is None and self.can_route:
             route = self.route if vector is None else partial(self.route, vector=vector)
-        return answer_question(
-            self.loaded,
-            question,
-            tenant=tenant,
-            language=language,
-            slots=slots,
-            composer=composer,
-            allow_l3=allow_l3,
-            route=route,
-        )
+        return answer_question(self.loaded, question, route=route, **ask)
 
-    def answer_cached(
-        self,
-        question: str,
-        *,
-        tenant: str | None = None,
-        language: str | None = None,
-        slots: Mapping[str, object] | None = None,
-        composer: Composer | Provider | None = None,
-        allow_l3: bool = True,
-    ) -> Answer | None:
+    def answer_cached(self, question: str, **ask: Unpack[AskOptions]) -> Answer | None:
         """:meth:`answer` without the encoder: ``None`` when the question reaches the router,
         which has not memoised it and needs its vector (then embed it and call :meth:`answer`).
 
@@ -164,25 +153,9 @@ class LoadedVersion:
         its vector costs one normalisation and one L1 lookup here before it is embedded.
         """
         if not self.encodes:
-            return self.answer(
-                question,
-                tenant=tenant,
-                language=language,
-                slots=slots,
-                composer=composer,
-                allow_l3=allow_l3,
-            )
+            return self.answer(question, **ask)
         try:
-            return answer_question(
-                self.loaded,
-                question,
-                tenant=tenant,
-                language=language,
-                slots=slots,
-                composer=composer,
-                allow_l3=allow_l3,
-                route=self._memoised,
-            )
+            return self.answer(question, route=self._memoised, **ask)
         except _NeedsVector:
             return None
 

@@ -29,7 +29,7 @@ from serving.budget import LLMBudget
 from serving.errors import NotReadyError
 from serving.metrics import Metrics
 from serving.pointer import PointerWatcher
-from serving.runtime import LoadedVersion, VersionCache
+from serving.runtime import AskOptions, LoadedVersion, VersionCache
 from serving.settings import ServeSettings
 from stores.audit import AuditEvent, AuditLog, MissSummary
 from stores.base import GcReport, SnapshotStore
@@ -224,7 +224,10 @@ class AnswerService:
             validate_tenant(tenant)
         ready = self.version_for(tenant, session)
         allow_l3 = self.budget.allows(tenant)
-        return _Ladder(ready, question, tenant, language, slots, self.composer, allow_l3)
+        ask = AskOptions(
+            tenant=tenant, language=language, slots=slots, composer=self.composer, allow_l3=allow_l3
+        )
+        return _Ladder(ready, question, ask)
 
     def _finish(
         self,
@@ -259,59 +262,22 @@ class AnswerService:
 class _Ladder:
     """One question's walk down one version's ladder, in the steps the batcher needs."""
 
-    __slots__ = (
-        "allow_l3",
-        "began",
-        "composer",
-        "language",
-        "question",
-        "ready",
-        "slots",
-        "tenant",
-    )
+    __slots__ = ("ask", "began", "question", "ready")
 
-    def __init__(
-        self,
-        ready: LoadedVersion,
-        question: str,
-        tenant: str | None,
-        language: str | None,
-        slots: Mapping[str, object] | None,
-        composer: Provider,
-        allow_l3: bool,
-    ) -> None:
+    def __init__(self, ready: LoadedVersion, question: str, ask: AskOptions) -> None:
         self.ready = ready
         self.question = question
-        self.tenant = tenant
-        self.language = language
-        self.slots = slots
-        self.composer = composer
-        self.allow_l3 = allow_l3
+        self.ask = ask
         self.began = time.perf_counter()
 
     def cached(self) -> Answer | None:
         """The answer when it needs no encoder, else ``None`` (see ``answer_cached``)."""
-        return self.ready.answer_cached(
-            self.question,
-            tenant=self.tenant,
-            language=self.language,
-            slots=self.slots,
-            composer=self.composer,
-            allow_l3=self.allow_l3,
-        )
+        return self.ready.answer_cached(self.question, **self.ask)
 
     def walk(self, vector: Floats | None = None) -> Answer:
         """The answer, from ``vector`` when given (its ``latency_ms`` then counts from the
         first step, the wait for the vector included), else with the encoder inline."""
-        answer = self.ready.answer(
-            self.question,
-            tenant=self.tenant,
-            language=self.language,
-            slots=self.slots,
-            composer=self.composer,
-            allow_l3=self.allow_l3,
-            vector=vector,
-        )
+        answer = self.ready.answer(self.question, vector=vector, **self.ask)
         if vector is None:
             return answer
         latency = round((time.perf_counter() - self.began) * 1000, 3)
