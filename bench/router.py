@@ -127,7 +127,7 @@ def fit_vector(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int)
 
 def fit_two_heads(examples: Sequence[tuple[str, str]], vectors: Floats, iters: int) -> Judge:
     """Router version 5: equal weights, no similarity gate."""
-    model: RouterModel = fit_router(examples, vectors=vectors, embedder="minilm", max_iter=iters)
+    model: RouterModel = fit_router(examples, vectors=vectors, encoder_id="minilm", max_iter=iters)
     return lambda q, v: (*judge(model, q, v)[:3], 1.0)
 
 
@@ -275,7 +275,7 @@ def bench(name: str, encoders: dict[str, Embedder]) -> None:
                 return vs[[row[q] for q in qs]]
 
             model = train_router(
-                examples, oos, encoder=encoder, embedder=encoders[source].model_id, policy=policy
+                examples, oos, encoder=encoder, encoder_id=encoders[source].model_id, policy=policy
             )
             rule = Thresholds(
                 model.header.threshold,

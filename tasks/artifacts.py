@@ -137,7 +137,7 @@ def router_blob(
     out_of_scope: Sequence[str],
     *,
     encoder: Encoder | None,
-    embedder: str | None,
+    encoder_id: str | None,
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
     documents: Mapping[str, str] | None = None,
@@ -150,7 +150,7 @@ def router_blob(
         msgspec.json.encode(
             [
                 ROUTER_VERSION,
-                embedder,
+                encoder_id,
                 sorted(examples),
                 sorted(out_of_scope),
                 sorted((documents or {}).items()),
@@ -169,15 +169,15 @@ def router_blob(
         return found
     # Tunings are reused across compiles of the same router version only: a newer one may
     # tune more (e.g. the similarity gate), which an older tuning knows nothing of.
-    tuned_for = f"{ROUTER_VERSION}:{embedder}:{'model' if model_phrasings else 'templates'}"
+    tuned_for = f"{ROUTER_VERSION}:{encoder_id}:{'model' if model_phrasings else 'templates'}"
     last = cache.get("router-tuning", tuned_for) if cache else None
     previous = msgspec.json.decode(last, type=Tuning) if last else None
-    latest = cache.get("router-latest", str(embedder)) if cache else None
+    latest = cache.get("router-latest", str(encoder_id)) if cache else None
     router = train_router(
         examples,
         out_of_scope,
         encoder=encoder,
-        embedder=embedder,
+        encoder_id=encoder_id,
         previous=previous,
         start=RouterModel.from_bytes(latest) if latest else None,
         policy=policy,
@@ -188,7 +188,7 @@ def router_blob(
     if cache:
         settled = policy or RouterPolicy()
         cache.put("router", key, blob)
-        cache.put("router-latest", str(embedder), blob)
+        cache.put("router-latest", str(encoder_id), blob)
         tuning = Tuning(
             digests=example_digests(examples, out_of_scope),
             threshold=router.header.threshold,
@@ -238,7 +238,7 @@ def build_snapshot(
     topics: Sequence[Topic],
     entries: Sequence[Entry],
     encoder: Encoder | None = None,
-    embedder: str | None = None,
+    encoder_id: str | None = None,
     cache: BuildCache | None = None,
     fallback: str = DEFAULT_FALLBACK,
     policy: RouterPolicy | None = None,
@@ -293,7 +293,7 @@ def build_snapshot(
             examples,
             [o.question for o in report.out_of_scope],
             encoder=encoder,
-            embedder=embedder,
+            encoder_id=encoder_id,
             cache=cache,
             policy=policy,
             documents={e.id: e.answer for e in approved if e.origin != "faq"},

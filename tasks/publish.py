@@ -112,7 +112,7 @@ def snapshot_artifacts(
         topics=topics,
         entries=entries,
         encoder=lambda questions: embed_cached(embedder, questions, cache),
-        embedder=embedder.model_id,
+        encoder_id=embedder.model_id,
         cache=cache,
         policy=policy,
         duplicates=duplicates,

@@ -145,7 +145,7 @@ def fit_router(
     examples: Sequence[tuple[str, str]],
     *,
     vectors: Floats | None = None,
-    embedder: str | None = None,
+    encoder_id: str | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     words_weight: float = WORDS_WEIGHTS[0],
     max_iter: int = 300,
@@ -181,7 +181,7 @@ def fit_router(
         classes=tuple(classes),
         threshold=threshold,
         trained_on=len(examples),
-        embedder=embedder if vectors is not None else None,
+        embedder=encoder_id if vectors is not None else None,
         embedding_dim=0 if vectors is None else vectors.shape[1],
         combine="mean",
         words_weight=words_weight,
@@ -260,7 +260,7 @@ def train_router(
     out_of_scope: Sequence[str],
     *,
     encoder: Encoder | None = None,
-    embedder: str | None = None,
+    encoder_id: str | None = None,
     previous: Tuning | None = None,
     start: RouterModel | None = None,
     policy: RouterPolicy | None = None,
@@ -302,7 +302,7 @@ def train_router(
         model = fit_router(
             everything,
             vectors=vectors,
-            embedder=embedder,
+            encoder_id=encoder_id,
             words_weight=previous.words_weight,
             start=start,
         )
@@ -318,7 +318,7 @@ def train_router(
 
     def probe(train: Sequence[tuple[str, str]], train_vectors: Floats | None) -> JudgeVariants:
         model = fit_router(
-            train, vectors=train_vectors, embedder=embedder, max_iter=PROBE_ITERATIONS
+            train, vectors=train_vectors, encoder_id=encoder_id, max_iter=PROBE_ITERATIONS
         )
         return lambda question, vector: judge_variants(model, question, vector, weights)
 
@@ -331,7 +331,7 @@ def train_router(
         )
     curated = [pair for pair in everything if pair[1] not in docs]
     if not any(c != OUT_OF_SCOPE for _, c in curated):
-        model = fit_router(everything, vectors=vectors, embedder=embedder)
+        model = fit_router(everything, vectors=vectors, encoder_id=encoder_id)
         rule = Thresholds(GRID[-1], GRID[-1], {})
         return _with_rule(model, rule, anchors, document, policy)
     held = [
@@ -339,12 +339,14 @@ def train_router(
         for variant in held_out_variants(everything, vectors, probe, len(weights))
     ]
     if not any(h.kind == "in" for h in held[0]):
-        model = fit_router(everything, vectors=vectors, embedder=embedder)
+        model = fit_router(everything, vectors=vectors, encoder_id=encoder_id)
         rule = Thresholds(model.header.threshold, model.header.threshold, {})
         return _with_rule(model, rule, anchors, document, policy)
     rules = [tune_rule(variant, policy) for variant in held]
     chosen = max(range(len(rules)), key=lambda i: _preference(rules[i], i))
-    model = fit_router(everything, vectors=vectors, embedder=embedder, words_weight=weights[chosen])
+    model = fit_router(
+        everything, vectors=vectors, encoder_id=encoder_id, words_weight=weights[chosen]
+    )
     return _with_rule(model, rules[chosen], anchors, document, policy)
 
 

@@ -219,7 +219,7 @@ def test_train_router_decides_documents_by_similarity_and_round_trips() -> None:
         _examples(),
         ["what is the weather like on mars"],
         encoder=embedder.embed,
-        embedder=embedder.model_id,
+        encoder_id=embedder.model_id,
         documents=DOCS,
         policy=RouterPolicy(wrong_target=0.2, oos_share=0.05),
     )
@@ -242,7 +242,7 @@ def test_train_router_decides_documents_by_similarity_and_round_trips() -> None:
 def test_document_classes_are_never_served_by_the_probabilities_alone() -> None:
     embedder = HashingEmbedder()
     router = train_router(
-        _examples(), [], encoder=embedder.embed, embedder=embedder.model_id, documents=DOCS
+        _examples(), [], encoder=embedder.embed, encoder_id=embedder.model_id, documents=DOCS
     )
     question = "How long does a refund take?"
     vector = embedder.embed([question])[0]
@@ -255,7 +255,7 @@ def test_document_classes_are_never_served_by_the_probabilities_alone() -> None:
 def test_corrupt_anchors_are_refused() -> None:
     embedder = HashingEmbedder()
     router = train_router(
-        _examples(), [], encoder=embedder.embed, embedder=embedder.model_id, documents=DOCS
+        _examples(), [], encoder=embedder.embed, encoder_id=embedder.model_id, documents=DOCS
     )
     assert router.anchors is not None
     assert router.anchor_labels is not None
@@ -286,7 +286,7 @@ def test_the_risk_estimate_says_what_stood_in_for_document_questions(
         _examples(),
         [],
         encoder=embedder.embed,
-        embedder=embedder.model_id,
+        encoder_id=embedder.model_id,
         documents=DOCS,
         model_phrasings=model_phrasings,
     )

@@ -494,7 +494,7 @@ def hashing() -> HashingEmbedder:
 def vector_router(hashing: HashingEmbedder) -> RouterModel:
     """A router that reads sentence vectors as well as n-grams."""
     return train_router(
-        ROUTER_EXAMPLES, OUT_OF_SCOPE_QUESTIONS, encoder=hashing.embed, embedder=hashing.model_id
+        ROUTER_EXAMPLES, OUT_OF_SCOPE_QUESTIONS, encoder=hashing.embed, encoder_id=hashing.model_id
     )
 
 

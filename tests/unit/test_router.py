@@ -114,7 +114,7 @@ def embedder() -> HashingEmbedder:
 def vector_router(embedder: HashingEmbedder) -> RouterModel:
     """A router trained on n-grams plus sentence vectors."""
     return train_router(
-        EXAMPLES, OUT_OF_SCOPE_EXAMPLES, encoder=embedder.embed, embedder=embedder.model_id
+        EXAMPLES, OUT_OF_SCOPE_EXAMPLES, encoder=embedder.embed, encoder_id=embedder.model_id
     )
 
 
@@ -441,7 +441,7 @@ def test_the_words_weight_is_the_one_answering_most_held_out_questions(
     vectors = embedder.embed([q for q, _ in everything])
 
     def probe(train, train_vectors):  # type: ignore[no-untyped-def]
-        model = fit_router(train, vectors=train_vectors, embedder="e", max_iter=100)
+        model = fit_router(train, vectors=train_vectors, encoder_id="e", max_iter=100)
         return lambda q, v: judge_variants(model, q, v, WORDS_WEIGHTS)
 
     held = held_out_variants(everything, vectors, probe, len(WORDS_WEIGHTS))
@@ -528,7 +528,7 @@ def test_a_reused_tuning_keeps_its_words_weight_and_gate(embedder: HashingEmbedd
         EXAMPLES,
         OUT_OF_SCOPE_EXAMPLES,
         encoder=embedder.embed,
-        embedder=embedder.model_id,
+        encoder_id=embedder.model_id,
         previous=tuning,
     )
     assert (reused.header.threshold, reused.header.agreed_threshold) == (0.4, 0.3)
