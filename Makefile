@@ -30,9 +30,9 @@ install: $(UV) ## Install the pinned toolchain and the locked environment into .
 demo: install ## Compile examples, serve it, and ask it questions.
 	$(RUN) bash scripts/demo.sh
 
-test: install ## Lint, type-check and run the test suite.
+test: install ## Lint, type-check and run the test suite (one pytest-xdist worker per core).
 	$(MAKE) --no-print-directory lint
-	$(RUN) pytest
+	$(RUN) pytest -n auto --dist loadscope
 
 test-slow: install ## The tests marked slow (CI's second step).
 	$(RUN) pytest -m slow

@@ -14,8 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
-# Prefect and friends stay offline, quiet and out of the developer's home during tests.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ragc-prefect-home-"))
+# Prefect and friends stay offline, quiet and out of the developer's home during tests; each
+# pytest-xdist worker gets a Prefect home of its own.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix=f"ragc-prefect-home-{_WORKER}-")
+else:
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="ragc-prefect-home-"))
+# xdist workers start with COLUMNS=80, which rich reads once, when a console is made: without
+# it the CLI's consoles follow COLUMNS at print time, as they do in one process.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 for _name, _value in (
     ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
     ("DO_NOT_TRACK", "1"),
