@@ -46,6 +46,6 @@ def logged_misses(store_url: str, limit: int = 1000) -> list[str]:
     return [m.example for m in frequent_misses(store_url, limit)]
 
 
-def record_catalogue(snapshot: Snapshot, store_url: str = "") -> bool:
+def record_catalogue(snapshot: Snapshot, store_url: str) -> bool:
     """Record a published version's manifest (and slot values) in the warm tier, if any."""
     return warm_tier(store_url).record_catalogue(snapshot)

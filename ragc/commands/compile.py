@@ -71,6 +71,13 @@ def _compile_progress(*, enabled: bool) -> Iterator[None]:
             yield
 
 
+def _bad_option(command: str, exc: ValidationError) -> InvalidInputError:
+    """The first problem pydantic found with a command's options, as one clear error."""
+    problem = exc.errors()[0]
+    where = ".".join(map(str, problem["loc"]))
+    return InvalidInputError(f"bad {command} option {where}: {problem['msg']}")
+
+
 ROUTER, REVIEW, AUTO_FAQ = RouterPolicy(), ReviewPolicy(), AutoFaqPolicy()
 """The policies' defaults, which the options show and pass on."""
 
@@ -141,10 +148,7 @@ def compile_(
             archive=archive or None,
         )
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        raise InvalidInputError(
-            f"bad compile option {'.'.join(map(str, problem['loc']))}: {problem['msg']}"
-        ) from exc
+        raise _bad_option("compile", exc) from exc
     with _compile_progress(enabled=not as_json):
         result = compile_knowledge(params)
     if as_json:
@@ -241,10 +245,7 @@ def eval_(
             wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
         )
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        raise InvalidInputError(
-            f"bad eval option {'.'.join(map(str, problem['loc']))}: {problem['msg']}"
-        ) from exc
+        raise _bad_option("eval", exc) from exc
     with _compile_progress(enabled=not as_json):
         result = run_eval(
             queries,
