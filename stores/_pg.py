@@ -23,12 +23,14 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from schemas.errors import RagcError, StoreConfigError, StoreUnavailableError
+from stores._sql import POSTGRES, Run, SqlTables
 
 __all__ = [
     "SCHEMA",
     "Migration",
     "NotMigratedError",
     "PgComponent",
+    "PgTables",
     "Pool",
     "connect",
     "expected_revision",
@@ -272,3 +274,15 @@ class PgComponent:
         """Close the pool if this component opened it (an injected pool stays open)."""
         if self._owns_pool:
             self._pool.close()
+
+
+class PgTables(PgComponent, SqlTables):
+    """:class:`stores._sql.SqlTables` on the warm tier: each transaction on a pooled connection."""
+
+    dialect = POSTGRES
+    seq = "seq"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Run]:
+        with self._connection() as conn:
+            yield conn.execute

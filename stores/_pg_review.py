@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, get_args
+from typing import Any, Final
 
 import msgspec
 
 from schemas.errors import InvalidInputError
-from stores._pg import PgComponent
-from stores.review import ReviewItem, ReviewStatus
+from stores._pg import PgTables
+from stores.review import ReviewItem, ReviewStatus, check_status, decided, not_queued
 
 __all__ = ["PostgresReviewQueue"]
 
-_STATUSES: Final[tuple[str, ...]] = get_args(ReviewStatus)
 _COLUMNS: Final = (
     "entry_id, fingerprint, question, answer, score, status, reviewer, decided_at, sources, reason"
 )
@@ -60,14 +59,7 @@ def _item(row: Sequence[Any]) -> ReviewItem:
     )
 
 
-def _check_status(status: str) -> None:
-    if status not in _STATUSES:
-        raise InvalidInputError(
-            f"unknown review status {status!r}", hint=f"use one of {', '.join(_STATUSES)}"
-        )
-
-
-class PostgresReviewQueue(PgComponent):
+class PostgresReviewQueue(PgTables):
     """Review items in the Postgres warm tier (a DSN, or an injected pool)."""
 
     def submit(self, items: Sequence[ReviewItem]) -> None:
@@ -75,7 +67,7 @@ class PostgresReviewQueue(PgComponent):
         if not items:
             return
         for item in items:
-            _check_status(item.status)
+            check_status(item.status)
         rows = [
             (
                 i.entry_id,
@@ -101,26 +93,19 @@ class PostgresReviewQueue(PgComponent):
 
     def items(self, status: ReviewStatus | None = None) -> list[ReviewItem]:
         """Queue items, newest first, optionally of one status."""
-        with self._connection() as conn:
-            if status is None:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM ragc.review_items ORDER BY seq DESC"  # noqa: S608
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM ragc.review_items "  # noqa: S608 - constant
-                    "WHERE status = %s ORDER BY seq DESC",
-                    (status,),
-                ).fetchall()
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM {{t}}review_items "  # noqa: S608 - constant
+            "WHERE ?::text IS NULL OR status = ? ORDER BY seq DESC",
+            (status, status),
+        )
         return [_item(r) for r in rows]
 
     def decisions(self) -> dict[tuple[str, str], ReviewItem]:
         """Every decided item by ``(entry_id, fingerprint)``."""
-        with self._connection() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM ragc.review_items "  # noqa: S608 - constant
-                "WHERE status <> 'pending' ORDER BY seq DESC"
-            ).fetchall()
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM {{t}}review_items "  # noqa: S608 - constant
+            "WHERE status <> 'pending' ORDER BY seq DESC"
+        )
         return {(i.entry_id, i.fingerprint): i for i in map(_item, rows)}
 
     def decide(
@@ -132,7 +117,7 @@ class PostgresReviewQueue(PgComponent):
         answer: str | None = None,
     ) -> ReviewItem:
         """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
-        _check_status(status)
+        check_status(status)
         with self._connection() as conn:
             row = conn.execute(
                 f"SELECT {_COLUMNS} FROM ragc.review_items "  # noqa: S608 - constant
@@ -140,28 +125,12 @@ class PostgresReviewQueue(PgComponent):
                 (entry_id,),
             ).fetchone()
             if row is None:
-                raise InvalidInputError(
-                    f"no answer with id {entry_id!r} is in the review queue",
-                    hint="`ragc review list` shows the queue",
-                )
+                raise not_queued(entry_id)
             item = _item(row)
-            decided = msgspec.structs.replace(
-                item,
-                status=status,
-                reviewer=reviewer,
-                decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
-                answer=answer if answer is not None else item.answer,
-            )
+            made = decided(item, status, reviewer, answer)
             conn.execute(
                 "UPDATE ragc.review_items SET answer = %s, status = %s, reviewer = %s, "
                 "decided_at = %s, updated_at = now() WHERE entry_id = %s AND fingerprint = %s",
-                (
-                    decided.answer,
-                    status,
-                    reviewer,
-                    _when(decided),
-                    entry_id,
-                    item.fingerprint,
-                ),
+                (made.answer, status, reviewer, _when(made), entry_id, item.fingerprint),
             )
-        return decided
+        return made

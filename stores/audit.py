@@ -8,22 +8,29 @@ background writer, never on the answer path.
 
 from __future__ import annotations
 
-import threading
+from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import msgspec
 
+from stores._sql import SqliteTables, SqlTables
 from stores.sqlite import connect
 
 __all__ = [
+    "ANSWER_COLUMNS",
+    "MISS_COLUMNS",
     "AuditEvent",
     "AuditLog",
+    "AuditTables",
     "MissSummary",
     "SqliteAuditLog",
     "answer_from_row",
+    "answer_row",
     "miss_from_row",
+    "miss_row",
+    "month_start",
 ]
 
 
@@ -70,25 +77,35 @@ CREATE INDEX IF NOT EXISTS audit_misses_by_text ON audit_misses (normalized);
 """
 
 
-def _month_start(now: datetime) -> float:
+def month_start(now: datetime) -> float:
+    """Unix time of the start of ``now``'s calendar month."""
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
+ANSWER_COLUMNS: Final = "ts, tenant, version, layer, cache_key, entry_id, latency_ms, normalized"
+MISS_COLUMNS: Final = (
+    "ts, tenant, version, question, normalized, best_guess, best_score, candidates"
+)
+
+
+def answer_row(event: AuditEvent) -> tuple[Any, ...]:
+    """An audited answer as a row of :data:`ANSWER_COLUMNS`."""
+    e = event
+    return (e.ts, e.tenant, e.version, e.layer, e.cache_key, e.entry_id, e.latency_ms, e.normalized)
+
+
+def miss_row(event: AuditEvent) -> tuple[Any, ...]:
+    """A SAFE answer as a row of :data:`MISS_COLUMNS` (the candidates as JSON text)."""
+    e = event
+    best = e.candidates[0] if e.candidates else (None, 0.0)
+    encoded = msgspec.json.encode(e.candidates).decode()
+    return (e.ts, e.tenant, e.version, e.question[:2000], e.normalized, *best, encoded)
+
+
 def answer_from_row(row: Sequence[Any]) -> AuditEvent:
-    """An audited answer from a row of (ts, tenant, version, layer, cache_key, entry_id,
-    latency_ms, normalized), as both audit tables store it."""
-    return AuditEvent(
-        ts=row[0],
-        tenant=row[1],
-        version=row[2],
-        layer=row[3],
-        cache_key=row[4],
-        entry_id=row[5],
-        latency_ms=row[6],
-        question="",
-        normalized=row[7],
-        confidence=0.0,
-    )
+    """An audited answer from a row of :data:`ANSWER_COLUMNS`."""
+    fields = dict(zip(ANSWER_COLUMNS.split(", "), row, strict=True))
+    return msgspec.convert({**fields, "question": "", "confidence": 0.0}, AuditEvent)
 
 
 def miss_from_row(row: Sequence[Any], tenants: Sequence[str]) -> MissSummary:
@@ -121,72 +138,14 @@ class AuditLog(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteAuditLog:
-    """Audit and miss log in a SQLite file (``sqlite:///`` URL, usually the store's)."""
+class AuditTables(SqlTables):
+    """The audit log's statements that both tiers share."""
 
-    def __init__(self, url: str) -> None:
-        self._db = connect(url, _SCHEMA)
-        # WAL with NORMAL sync survives a crash of the process, not of the machine: the same
-        # promise the batched writer makes (events still queued in memory die with the process).
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._lock = threading.Lock()
-
-    def record(self, events: Sequence[AuditEvent]) -> None:
-        """Append a batch of answers (SAFE ones also to the miss log) in one transaction."""
-        if not events:
-            return
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT INTO audit_answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.ts,
-                        e.tenant,
-                        e.version,
-                        e.layer,
-                        e.cache_key,
-                        e.entry_id,
-                        e.latency_ms,
-                        e.normalized,
-                    )
-                    for e in events
-                ],
-            )
-            self._db.executemany(
-                "INSERT INTO audit_misses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        e.ts,
-                        e.tenant,
-                        e.version,
-                        e.question[:2000],
-                        e.normalized,
-                        e.candidates[0][0] if e.candidates else None,
-                        e.candidates[0][1] if e.candidates else 0.0,
-                        msgspec.json.encode(e.candidates),
-                    )
-                    for e in events
-                    if e.layer == "SAFE"
-                ],
-            )
-            self._db.execute("COMMIT")
-
+    @abstractmethod
     def misses(
         self, *, tenant: str | None = None, since: float = 0.0, limit: int = 50
     ) -> list[MissSummary]:
         """The most frequent misses (optionally of one tenant), most frequent first."""
-        sql = (
-            "SELECT normalized, MIN(question), COUNT(*), MAX(ts), "
-            "GROUP_CONCAT(DISTINCT COALESCE(tenant, '')), "
-            "(SELECT best_guess FROM audit_misses m2 WHERE m2.normalized = m.normalized "
-            " ORDER BY ts DESC LIMIT 1), MAX(best_score) "
-            "FROM audit_misses m WHERE ts >= ? AND (? IS NULL OR tenant = ?) GROUP BY normalized "
-            "ORDER BY COUNT(*) DESC, MAX(ts) DESC LIMIT ?"
-        )
-        with self._lock:
-            rows = self._db.execute(sql, (since, tenant, tenant, limit)).fetchall()
-        return [miss_from_row(r, [t for t in str(r[4] or "").split(",") if t]) for r in rows]
 
     def miss_questions(self, limit: int = 1000) -> list[str]:
         """One example question per distinct missed question, most frequent first."""
@@ -194,25 +153,59 @@ class SqliteAuditLog:
 
     def l3_spent(self, *, now: datetime | None = None) -> dict[str | None, int]:
         """L3 answers per tenant since the start of the current month (UTC)."""
-        start = _month_start(now or datetime.now(UTC))
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT tenant, COUNT(*) FROM audit_answers WHERE layer = 'L3' AND ts >= ? "
-                "GROUP BY tenant",
-                (start,),
-            ).fetchall()
+        rows = self._all(
+            "SELECT tenant, COUNT(*) FROM {t}audit_answers WHERE layer = 'L3' AND ts >= ? "
+            "GROUP BY tenant",
+            (month_start(now or datetime.now(UTC)),),
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def answers(self, *, limit: int = 100) -> list[AuditEvent]:
         """The newest audited answers (for inspection and tests)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT ts, tenant, version, layer, cache_key, entry_id, latency_ms, normalized "
-                "FROM audit_answers ORDER BY ts DESC, rowid DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+        rows = self._all(
+            f"SELECT {ANSWER_COLUMNS} FROM {{t}}audit_answers "  # noqa: S608 - constant
+            "ORDER BY ts DESC, {seq} DESC LIMIT ?",
+            (self.dialect.limit(limit),),
+        )
         return [answer_from_row(r) for r in rows]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+
+class SqliteAuditLog(SqliteTables, AuditTables):
+    """Audit and miss log in a SQLite file (``sqlite:///`` URL, usually the store's)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(connect(url, _SCHEMA))
+        # WAL with NORMAL sync survives a crash of the process, not of the machine: the same
+        # promise the batched writer makes (events still queued in memory die with the process).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+
+    def record(self, events: Sequence[AuditEvent]) -> None:
+        """Append a batch of answers (SAFE ones also to the miss log) in one transaction."""
+        if not events:
+            return
+        with self._transaction():
+            self._db.executemany(
+                f"INSERT INTO audit_answers ({ANSWER_COLUMNS}) "  # noqa: S608 - constant
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [answer_row(e) for e in events],
+            )
+            self._db.executemany(
+                f"INSERT INTO audit_misses ({MISS_COLUMNS}) "  # noqa: S608 - constant
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [miss_row(e) for e in events if e.layer == "SAFE"],
+            )
+
+    def misses(
+        self, *, tenant: str | None = None, since: float = 0.0, limit: int = 50
+    ) -> list[MissSummary]:
+        """The most frequent misses (optionally of one tenant), most frequent first."""
+        rows = self._all(
+            "SELECT normalized, MIN(question), COUNT(*), MAX(ts), "
+            "GROUP_CONCAT(DISTINCT COALESCE(tenant, '')), "
+            "(SELECT best_guess FROM audit_misses m2 WHERE m2.normalized = m.normalized "
+            " ORDER BY ts DESC LIMIT 1), MAX(best_score) "
+            "FROM audit_misses m WHERE ts >= ? AND (? IS NULL OR tenant = ?) GROUP BY normalized "
+            "ORDER BY COUNT(*) DESC, MAX(ts) DESC LIMIT ?",
+            (since, tenant, tenant, limit),
+        )
+        return [miss_from_row(r, [t for t in str(r[4] or "").split(",") if t]) for r in rows]

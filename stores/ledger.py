@@ -11,8 +11,6 @@ Status: ``recorded`` → ``dispatched`` (event emitted or recompile started) →
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from typing import Final, Literal, Protocol, get_args
@@ -20,6 +18,7 @@ from typing import Final, Literal, Protocol, get_args
 import msgspec
 
 from schemas.errors import InvalidInputError, PermanentError
+from stores._sql import Dialect, SqliteTables, SqlTables
 from stores.sqlite import connect
 
 __all__ = [
@@ -27,6 +26,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "DuplicateDeliveryError",
+    "LedgerTables",
     "SqliteChangeLedger",
     "new_delivery",
 ]
@@ -87,19 +87,8 @@ _COLUMNS: Final = "delivery, received_at, signed_at, knowledge, changed, status,
 
 
 def _row(row: Sequence[object]) -> Delivery:
-    return msgspec.convert(
-        {
-            "delivery": row[0],
-            "received_at": row[1],
-            "signed_at": row[2],
-            "knowledge": row[3],
-            "changed": msgspec.json.decode(str(row[4])),
-            "status": row[5],
-            "detail": row[6],
-            "updated_at": row[7],
-        },
-        Delivery,
-    )
+    fields = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    return msgspec.convert({**fields, "changed": Dialect.strings(fields["changed"])}, Delivery)
 
 
 def new_delivery(
@@ -147,23 +136,13 @@ class ChangeLedger(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteChangeLedger:
-    """Webhook deliveries in a SQLite file (a ``sqlite:///`` URL, usually the store's).
-
-    Thread-safe: one connection, one lock.
-    """
-
-    def __init__(self, url: str) -> None:
-        self._db = connect(url, _SCHEMA)
-        self._lock = threading.Lock()
+class LedgerTables(SqlTables):
+    """The change ledger's statements, one copy for both tiers."""
 
     def seen(self, delivery: str) -> bool:
         """A delivery with this id was already recorded."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT 1 FROM webhook_deliveries WHERE delivery = ?", (delivery,)
-            ).fetchone()
-        return row is not None
+        found = self._one("SELECT 1 FROM {t}webhook_deliveries WHERE delivery = ?", (delivery,))
+        return found is not None
 
     def record(
         self,
@@ -174,31 +153,40 @@ class SqliteChangeLedger:
         changed: Sequence[str],
         received_at: float | None = None,
     ) -> Delivery:
-        """Record an accepted delivery as ``recorded``; a known id raises DuplicateDeliveryError."""
+        """Record an accepted delivery as ``recorded``; a known id raises DuplicateDeliveryError.
+
+        Of any number of concurrent replays (across processes and, on Postgres, hosts) exactly
+        one inserts its row: the primary key decides, inside the ``INSERT`` itself.
+        """
         entry = new_delivery(delivery, signed_at, knowledge, changed, received_at)
-        with self._lock:
-            try:
-                self._db.execute(
-                    f"INSERT INTO webhook_deliveries ({_COLUMNS}) "  # noqa: S608 - constant
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        entry.delivery,
-                        entry.received_at,
-                        entry.signed_at,
-                        entry.knowledge,
-                        msgspec.json.encode(entry.changed).decode(),
-                        entry.status,
-                        entry.detail,
-                        entry.updated_at,
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                first = self._db.execute(
-                    "SELECT received_at FROM webhook_deliveries WHERE delivery = ?", (delivery,)
+        row = (
+            entry.delivery,
+            entry.received_at,
+            entry.signed_at,
+            entry.knowledge,
+            self.dialect.array(entry.changed),
+            entry.status,
+            entry.detail,
+            entry.updated_at,
+        )
+        with self._transaction() as run:
+            inserted = run(
+                self._sql(
+                    f"INSERT INTO {{t}}webhook_deliveries ({_COLUMNS}) "  # noqa: S608 - constant
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery) DO NOTHING RETURNING 1"
+                ),
+                row,
+            ).fetchone()
+            first = (
+                None
+                if inserted is not None
+                else run(
+                    self._sql("SELECT received_at FROM {t}webhook_deliveries WHERE delivery = ?"),
+                    (delivery,),
                 ).fetchone()
-                raise DuplicateDeliveryError(
-                    delivery, float(first[0]) if first is not None else None
-                ) from exc
+            )
+        if inserted is None:
+            raise DuplicateDeliveryError(delivery, float(first[0]) if first is not None else None)
         return entry
 
     def mark(self, delivery: str, status: DeliveryStatus, detail: str | None = None) -> None:
@@ -207,43 +195,45 @@ class SqliteChangeLedger:
             raise InvalidInputError(
                 f"unknown delivery status {status!r}", hint=f"use one of {', '.join(STATUSES)}"
             )
-        with self._lock:
-            updated = self._db.execute(
-                "UPDATE webhook_deliveries SET status = ?, detail = ?, updated_at = ? "
-                "WHERE delivery = ?",
-                (status, detail, time.time(), delivery),
-            ).rowcount
+        updated = self._count(
+            "UPDATE {t}webhook_deliveries SET status = ?, detail = ?, updated_at = ? "
+            "WHERE delivery = ?",
+            (status, detail, time.time(), delivery),
+        )
         if not updated:
             raise InvalidInputError(f"no webhook delivery {delivery!r} in the ledger")
 
     def get(self, delivery: str) -> Delivery | None:
         """One delivery, or ``None``."""
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM webhook_deliveries WHERE delivery = ?",  # noqa: S608
-                (delivery,),
-            ).fetchone()
+        row = self._one(
+            f"SELECT {_COLUMNS} FROM {{t}}webhook_deliveries WHERE delivery = ?",  # noqa: S608
+            (delivery,),
+        )
         return _row(row) if row is not None else None
 
     def pending(self) -> list[Delivery]:
         """Recorded but never dispatched, oldest first: what to dispatch again at start-up."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM webhook_deliveries "  # noqa: S608 - constant
-                "WHERE status = 'recorded' ORDER BY received_at, rowid"
-            ).fetchall()
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM {{t}}webhook_deliveries "  # noqa: S608 - constant
+            "WHERE status = 'recorded' ORDER BY received_at, {seq}"
+        )
         return [_row(r) for r in rows]
 
     def entries(self, limit: int = 100) -> list[Delivery]:
         """The newest deliveries first."""
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM webhook_deliveries "  # noqa: S608 - constant
-                "ORDER BY received_at DESC, rowid DESC LIMIT ?",
-                (max(0, limit),),
-            ).fetchall()
+        rows = self._all(
+            f"SELECT {_COLUMNS} FROM {{t}}webhook_deliveries "  # noqa: S608 - constant
+            "ORDER BY received_at DESC, {seq} DESC LIMIT ?",
+            (max(0, limit),),
+        )
         return [_row(r) for r in rows]
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+
+class SqliteChangeLedger(SqliteTables, LedgerTables):
+    """Webhook deliveries in a SQLite file (a ``sqlite:///`` URL, usually the store's).
+
+    Thread-safe: one connection, one lock.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(connect(url, _SCHEMA))

@@ -7,19 +7,29 @@ snapshots for the embedded setup.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol, get_args
 
 import msgspec
 
 from schemas.errors import InvalidInputError
+from stores._sql import SqliteTables
 from stores.sqlite import connect
 
-__all__ = ["ReviewItem", "ReviewQueue", "ReviewStatus", "SqliteReviewQueue"]
+__all__ = [
+    "STATUSES",
+    "ReviewItem",
+    "ReviewQueue",
+    "ReviewStatus",
+    "SqliteReviewQueue",
+    "check_status",
+    "decided",
+    "not_queued",
+]
 
 ReviewStatus = Literal["pending", "approved", "rejected"]
+STATUSES: Final[tuple[str, ...]] = get_args(ReviewStatus)
 
 
 class ReviewItem(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,39 +77,66 @@ class ReviewQueue(Protocol):
     def close(self) -> None: ...
 
 
-class SqliteReviewQueue:
+def check_status(status: str) -> None:
+    """Refuse a status the queue does not know."""
+    if status not in STATUSES:
+        raise InvalidInputError(
+            f"unknown review status {status!r}", hint=f"use one of {', '.join(STATUSES)}"
+        )
+
+
+def not_queued(entry_id: str) -> InvalidInputError:
+    """The error for a decision on an entry the queue does not hold."""
+    return InvalidInputError(
+        f"no answer with id {entry_id!r} is in the review queue",
+        hint="`ragc review list` shows the queue",
+    )
+
+
+def decided(
+    item: ReviewItem, status: ReviewStatus, reviewer: str, answer: str | None
+) -> ReviewItem:
+    """``item`` with a decision made now (an edit replaces the answer)."""
+    return msgspec.structs.replace(
+        item,
+        status=status,
+        reviewer=reviewer,
+        decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        answer=answer if answer is not None else item.answer,
+    )
+
+
+class SqliteReviewQueue(SqliteTables):
     """Review items in a SQLite file (the store's file by default)."""
 
     def __init__(self, url: str) -> None:
-        self._db = connect(url)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS reviews (entry_id TEXT NOT NULL, fingerprint TEXT NOT NULL,"
-            " item BLOB NOT NULL, status TEXT NOT NULL, updated_at TEXT NOT NULL,"
-            " PRIMARY KEY (entry_id, fingerprint))"
+        super().__init__(
+            connect(
+                url,
+                "CREATE TABLE IF NOT EXISTS reviews (entry_id TEXT NOT NULL,"
+                " fingerprint TEXT NOT NULL, item BLOB NOT NULL, status TEXT NOT NULL,"
+                " updated_at TEXT NOT NULL, PRIMARY KEY (entry_id, fingerprint))",
+            )
         )
-        self._lock = threading.Lock()
 
     def submit(self, items: Sequence[ReviewItem]) -> None:
         """Queue items; an item already in the queue keeps its decision."""
+        for item in items:
+            check_status(item.status)
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO reviews (entry_id, fingerprint, item, status, updated_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(i.entry_id, i.fingerprint, msgspec.json.encode(i), i.status, now) for i in items],
             )
-            self._db.execute("COMMIT")
 
     def items(self, status: ReviewStatus | None = None) -> list[ReviewItem]:
         """Queue items, newest first, optionally of one status."""
-        sql = "SELECT item FROM reviews"
-        args: tuple[str, ...] = ()
-        if status is not None:
-            sql += " WHERE status = ?"
-            args = (status,)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY rowid DESC", args).fetchall()
+        rows = self._all(
+            "SELECT item FROM reviews WHERE ? IS NULL OR status = ? ORDER BY rowid DESC",
+            (status, status),
+        )
         return [msgspec.json.decode(r[0], type=ReviewItem) for r in rows]
 
     def decisions(self) -> dict[tuple[str, str], ReviewItem]:
@@ -115,39 +152,20 @@ class SqliteReviewQueue:
         answer: str | None = None,
     ) -> ReviewItem:
         """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
-        with self._lock:
-            row = self._db.execute(
+        check_status(status)
+        with self._transaction() as run:
+            row = run(
                 # The newest submitted fingerprint: rowids only grow (timestamps tie in a second).
                 "SELECT item FROM reviews WHERE entry_id = ? ORDER BY rowid DESC LIMIT 1",
                 (entry_id,),
             ).fetchone()
-        if row is None:
-            raise InvalidInputError(
-                f"no answer with id {entry_id!r} is in the review queue",
-                hint="`ragc review list` shows the queue",
-            )
-        item = msgspec.json.decode(row[0], type=ReviewItem)
-        decided = msgspec.structs.replace(
-            item,
-            status=status,
-            reviewer=reviewer,
-            decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            answer=answer if answer is not None else item.answer,
-        )
-        with self._lock:
-            self._db.execute(
+            if row is None:
+                raise not_queued(entry_id)
+            item = msgspec.json.decode(row[0], type=ReviewItem)
+            made = decided(item, status, reviewer, answer)
+            run(
                 "UPDATE reviews SET item = ?, status = ?, updated_at = ? "
                 "WHERE entry_id = ? AND fingerprint = ?",
-                (
-                    msgspec.json.encode(decided),
-                    status,
-                    decided.decided_at,
-                    entry_id,
-                    item.fingerprint,
-                ),
+                (msgspec.json.encode(made), status, made.decided_at, entry_id, item.fingerprint),
             )
-        return decided
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        return made
