@@ -3,62 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 
-from schemas.settings import DEFAULT_STORE_URL, Environment
+from schemas.settings import Environment
 
 __all__ = ["ServeSettings"]
 
 
-class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything the answer service reads from its environment."""
+def _default(name: str) -> Any:
+    """The default of ``RAGC_<NAME>``, as :class:`~schemas.settings.Environment` declares it."""
+    return Environment.model_fields[name].default
 
-    store: str = DEFAULT_STORE_URL
-    """Snapshot store URL (``RAGC_STORE``)."""
+
+class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the answer service reads from its environment: each field is the variable
+    of its name (``store`` is ``RAGC_STORE``), with its default."""
+
+    store: str = _default("store")
+    """Snapshot store URL."""
     admin_token: str | None = None
-    """Bearer token of the admin API (``RAGC_ADMIN_TOKEN``); without it admin routes refuse."""
+    """Bearer token of the admin API; without it admin routes refuse."""
     webhook_secret: str | None = None
-    """HMAC key of the knowledge-changed webhook (``RAGC_WEBHOOK_SECRET``)."""
-    provider: str = "offline"
-    """L3 composer, one of :data:`providers.PROVIDERS` (``RAGC_PROVIDER``)."""
+    """HMAC key of the knowledge-changed webhook."""
+    provider: str = _default("provider")
+    """L3 composer, one of :data:`providers.PROVIDERS`."""
     l3_budget: int | None = None
-    """L3 answers a tenant may get per calendar month (``RAGC_L3_BUDGET``); none: unlimited."""
-    poll_interval: float = 0.25
-    """Seconds between reads of the version pointers (``RAGC_POINTER_POLL_S``)."""
+    """L3 answers a tenant may get per calendar month; none: unlimited."""
+    pointer_poll_s: float = _default("pointer_poll_s")
+    """Seconds between reads of the version pointers."""
     knowledge: str | None = None
-    """Knowledge folder the webhook recompiles in embedded mode (``RAGC_KNOWLEDGE``)."""
-    audit: bool = True
-    """Record every answer in the audit log (``RAGC_AUDIT``, default on)."""
-    route_cache: int = 10_000
-    """Distinct question texts per loaded version whose router verdict is remembered
-    (``RAGC_ROUTE_CACHE``; 0 turns the memo off)."""
-    encoder_batch: int = 32
-    """Most questions the sentence encoder embeds in one call across concurrent requests
-    (``RAGC_ENCODER_BATCH``; 1 turns batching off: each request runs the encoder inline)."""
-    encoder_window_ms: float = 1.0
-    """Longest wait, after a question is queued for the encoder, for others to share its batch
-    (``RAGC_ENCODER_WINDOW_MS``)."""
+    """Knowledge folder the webhook recompiles in embedded mode."""
+    audit: bool = _default("audit")
+    """Record every answer in the audit log."""
+    route_cache: int = _default("route_cache")
+    """Distinct question texts per loaded version whose router verdict is remembered (0 turns
+    the memo off)."""
+    encoder_batch: int = _default("encoder_batch")
+    """Most questions the sentence encoder embeds in one call across concurrent requests (1
+    turns batching off: each request runs the encoder inline)."""
+    encoder_window_ms: float = _default("encoder_window_ms")
+    """Longest wait, after a question is queued for the encoder, for others to share its
+    batch."""
     warm_dsn: str | None = None
-    """Postgres warm tier (``RAGC_WARM_DSN``): audit log, miss log and webhook ledger go there
-    instead of the store's SQLite file."""
+    """Postgres warm tier: audit log, miss log and webhook ledger go there instead of the
+    store's SQLite file."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
         """The settings of ``environ`` (default ``os.environ``), checked by
         :class:`schemas.settings.Environment`."""
         env = Environment.read(environ)
-        return cls(
-            store=env.store,
-            admin_token=env.admin_token,
-            webhook_secret=env.webhook_secret,
-            provider=env.provider,
-            l3_budget=env.l3_budget,
-            poll_interval=env.pointer_poll_s,
-            knowledge=env.knowledge,
-            audit=env.audit,
-            warm_dsn=env.warm_dsn,
-            route_cache=env.route_cache,
-            encoder_batch=env.encoder_batch,
-            encoder_window_ms=env.encoder_window_ms,
-        )
+        return cls(**{name: getattr(env, name) for name in cls.__struct_fields__})

@@ -79,6 +79,10 @@ class SqlTables(ABC):
     """The column that orders this component's rows as they were written."""
 
     @abstractmethod
+    def close(self) -> None:
+        """Release the connection (or the pool this component opened)."""
+
+    @abstractmethod
     def _transaction(self) -> AbstractContextManager[Run]:
         """One transaction: committed when the block ends, rolled back when it raises."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Final, Literal, Protocol, get_args
+from typing import Final, Literal, get_args
 
 import msgspec
 
@@ -26,7 +26,6 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "DuplicateDeliveryError",
-    "LedgerTables",
     "SqliteChangeLedger",
     "new_delivery",
 ]
@@ -110,34 +109,9 @@ def new_delivery(
     )
 
 
-class ChangeLedger(Protocol):
-    """Where webhook deliveries are recorded: the store's SQLite file, or the warm tier."""
-
-    def seen(self, delivery: str) -> bool: ...
-
-    def record(
-        self,
-        delivery: str,
-        *,
-        signed_at: int,
-        knowledge: str,
-        changed: Sequence[str],
-        received_at: float | None = None,
-    ) -> Delivery: ...
-
-    def mark(self, delivery: str, status: DeliveryStatus, detail: str | None = None) -> None: ...
-
-    def get(self, delivery: str) -> Delivery | None: ...
-
-    def pending(self) -> list[Delivery]: ...
-
-    def entries(self, limit: int = 100) -> list[Delivery]: ...
-
-    def close(self) -> None: ...
-
-
-class LedgerTables(SqlTables):
-    """The change ledger's statements, one copy for both tiers."""
+class ChangeLedger(SqlTables):
+    """Where webhook deliveries are recorded, the store's SQLite file or the warm tier: the
+    statements, one copy for both."""
 
     def seen(self, delivery: str) -> bool:
         """A delivery with this id was already recorded."""
@@ -229,7 +203,7 @@ class LedgerTables(SqlTables):
         return [_row(r) for r in rows]
 
 
-class SqliteChangeLedger(SqliteTables, LedgerTables):
+class SqliteChangeLedger(SqliteTables, ChangeLedger):
     """Webhook deliveries in a SQLite file (a ``sqlite:///`` URL, usually the store's).
 
     Thread-safe: one connection, one lock.

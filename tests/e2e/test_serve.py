@@ -51,7 +51,7 @@ def store_url(compiled: Compiled, tmp_path: Path) -> str:
 
 
 def settings(url: str, **changes: object) -> ServeSettings:
-    base = ServeSettings(store=url, admin_token="admin-secret", poll_interval=0.05)
+    base = ServeSettings(store=url, admin_token="admin-secret", pointer_poll_s=0.05)
     return ServeSettings(**{**{f: getattr(base, f) for f in base.__struct_fields__}, **changes})
 
 

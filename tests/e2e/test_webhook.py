@@ -62,7 +62,7 @@ class Harness:
             "store": self.url,
             "webhook_secret": SECRET,
             "knowledge": str(self.root / "kb"),
-            "poll_interval": 0.05,
+            "pointer_poll_s": 0.05,
             **changes,
         }
         return ServeSettings(**fields)  # type: ignore[arg-type]

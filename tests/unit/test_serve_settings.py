@@ -34,7 +34,7 @@ def test_variables_override_the_defaults() -> None:
     assert settings.store == "redis://127.0.0.1:6379/0"
     assert settings.audit is False
     assert settings.route_cache == 0
-    assert settings.poll_interval == 1.5
+    assert settings.pointer_poll_s == 1.5
     assert settings.l3_budget == 20
 
 

@@ -37,7 +37,9 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 @pytest.fixture
 def service(store: SqliteStore, tmp_path: Path) -> Iterator[AnswerService]:
     log = SqliteAuditLog(store.url)
-    made = AnswerService(ServeSettings(store=store.url, poll_interval=3600.0), store, audit_log=log)
+    made = AnswerService(
+        ServeSettings(store=store.url, pointer_poll_s=3600.0), store, audit_log=log
+    )
     yield made
     made.close()
     log.close()
@@ -89,7 +91,7 @@ def test_garbage_collection_never_removes_a_version_in_use(service: AnswerServic
 
 def test_no_active_version_is_not_ready(tmp_path: Path) -> None:
     empty = SqliteStore(f"sqlite:///{tmp_path / 'empty.db'}")
-    made = AnswerService(ServeSettings(store=empty.url, poll_interval=3600.0), empty)
+    made = AnswerService(ServeSettings(store=empty.url, pointer_poll_s=3600.0), empty)
     try:
         assert not made.ready
         with pytest.raises(NotReadyError):
