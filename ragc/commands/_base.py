@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, ParamSpec, TypeVar
 
 import msgspec
@@ -80,8 +81,14 @@ def fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def opened_store(url: str | None) -> SnapshotStore:
-    return open_store(url or Environment.read().store)
+@contextmanager
+def opened_store(url: str | None) -> Iterator[SnapshotStore]:
+    """The store at ``url`` (default ``RAGC_STORE``), closed when the block ends."""
+    store = open_store(url or Environment.read().store)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def emit(value: object, as_json: bool, text: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 review_app = typer.Typer(help="The review queue: list, approve, reject or edit answers.")
 app.add_typer(review_app, name="review")
 ByOpt = Annotated[str, typer.Option("--by", help="Reviewer name (default: $USER).")]
+Decision = Literal["approved", "rejected"]
+EntryArg = Annotated[str, typer.Argument(help="Entry id.")]
 
 
 def _warm(store: str | None) -> WarmTier:
@@ -36,10 +40,15 @@ def _warm(store: str | None) -> WarmTier:
     return WarmTier(store or settings.store, settings.warm_dsn)
 
 
-def _queue(store: str | None) -> ReviewQueue:
+@contextmanager
+def _queue(store: str | None) -> Iterator[ReviewQueue]:
     """The review queue: the warm tier's (``RAGC_WARM_DSN``), else the SQLite store's."""
     warm = _warm(store)
-    return warm.require(warm.review_queue(), "the review queue")
+    queue = warm.require(warm.review_queue(), "the review queue")
+    try:
+        yield queue
+    finally:
+        queue.close()
 
 
 @review_app.command("list")
@@ -54,11 +63,8 @@ def review_list(
     """List answers in the review queue."""
     if status not in (None, "pending", "approved", "rejected"):
         raise InvalidInputError(f"unknown status {status!r}", hint="pending, approved or rejected")
-    queue = _queue(store)
-    try:
+    with _queue(store) as queue:
         items = queue.items(status)  # type: ignore[arg-type]
-    finally:
-        queue.close()
     if as_json:
         emit(items, True, "")
         return
@@ -77,19 +83,16 @@ def review_list(
 
 def _decide(
     entry_id: str,
-    status: Literal["approved", "rejected"],
+    status: Decision,
     by: str,
     store: str,
     answer: str | None,
     as_json: bool,
 ) -> None:
-    queue = _queue(store)
-    try:
+    with _queue(store) as queue:
         item = queue.decide(
             entry_id, status, reviewer=by or os.environ.get("USER", "cli"), answer=answer
         )
-    finally:
-        queue.close()
     emit(
         item,
         as_json,
@@ -97,34 +100,30 @@ def _decide(
     )
 
 
-@review_app.command("approve")
-@fails_cleanly
-def review_approve(
-    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
-    by: ByOpt = "",
-    store: StoreOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """Approve an answer; the next compile serves it."""
-    _decide(entry_id, "approved", by, store, None, as_json)
+def _decision(status: Decision, summary: str) -> Callable[..., None]:
+    """The command that records one kind of decision on an entry."""
+
+    def decide(
+        entry_id: EntryArg, by: ByOpt = "", store: StoreOpt = "", as_json: JsonOpt = False
+    ) -> None:
+        _decide(entry_id, status, by, store, None, as_json)
+
+    decide.__doc__ = summary
+    return fails_cleanly(decide)
 
 
-@review_app.command("reject")
-@fails_cleanly
-def review_reject(
-    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
-    by: ByOpt = "",
-    store: StoreOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """Reject an answer; the next compile leaves it out."""
-    _decide(entry_id, "rejected", by, store, None, as_json)
+review_app.command("approve")(
+    _decision("approved", "Approve an answer; the next compile serves it.")
+)
+review_app.command("reject")(
+    _decision("rejected", "Reject an answer; the next compile leaves it out.")
+)
 
 
 @review_app.command("edit")
 @fails_cleanly
 def review_edit(
-    entry_id: Annotated[str, typer.Argument(help="Entry id.")],
+    entry_id: EntryArg,
     answer: Annotated[str, typer.Option("--answer", help="The corrected answer text.")],
     by: ByOpt = "",
     store: StoreOpt = "",
@@ -147,11 +146,8 @@ def misses(
     """Questions answered with the fallback, most frequent first (fold them into the next
     compile: the frequent ones are auto-FAQ suggestions)."""
     warm = _warm(store)
-    log = warm.require(warm.audit_log(), "the miss log")
-    try:
+    with closing(warm.require(warm.audit_log(), "the miss log")) as log:
         found = log.misses(tenant=tenant, limit=limit)
-    finally:
-        log.close()
     if as_json:
         emit(found, True, "")
         return

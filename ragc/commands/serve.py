@@ -67,16 +67,13 @@ def ask(
     from serving.service import AnswerService  # noqa: PLC0415
     from serving.settings import ServeSettings  # noqa: PLC0415
 
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         settings = ServeSettings.from_env()
         service = AnswerService(msgspec.structs.replace(settings, store=s.url), s)
         try:
             answer = service.answer(question, tenant=tenant, language=language, session=session)
         finally:
             service.close()
-    finally:
-        s.close()
     if as_json:
         emit(answer, True, "")
         return

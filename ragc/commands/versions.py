@@ -27,11 +27,8 @@ from stores import read_snapshot
 @fails_cleanly
 def versions(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
     """List published versions with their pointers."""
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         listed = s.versions()
-    finally:
-        s.close()
     if as_json:
         emit(listed, True, "")
         return
@@ -77,11 +74,8 @@ def publish(
         err.print("[bold red]error:[/] give a SNAPSHOT folder or --from URL (one)", highlight=False)
         raise typer.Exit(2)
     loaded = read_snapshot(where)
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         info = s.publish(loaded, activate=activate)
-    finally:
-        s.close()
     emit(info, as_json, f"published {info.version}" + (" (active)" if info.active else ""))
 
 
@@ -96,11 +90,8 @@ def rollout(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve VERSION to a share of sessions as a canary; 100 makes it the active version."""
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         record = s.rollout(version, percent)
-    finally:
-        s.close()
     emit(record, as_json, describe_rollout(record))
 
 
@@ -108,11 +99,8 @@ def rollout(
 @fails_cleanly
 def rollback(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
     """End a running canary, or return to the previously active version."""
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         record = s.rollback()
-    finally:
-        s.close()
     emit(record, as_json, describe_rollout(record))
 
 
@@ -129,11 +117,8 @@ def pin(
     if (version is None) == (not clear):
         err.print("[bold red]error:[/] give a VERSION to pin, or --clear to unpin", highlight=False)
         raise typer.Exit(2)
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         s.pin(tenant, None if clear else version)
-    finally:
-        s.close()
     message = f"unpinned {tenant}" if clear else f"pinned {tenant} to {version}"
     emit({"tenant": tenant, "version": None if clear else version}, as_json, message)
 
@@ -146,10 +131,7 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete old versions (never the stable, canary or a pinned one) and dead partial loads."""
-    s = opened_store(store)
-    try:
+    with opened_store(store) as s:
         report = s.gc(keep)
-    finally:
-        s.close()
     removed = ", ".join((*report.removed, *report.partial_removed)) or "nothing"
     emit(report, as_json, f"removed {removed}; kept {', '.join(report.kept) or 'nothing'}")
