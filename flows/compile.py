@@ -30,6 +30,7 @@ from schemas.frames import (
 from schemas.manifest import DuplicateGroup, GateResult
 from schemas.settings import Environment
 from tasks.answer import generate_answers
+from tasks.artifacts import SnapshotInputs
 from tasks.auto_faq import AutoFaqPolicy, draft_miss_questions
 from tasks.chunk import chunk_documents
 from tasks.duplicates import detect_duplicates
@@ -217,17 +218,19 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             times,
             "compile",
             lambda: snapshot_artifacts(
-                res.version,
-                res.parent,
-                report,
-                chunks,
-                topics,
-                entries,
+                SnapshotInputs(
+                    version=res.version,
+                    parent=res.parent,
+                    report=report,
+                    chunks=chunks,
+                    topics=topics,
+                    entries=entries,
+                    duplicates=duplicates.groups,
+                    model_phrasings=writes_questions(res.provider),
+                ),
                 res.router_embedder,
                 res.cache,
                 params.router,
-                duplicates.groups,
-                model_phrasings=writes_questions(res.provider),
             ),
         )
         regression = Path(params.regression) if params.regression else regression_path(root)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from importlib import metadata
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from llama_index.core.utils import get_tokenizer
@@ -36,7 +36,14 @@ from tasks.duplicates import merge_duplicates
 from tasks.router import Encoder, RouterPolicy, Tuning, example_digests, train_router
 from tasks.synthesize import passage_of
 
-__all__ = ["TOPIC_TOKENS", "build_snapshot", "count_tokens", "router_examples", "topic_blocks"]
+__all__ = [
+    "TOPIC_TOKENS",
+    "SnapshotInputs",
+    "build_snapshot",
+    "count_tokens",
+    "router_examples",
+    "topic_blocks",
+]
 
 TOPIC_TOKENS: Final = 1500
 
@@ -229,26 +236,46 @@ def _template(answer: str) -> str:
     return answer.replace("{", "{{").replace("}", "}}")
 
 
+class SnapshotInputs(msgspec.Struct, frozen=True, kw_only=True):
+    """What the compile's stages made that a snapshot is built from."""
+
+    version: str
+    parent: str | None
+    report: IngestReport
+    chunks: Sequence[Chunk]
+    topics: Sequence[Topic]
+    entries: Sequence[Entry]
+    duplicates: Sequence[DuplicateGroup] = ()
+    """Each group is compiled as one entry (see :func:`tasks.duplicates.merge_duplicates`)."""
+    model_phrasings: bool = False
+    """A language model wrote the document sections' questions."""
+
+
+def _provenance(entry: Entry, alternates: Mapping[str, tuple[Source, ...]]) -> dict[str, Any]:
+    """The fields an L1 answer and an L2 template take alike from their entry."""
+    return {
+        "sources": entry.sources,
+        "alternates": alternates.get(entry.id, ()),
+        "topic": entry.topic,
+        "confidence": entry.score,
+        "approved_via": entry.approved_via,
+        "approved_by": entry.approved_by,
+        "approved_at": entry.approved_at,
+    }
+
+
 def build_snapshot(
+    inputs: SnapshotInputs,
     *,
-    version: str,
-    parent: str | None,
-    report: IngestReport,
-    chunks: Sequence[Chunk],
-    topics: Sequence[Topic],
-    entries: Sequence[Entry],
     encoder: Encoder | None = None,
     encoder_id: str | None = None,
     cache: BuildCache | None = None,
     fallback: str = DEFAULT_FALLBACK,
     policy: RouterPolicy | None = None,
-    duplicates: Sequence[DuplicateGroup] = (),
-    model_phrasings: bool = False,
 ) -> Snapshot:
-    """The sealed snapshot of approved entries, with a router trained on them. Each group of
-    ``duplicates`` is compiled as one entry (see :func:`tasks.duplicates.merge_duplicates`);
-    ``model_phrasings``: a language model wrote the document sections' questions."""
-    merged = merge_duplicates(entries, duplicates)
+    """The sealed snapshot of approved entries, with a router trained on them."""
+    report, chunks, topics = inputs.report, inputs.chunks, inputs.topics
+    merged = merge_duplicates(inputs.entries, inputs.duplicates)
     approved = list(merged.entries)
     alternates = merged.alternates
     ambiguous = _ambiguous(approved)
@@ -257,14 +284,8 @@ def build_snapshot(
             id=e.id,
             question=e.question,
             answer=e.answer,
-            sources=e.sources,
             aliases=tuple(p for p in e.paraphrases if canonical_text(p) not in ambiguous),
-            alternates=alternates.get(e.id, ()),
-            topic=e.topic,
-            confidence=e.score,
-            approved_via=e.approved_via,
-            approved_by=e.approved_by,
-            approved_at=e.approved_at,
+            **_provenance(e, alternates),
         )
         for e in approved
         if canonical_text(e.question) not in ambiguous
@@ -276,13 +297,7 @@ def build_snapshot(
             slots=e.slots,
             static_context=e.answer if e.slots else "",
             examples=(e.question, *e.paraphrases),
-            sources=e.sources,
-            alternates=alternates.get(e.id, ()),
-            topic=e.topic,
-            confidence=e.score,
-            approved_via=e.approved_via,
-            approved_by=e.approved_by,
-            approved_at=e.approved_at,
+            **_provenance(e, alternates),
         )
         for e in approved
     )
@@ -297,12 +312,12 @@ def build_snapshot(
             cache=cache,
             policy=policy,
             documents={e.id: e.answer for e in approved if e.origin != "faq"},
-            model_phrasings=model_phrasings,
+            model_phrasings=inputs.model_phrasings,
         )
     manifest = Manifest(
         compiler=compiler_id(),
-        version=version,
-        parent=parent,
+        version=inputs.version,
+        parent=inputs.parent,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         sources=tuple(
             SourceFingerprint(doc_id=s.doc_id, path=s.path, sha256=s.sha256, bytes=s.bytes)

@@ -8,7 +8,7 @@ before the flip leaves the active version serving.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,9 +16,8 @@ import msgspec
 
 from providers import make_provider
 from providers.embedders import Embedder, default_embedder, router_embedder
-from schemas.build import Chunk, Entry, IngestReport, Topic
 from schemas.keys import validate_version
-from schemas.manifest import DuplicateGroup, Snapshot
+from schemas.manifest import Snapshot
 from schemas.rollout import RolloutRecord
 from stores import GcReport, open_store, write_snapshot
 from stores.cache import BuildCache
@@ -26,7 +25,7 @@ from stores.files import archive_snapshot
 from tasks._llm_cache import CachedProvider
 from tasks._policies import stage_task
 from tasks._warm import record_catalogue
-from tasks.artifacts import build_snapshot
+from tasks.artifacts import SnapshotInputs, build_snapshot
 from tasks.index import embed_cached
 from tasks.router import RouterPolicy
 
@@ -88,35 +87,19 @@ def open_resources(
 
 @stage_task("compile-artifacts", retries=0)
 def snapshot_artifacts(
-    version: str,
-    parent: str | None,
-    report: IngestReport,
-    chunks: Sequence[Chunk],
-    topics: Sequence[Topic],
-    entries: Sequence[Entry],
+    inputs: SnapshotInputs,
     embedder: Embedder,
     cache: BuildCache | None,
     policy: RouterPolicy | None = None,
-    duplicates: tuple[DuplicateGroup, ...] = (),
-    *,
-    model_phrasings: bool = False,
 ) -> Snapshot:
     """Prefect task over :func:`tasks.artifacts.build_snapshot`; the router reads the vectors of
-    ``embedder`` (a compile passes :attr:`Resources.router_embedder`); ``model_phrasings``: a
-    language model wrote the sections' questions."""
+    ``embedder`` (a compile passes :attr:`Resources.router_embedder`)."""
     return build_snapshot(
-        version=version,
-        parent=parent,
-        report=report,
-        chunks=chunks,
-        topics=topics,
-        entries=entries,
+        inputs,
         encoder=lambda questions: embed_cached(embedder, questions, cache),
         encoder_id=embedder.model_id,
         cache=cache,
         policy=policy,
-        duplicates=duplicates,
-        model_phrasings=model_phrasings,
     )
 
 

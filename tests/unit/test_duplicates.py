@@ -22,7 +22,7 @@ from schemas.build import (
 )
 from schemas.manifest import DuplicateGroup
 from schemas.records import Source
-from tasks.artifacts import build_snapshot
+from tasks.artifacts import SnapshotInputs, build_snapshot
 from tasks.duplicates import (
     ANSWER_THRESHOLD,
     QUESTION_THRESHOLD,
@@ -369,13 +369,15 @@ def test_a_group_compiles_as_one_entry_citing_its_own_section() -> None:
     )
 
     snapshot = build_snapshot(
-        version="v1",
-        parent=None,
-        report=report,
-        chunks=kb.chunks,
-        topics=[],
-        entries=entries,
-        duplicates=groups,
+        SnapshotInputs(
+            version="v1",
+            parent=None,
+            report=report,
+            chunks=kb.chunks,
+            topics=[],
+            entries=entries,
+            duplicates=groups,
+        )
     )
 
     assert sorted(i.intent for i in snapshot.intents) == sorted([symptoms.id, contact.id])
