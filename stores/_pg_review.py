@@ -15,7 +15,8 @@ import msgspec
 
 from schemas.errors import InvalidInputError
 from stores._pg import PgTables
-from stores.review import ReviewItem, ReviewStatus, check_status, decided, not_queued
+from stores._sql import Run
+from stores.review import ReviewItem, ReviewQueue, ReviewStatus, check_status
 
 __all__ = ["PostgresReviewQueue"]
 
@@ -59,7 +60,7 @@ def _item(row: Sequence[Any]) -> ReviewItem:
     )
 
 
-class PostgresReviewQueue(PgTables):
+class PostgresReviewQueue(PgTables, ReviewQueue):
     """Review items in the Postgres warm tier (a DSN, or an injected pool)."""
 
     def submit(self, items: Sequence[ReviewItem]) -> None:
@@ -100,37 +101,17 @@ class PostgresReviewQueue(PgTables):
         )
         return [_item(r) for r in rows]
 
-    def decisions(self) -> dict[tuple[str, str], ReviewItem]:
-        """Every decided item by ``(entry_id, fingerprint)``."""
-        rows = self._all(
-            f"SELECT {_COLUMNS} FROM {{t}}review_items "  # noqa: S608 - constant
-            "WHERE status <> 'pending' ORDER BY seq DESC"
-        )
-        return {(i.entry_id, i.fingerprint): i for i in map(_item, rows)}
+    def _newest(self, run: Run, entry_id: str) -> ReviewItem | None:
+        row = run(
+            f"SELECT {_COLUMNS} FROM ragc.review_items "  # noqa: S608 - constant
+            "WHERE entry_id = %s ORDER BY seq DESC LIMIT 1 FOR UPDATE",
+            (entry_id,),
+        ).fetchone()
+        return None if row is None else _item(row)
 
-    def decide(
-        self,
-        entry_id: str,
-        status: ReviewStatus,
-        *,
-        reviewer: str,
-        answer: str | None = None,
-    ) -> ReviewItem:
-        """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
-        check_status(status)
-        with self._connection() as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM ragc.review_items "  # noqa: S608 - constant
-                "WHERE entry_id = %s ORDER BY seq DESC LIMIT 1 FOR UPDATE",
-                (entry_id,),
-            ).fetchone()
-            if row is None:
-                raise not_queued(entry_id)
-            item = _item(row)
-            made = decided(item, status, reviewer, answer)
-            conn.execute(
-                "UPDATE ragc.review_items SET answer = %s, status = %s, reviewer = %s, "
-                "decided_at = %s, updated_at = now() WHERE entry_id = %s AND fingerprint = %s",
-                (made.answer, status, reviewer, _when(made), entry_id, item.fingerprint),
-            )
-        return made
+    def _write_decision(self, run: Run, item: ReviewItem) -> None:
+        run(
+            "UPDATE ragc.review_items SET answer = %s, status = %s, reviewer = %s, "
+            "decided_at = %s, updated_at = now() WHERE entry_id = %s AND fingerprint = %s",
+            (item.answer, item.status, item.reviewer, _when(item), item.entry_id, item.fingerprint),
+        )

@@ -7,14 +7,15 @@ snapshots for the embedded setup.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol, get_args
+from typing import Final, Literal, get_args
 
 import msgspec
 
 from schemas.errors import InvalidInputError
-from stores._sql import SqliteTables
+from stores._sql import Run, SqliteTables, SqlTables
 from stores.sqlite import connect
 
 __all__ = [
@@ -48,35 +49,6 @@ class ReviewItem(msgspec.Struct, frozen=True, kw_only=True):
     """Why it is held beyond the policy (a conflicting duplicate names both sections)."""
 
 
-class ReviewQueue(Protocol):
-    """What a review queue does, in the store's SQLite file or in Postgres."""
-
-    def submit(self, items: Sequence[ReviewItem]) -> None:
-        """Queue items; an item already in the queue keeps its decision."""
-        ...
-
-    def items(self, status: ReviewStatus | None = None) -> list[ReviewItem]:
-        """Queue items, newest first, optionally of one status."""
-        ...
-
-    def decisions(self) -> dict[tuple[str, str], ReviewItem]:
-        """Every decided item by ``(entry_id, fingerprint)``."""
-        ...
-
-    def decide(
-        self,
-        entry_id: str,
-        status: ReviewStatus,
-        *,
-        reviewer: str,
-        answer: str | None = None,
-    ) -> ReviewItem:
-        """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
-        ...
-
-    def close(self) -> None: ...
-
-
 def check_status(status: str) -> None:
     """Refuse a status the queue does not know."""
     if status not in STATUSES:
@@ -106,7 +78,50 @@ def decided(
     )
 
 
-class SqliteReviewQueue(SqliteTables):
+class ReviewQueue(SqlTables):
+    """What a review queue does, in the store's SQLite file or in Postgres."""
+
+    @abstractmethod
+    def submit(self, items: Sequence[ReviewItem]) -> None:
+        """Queue items; an item already in the queue keeps its decision."""
+
+    @abstractmethod
+    def items(self, status: ReviewStatus | None = None) -> list[ReviewItem]:
+        """Queue items, newest first, optionally of one status."""
+
+    def decisions(self) -> dict[tuple[str, str], ReviewItem]:
+        """Every decided item by ``(entry_id, fingerprint)``."""
+        return {(i.entry_id, i.fingerprint): i for i in self.items() if i.status != "pending"}
+
+    def decide(
+        self,
+        entry_id: str,
+        status: ReviewStatus,
+        *,
+        reviewer: str,
+        answer: str | None = None,
+    ) -> ReviewItem:
+        """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer),
+        read and written in one transaction so two reviewers cannot interleave."""
+        check_status(status)
+        with self._transaction() as run:
+            item = self._newest(run, entry_id)
+            if item is None:
+                raise not_queued(entry_id)
+            made = decided(item, status, reviewer, answer)
+            self._write_decision(run, made)
+        return made
+
+    @abstractmethod
+    def _newest(self, run: Run, entry_id: str) -> ReviewItem | None:
+        """The newest submitted item of ``entry_id`` (locked until the transaction ends)."""
+
+    @abstractmethod
+    def _write_decision(self, run: Run, item: ReviewItem) -> None:
+        """Store ``item``'s decision over its queued row."""
+
+
+class SqliteReviewQueue(SqliteTables, ReviewQueue):
     """Review items in a SQLite file (the store's file by default)."""
 
     def __init__(self, url: str) -> None:
@@ -139,33 +154,23 @@ class SqliteReviewQueue(SqliteTables):
         )
         return [msgspec.json.decode(r[0], type=ReviewItem) for r in rows]
 
-    def decisions(self) -> dict[tuple[str, str], ReviewItem]:
-        """Every decided item by ``(entry_id, fingerprint)``."""
-        return {(i.entry_id, i.fingerprint): i for i in self.items() if i.status != "pending"}
+    def _newest(self, run: Run, entry_id: str) -> ReviewItem | None:
+        row = run(
+            # The newest submitted fingerprint: rowids only grow (timestamps tie in a second).
+            "SELECT item FROM reviews WHERE entry_id = ? ORDER BY rowid DESC LIMIT 1",
+            (entry_id,),
+        ).fetchone()
+        return None if row is None else msgspec.json.decode(row[0], type=ReviewItem)
 
-    def decide(
-        self,
-        entry_id: str,
-        status: ReviewStatus,
-        *,
-        reviewer: str,
-        answer: str | None = None,
-    ) -> ReviewItem:
-        """Record a decision on the newest item of ``entry_id`` (an edit replaces the answer)."""
-        check_status(status)
-        with self._transaction() as run:
-            row = run(
-                # The newest submitted fingerprint: rowids only grow (timestamps tie in a second).
-                "SELECT item FROM reviews WHERE entry_id = ? ORDER BY rowid DESC LIMIT 1",
-                (entry_id,),
-            ).fetchone()
-            if row is None:
-                raise not_queued(entry_id)
-            item = msgspec.json.decode(row[0], type=ReviewItem)
-            made = decided(item, status, reviewer, answer)
-            run(
-                "UPDATE reviews SET item = ?, status = ?, updated_at = ? "
-                "WHERE entry_id = ? AND fingerprint = ?",
-                (msgspec.json.encode(made), status, made.decided_at, entry_id, item.fingerprint),
-            )
-        return made
+    def _write_decision(self, run: Run, item: ReviewItem) -> None:
+        run(
+            "UPDATE reviews SET item = ?, status = ?, updated_at = ? "
+            "WHERE entry_id = ? AND fingerprint = ?",
+            (
+                msgspec.json.encode(item),
+                item.status,
+                item.decided_at,
+                item.entry_id,
+                item.fingerprint,
+            ),
+        )
