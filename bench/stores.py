@@ -29,20 +29,9 @@ import psycopg
 from psycopg import sql
 from rich.table import Table
 
-from bench.serve import (
-    ANSWER_PATH,
-    L1_QUESTIONS,
-    PythonLoad,
-    Result,
-    Server,
-    Target,
-    WrkLoad,
-    _compile_examples,
-    _find_wrk,
-    _load_average,
-    _measure,
-    console,
-)
+from bench._load import PythonLoad, Result, Target, WrkLoad, console, find_wrk
+from bench._server import Server, compile_examples
+from bench.serve import ANSWER_PATH, L1_QUESTIONS, _load_average, _measure
 from stores import open_store
 from stores.postgres import migrate
 
@@ -97,9 +86,9 @@ def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ragc-stores-bench-") as tmp:
         work = Path(tmp)
         sqlite_url = f"sqlite:///{work / 'knowledge.db'}"
-        _compile_examples(sqlite_url, Path(args.build_dir) if args.build_dir else work / "build")
+        compile_examples(sqlite_url, Path(args.build_dir) if args.build_dir else work / "build")
         redis_url = copy_to_redis(sqlite_url)
-        wrk = _find_wrk(install=False)
+        wrk = find_wrk(install=False)
         target = Target("L1", ANSWER_PATH, L1_QUESTIONS[0])
         results: dict[str, Result] = {}
         try:

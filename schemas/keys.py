@@ -34,6 +34,7 @@ __all__ = [
     "question_hash",
     "slot_hash",
     "topic_key",
+    "unique_name",
     "validate_tenant",
     "validate_version",
     "version_prefix",
@@ -176,3 +177,13 @@ def topic_key(
 def pin_key(tenant: str) -> str:
     """The pointer key that pins ``tenant`` to one version."""
     return f"{PREFIX}:pin:tenant_{validate_tenant(tenant)}"
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... whichever is not ``taken``; it is added to it."""
+    name, suffix = base, 1
+    while name in taken:
+        suffix += 1
+        name = f"{base}-{suffix}"
+    taken.add(name)
+    return name

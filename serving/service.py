@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from typing import TypedDict, Unpack
 
 import anyio.to_thread
 import msgspec
@@ -34,7 +35,17 @@ from serving.settings import ServeSettings
 from stores.audit import AuditEvent, AuditLog, MissSummary
 from stores.base import GcReport, SnapshotStore
 
-__all__ = ["AnswerService"]
+__all__ = ["AnswerService", "Asked"]
+
+
+class Asked(TypedDict, total=False):
+    """Who asks, and how: every keyword of :meth:`AnswerService.answer` beside the question."""
+
+    tenant: str | None
+    language: str | None
+    slots: Mapping[str, object] | None
+    session: str | None
+    """Sticky canary assignment: the same session lands on the same version."""
 
 
 class AnswerService:
@@ -172,33 +183,17 @@ class AnswerService:
                 ),
             )
 
-    def answer(
-        self,
-        question: str,
-        *,
-        tenant: str | None = None,
-        language: str | None = None,
-        slots: Mapping[str, object] | None = None,
-        session: str | None = None,
-    ) -> Answer:
+    def answer(self, question: str, **asked: Unpack[Asked]) -> Answer:
         """Answer one question; the whole request runs on the version it started with."""
         started = time.perf_counter()
-        ladder = self._ladder(question, tenant, language, slots, session)
-        return self._finish(ladder.walk(), question, tenant, started)
+        ladder = self._ladder(question, asked)
+        return self._finish(ladder.walk(), question, asked.get("tenant"), started)
 
-    async def answer_async(
-        self,
-        question: str,
-        *,
-        tenant: str | None = None,
-        language: str | None = None,
-        slots: Mapping[str, object] | None = None,
-        session: str | None = None,
-    ) -> Answer:
+    async def answer_async(self, question: str, **asked: Unpack[Asked]) -> Answer:
         """:meth:`answer` for the event loop: only a question that needs the encoder waits, for
         its batch; the answer is the one :meth:`answer` gives (``latency_ms`` includes the wait)."""
         started = time.perf_counter()
-        ladder = self._ladder(question, tenant, language, slots, session)
+        ladder = self._ladder(question, asked)
         batcher = self.batcher_for(ladder.ready)
         if self.composer.name != "offline":  # the composer does I/O: off the loop
             answer = await anyio.to_thread.run_sync(ladder.blocking, batcher)
@@ -209,23 +204,20 @@ class AnswerService:
             if found is None:
                 found = ladder.walk(await batcher.embed(question))
             answer = found
-        return self._finish(answer, question, tenant, started)
+        return self._finish(answer, question, asked.get("tenant"), started)
 
-    def _ladder(
-        self,
-        question: str,
-        tenant: str | None,
-        language: str | None,
-        slots: Mapping[str, object] | None,
-        session: str | None,
-    ) -> _Ladder:
+    def _ladder(self, question: str, asked: Asked) -> _Ladder:
         """The question's walk on the version it is routed to, with the tenant's L3 budget."""
+        tenant = asked.get("tenant")
         if tenant is not None:
             validate_tenant(tenant)
-        ready = self.version_for(tenant, session)
-        allow_l3 = self.budget.allows(tenant)
+        ready = self.version_for(tenant, asked.get("session"))
         ask = AskOptions(
-            tenant=tenant, language=language, slots=slots, composer=self.composer, allow_l3=allow_l3
+            tenant=tenant,
+            language=asked.get("language"),
+            slots=asked.get("slots"),
+            composer=self.composer,
+            allow_l3=self.budget.allows(tenant),
         )
         return _Ladder(ready, question, ask)
 

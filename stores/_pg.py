@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Final, TypeAlias
 
@@ -22,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from schemas.errors import RagcError, StoreConfigError, StoreUnavailableError
+from schemas.errors import InvalidInputError, RagcError, StoreConfigError, StoreUnavailableError
 from stores._sql import POSTGRES, Run, SqlTables
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "open_pool",
     "redact_dsn",
     "translate_errors",
+    "utc_time",
 ]
 
 Pool: TypeAlias = "ConnectionPool[psycopg.Connection[TupleRow]]"
@@ -178,6 +180,19 @@ def open_pool(
         pool.close()
         raise
     return pool
+
+
+def utc_time(value: str, what: str) -> datetime:
+    """An ISO 8601 time for a ``timestamptz`` column (UTC when it names no zone); an
+    InvalidInputError naming ``what`` when it is unreadable."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidInputError(
+            f"{what} has an unreadable time {value!r}",
+            hint="use an ISO 8601 time such as 2026-01-01T00:00:00+00:00",
+        ) from exc
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 class Migration(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,8 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
-from schemas.errors import InvalidInputError
-from stores._pg import PgTables
+from stores._pg import PgTables, utc_time
 from stores._sql import Run
 from stores.review import ReviewItem, ReviewQueue, ReviewStatus, check_status
 
@@ -32,14 +31,7 @@ def _iso(value: datetime | None) -> str:
 def _when(item: ReviewItem) -> datetime | None:
     if not item.decided_at:
         return None
-    try:
-        parsed = datetime.fromisoformat(item.decided_at)
-    except ValueError as exc:
-        raise InvalidInputError(
-            f"review item {item.entry_id!r} has an unreadable decided_at {item.decided_at!r}",
-            hint="use an ISO 8601 time such as 2026-01-01T00:00:00+00:00",
-        ) from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    return utc_time(item.decided_at, f"review item {item.entry_id!r}")
 
 
 def _item(row: Sequence[Any]) -> ReviewItem:

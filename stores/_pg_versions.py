@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import msgspec
 
-from schemas.errors import ImmutableVersionError, InvalidInputError
+from schemas.errors import ImmutableVersionError
 from schemas.keys import validate_version
 from schemas.manifest import Manifest
 from schemas.records import IntentTemplate
-from stores._pg import PgComponent
+from stores._pg import PgComponent, utc_time
 
 __all__ = ["PostgresVersionCatalog"]
-
-
-def _created_at(manifest: Manifest) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(manifest.created_at)
-    except ValueError as exc:
-        raise InvalidInputError(
-            f"manifest of {manifest.version} has an unreadable created_at {manifest.created_at!r}",
-            hint="use an ISO 8601 time such as 2026-01-01T00:00:00Z",
-        ) from exc
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _slot_rows(version: str, intents: Sequence[IntentTemplate]) -> list[tuple[str, ...]]:
@@ -57,11 +45,12 @@ class PostgresVersionCatalog(PgComponent):
         """
         version = validate_version(manifest.version)
         encoded = msgspec.json.encode(manifest).decode()
+        created_at = utc_time(manifest.created_at, f"the manifest of {version}")
         with self._connection() as conn:
             inserted = conn.execute(
                 "INSERT INTO ragc.versions (version, manifest, checksum, created_at) "
                 "VALUES (%s, %s::jsonb, %s, %s) ON CONFLICT (version) DO NOTHING RETURNING 1",
-                (version, encoded, manifest.checksum, _created_at(manifest)),
+                (version, encoded, manifest.checksum, created_at),
             ).fetchone()
             if inserted is None:
                 same = conn.execute(

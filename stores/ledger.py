@@ -27,7 +27,6 @@ __all__ = [
     "DeliveryStatus",
     "DuplicateDeliveryError",
     "SqliteChangeLedger",
-    "new_delivery",
 ]
 
 DeliveryStatus = Literal["recorded", "dispatched", "done", "failed"]
@@ -90,25 +89,6 @@ def _row(row: Sequence[object]) -> Delivery:
     return msgspec.convert({**fields, "changed": Dialect.strings(fields["changed"])}, Delivery)
 
 
-def new_delivery(
-    delivery: str,
-    signed_at: int,
-    knowledge: str,
-    changed: Sequence[str],
-    received_at: float | None = None,
-) -> Delivery:
-    """A delivery as first recorded (``recorded``, received now unless given)."""
-    now = time.time() if received_at is None else received_at
-    return Delivery(
-        delivery=delivery,
-        received_at=now,
-        signed_at=signed_at,
-        knowledge=knowledge,
-        changed=tuple(changed),
-        updated_at=now,
-    )
-
-
 class ChangeLedger(SqlTables):
     """Where webhook deliveries are recorded, the store's SQLite file or the warm tier: the
     statements, one copy for both."""
@@ -132,7 +112,15 @@ class ChangeLedger(SqlTables):
         Of any number of concurrent replays (across processes and, on Postgres, hosts) exactly
         one inserts its row: the primary key decides, inside the ``INSERT`` itself.
         """
-        entry = new_delivery(delivery, signed_at, knowledge, changed, received_at)
+        now = time.time() if received_at is None else received_at
+        entry = Delivery(
+            delivery=delivery,
+            received_at=now,
+            signed_at=signed_at,
+            knowledge=knowledge,
+            changed=tuple(changed),
+            updated_at=now,
+        )
         row = (
             entry.delivery,
             entry.received_at,

@@ -21,7 +21,7 @@ import numpy as np
 from providers._chat import UnusableReplyError
 from providers.base import Passage, Provider
 from schemas.build import Chunk, IngestReport, Question, Topic
-from schemas.keys import make_name
+from schemas.keys import make_name, unique_name
 from schemas.records import Source
 from stores.cache import BuildCache
 from tasks._policies import stage_task
@@ -103,13 +103,7 @@ def build_questions(
     used = {q.entry_id for q in questions}
     for section in sections_of([c for c in chunks if c.path not in faq_paths]):
         first = section[0]
-        base = entry_id_for(first.doc_id, first.anchor)
-        entry_id = base
-        suffix = 1
-        while entry_id in used:
-            suffix += 1
-            entry_id = f"{base}-{suffix}"
-        used.add(entry_id)
+        entry_id = unique_name(entry_id_for(first.doc_id, first.anchor), used)
         heading = first.section.strip()
         try:
             asked = provider.synthesize_questions(

@@ -17,7 +17,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from providers._text import content_words
 from schemas.build import Chunk, Topic
-from schemas.keys import make_name
+from schemas.keys import make_name, unique_name
 from tasks._policies import stage_task
 from tasks.index import ChunkIndex
 
@@ -67,13 +67,7 @@ def find_topics(
     topics: list[Topic] = []
     used: set[str] = set()
     for group, name in zip(groups, name_topics(groups), strict=True):
-        base = make_name("-".join(name.split()) or "general")
-        ident = base
-        suffix = 1
-        while ident in used:
-            suffix += 1
-            ident = f"{base}-{suffix}"
-        used.add(ident)
+        ident = unique_name(make_name("-".join(name.split()) or "general"), used)
         topics.append(Topic(id=ident, name=name, chunk_ids=tuple(c.id for c in group)))
     return topics
 
