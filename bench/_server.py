@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -54,28 +55,23 @@ def _free_port() -> int:
         return port
 
 
+@dataclasses.dataclass
 class Server:
     """granian serving the bench app in its own process group."""
 
-    def __init__(
-        self,
-        store_url: str,
-        *,
-        audit: bool,
-        log_path: Path,
-        route_cache: int | None = None,
-        encoder_batch: int | None = None,
-        encoder_window_ms: float | None = None,
-    ) -> None:
-        self.store_url = store_url
-        self.audit = audit
-        self.route_cache = route_cache
-        self.encoder_batch = encoder_batch
-        self.encoder_window_ms = encoder_window_ms
-        self.log_path = log_path
-        self.port = _free_port()
-        self.base = f"http://{HOST}:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+    store_url: str
+    _: dataclasses.KW_ONLY
+    audit: bool
+    log_path: Path
+    route_cache: int | None = None
+    encoder_batch: int | None = None
+    encoder_window_ms: float | None = None
+    port: int = dataclasses.field(default_factory=_free_port, init=False)
+    process: subprocess.Popen[bytes] | None = dataclasses.field(default=None, init=False)
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
 
     def start(self) -> None:
         env = {

@@ -179,11 +179,12 @@ def pin_key(tenant: str) -> str:
     return f"{PREFIX}:pin:tenant_{validate_tenant(tenant)}"
 
 
-def unique_name(base: str, taken: set[str]) -> str:
-    """``base``, or ``base-2``, ``base-3``, ... whichever is not ``taken``; it is added to it."""
-    name, suffix = base, 1
+def unique_name(base: str, taken: set[str], *, first: int = 2) -> str:
+    """``base``, or the first of ``base-2``, ``base-3``, ... (from ``first``) not ``taken``; the
+    name chosen is added to ``taken``."""
+    name, suffix = base, first
     while name in taken:
-        suffix += 1
         name = f"{base}-{suffix}"
+        suffix += 1
     taken.add(name)
     return name

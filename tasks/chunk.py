@@ -18,7 +18,7 @@ import msgspec
 from llama_index.core.node_parser import SentenceSplitter
 
 from schemas.build import Chunk, IngestReport, SourceDoc
-from schemas.keys import content_hash
+from schemas.keys import content_hash, unique_name
 from stores.cache import BuildCache
 from tasks._parse import ParsedSection, parse_document
 from tasks._policies import stage_task
@@ -39,12 +39,7 @@ def slugify(heading: str) -> str:
 
 def _unique(slug: str, used: set[str]) -> str:
     """``slug``, or the first ``slug-N`` not yet used (GitHub's rule for repeated headings)."""
-    anchor, n = slug, 0
-    while anchor in used:
-        n += 1
-        anchor = f"{slug}-{n}"
-    used.add(anchor)
-    return anchor
+    return unique_name(slug, used, first=1)
 
 
 def _anchors(sections: Sequence[ParsedSection], fallback: str) -> list[tuple[str, str]]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, ParamSpec, TypeVar
 
 import msgspec
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from schemas.errors import RagcError
 from schemas.rollout import RolloutRecord
@@ -30,6 +31,7 @@ err = Console(stderr=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 StoreOpt = Annotated[
     str,
@@ -96,6 +98,23 @@ def emit(value: object, as_json: bool, text: str) -> None:
         sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
     else:
         console.print(text, highlight=False)
+
+
+def emit_rows(
+    rows: Sequence[T],
+    as_json: bool,
+    columns: Sequence[str],
+    cells: Callable[[T], Sequence[str]],
+    empty: str,
+) -> None:
+    """``rows`` as JSON, or as a table of ``columns`` (``cells`` gives a row's), or ``empty``."""
+    if as_json:
+        emit(rows, True, "")
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*cells(row))
+    console.print(table if rows else empty)
 
 
 def describe_rollout(record: RolloutRecord) -> str:

@@ -8,14 +8,13 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from rich.table import Table
 
 from ragc.commands._base import (
     JsonOpt,
     StoreOpt,
     app,
-    console,
     emit,
+    emit_rows,
     fails_cleanly,
 )
 from schemas.errors import InvalidInputError
@@ -65,20 +64,13 @@ def review_list(
         raise InvalidInputError(f"unknown status {status!r}", hint="pending, approved or rejected")
     with _queue(store) as queue:
         items = queue.items(status)  # type: ignore[arg-type]
-    if as_json:
-        emit(items, True, "")
-        return
-    table = Table("entry", "status", "score", "question", "answer", "why held")
-    for item in items:
-        table.add_row(
-            item.entry_id,
-            item.status,
-            f"{item.score:.2f}",
-            item.question,
-            item.answer[:80],
-            item.reason,
-        )
-    console.print(table if items else f"no {status or ''} answers in the review queue")
+    emit_rows(
+        items,
+        as_json,
+        ("entry", "status", "score", "question", "answer", "why held"),
+        lambda i: (i.entry_id, i.status, f"{i.score:.2f}", i.question, i.answer[:80], i.reason),
+        f"no {status or ''} answers in the review queue",
+    )
 
 
 def _decide(
@@ -148,17 +140,17 @@ def misses(
     warm = _warm(store)
     with closing(warm.require(warm.audit_log(), "the miss log")) as log:
         found = log.misses(tenant=tenant, limit=limit)
-    if as_json:
-        emit(found, True, "")
-        return
-    table = Table("count", "question", "best guess", "score", "tenants", "last seen")
-    for miss in found:
-        table.add_row(
-            str(miss.count),
-            miss.example,
-            miss.best_guess or "-",
-            f"{miss.best_score:.2f}",
-            ",".join(miss.tenants) or "-",
-            miss.last_seen,
-        )
-    console.print(table if found else "no misses logged")
+    emit_rows(
+        found,
+        as_json,
+        ("count", "question", "best guess", "score", "tenants", "last seen"),
+        lambda m: (
+            str(m.count),
+            m.example,
+            m.best_guess or "-",
+            f"{m.best_score:.2f}",
+            ",".join(m.tenants) or "-",
+            m.last_seen,
+        ),
+        "no misses logged",
+    )

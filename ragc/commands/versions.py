@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from ragc.commands._base import (
     JsonOpt,
     StoreOpt,
     app,
-    console,
     describe_rollout,
     emit,
+    emit_rows,
     err,
     fails_cleanly,
     opened_store,
@@ -29,22 +28,23 @@ def versions(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
     """List published versions with their pointers."""
     with opened_store(store) as s:
         listed = s.versions()
-    if as_json:
-        emit(listed, True, "")
-        return
-    table = Table("version", "created", "exact", "intents", "topics", "state")
-    for info in listed:
-        flags = [f for f, on in (("active", info.active), ("canary", info.canary)) if on]
-        flags += [f"pinned:{t}" for t in info.pinned_by]
-        table.add_row(
+    emit_rows(
+        listed,
+        as_json,
+        ("version", "created", "exact", "intents", "topics", "state"),
+        lambda info: (
             info.version,
             info.created_at,
             str(info.counts.get("exact", 0)),
             str(info.counts.get("intents", 0)),
             str(info.counts.get("topics", 0)),
-            " ".join(flags),
-        )
-    console.print(table if listed else "no versions published yet")
+            " ".join(
+                [f for f, on in (("active", info.active), ("canary", info.canary)) if on]
+                + [f"pinned:{t}" for t in info.pinned_by]
+            ),
+        ),
+        "no versions published yet",
+    )
 
 
 @app.command()

@@ -20,6 +20,7 @@ from schemas.keys import (
     pin_key,
     slot_hash,
     topic_key,
+    unique_name,
 )
 from schemas.normalize import canonical_text
 
@@ -141,3 +142,16 @@ def test_keys_are_identical_in_another_process(
 )
 def test_a_key_names_its_record_kind(key: str, kind: KeyKind | None) -> None:
     assert key_kind(key) == kind
+
+
+def test_a_taken_name_gets_the_first_free_suffix() -> None:
+    taken: set[str] = set()
+    assert [unique_name("faq", taken) for _ in range(3)] == ["faq", "faq-2", "faq-3"]
+    assert taken == {"faq", "faq-2", "faq-3"}
+    headings: set[str] = {"setup-1"}
+    # GitHub numbers repeated headings from 1 and skips anchors already taken.
+    assert [unique_name("setup", headings, first=1) for _ in range(3)] == [
+        "setup",
+        "setup-2",
+        "setup-3",
+    ]
