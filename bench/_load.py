@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 from typing import Any
@@ -364,3 +364,59 @@ def find_wrk(install: bool) -> str | None:
         subprocess.run([apt, "update", "-q"], capture_output=True, env=env, check=False)
         subprocess.run(install_cmd, capture_output=True, env=env, check=False)
     return shutil.which("wrk")
+
+
+def measure(
+    load: LoadGenerator,
+    targets: Sequence[Target],
+    count: int,
+    concurrency: int,
+    max_seconds: float,
+    rounds: int = 1,
+) -> dict[str, Result]:
+    """Each target warmed, then measured ``rounds`` times, interleaved with the others (so a
+    burst of other work on the machine hits all of them); the median round by req/s counts."""
+    return measure_servers({"": load}, targets, count, concurrency, max_seconds, rounds)[""]
+
+
+def measure_servers(
+    loads: Mapping[str, LoadGenerator],
+    targets: Sequence[Target],
+    count: int,
+    concurrency: int,
+    max_seconds: float,
+    rounds: int = 1,
+) -> dict[str, dict[str, Result]]:
+    """:func:`_measure` on several servers (by tag), their rounds interleaved too."""
+    runs: dict[tuple[str, str], list[Result]] = {
+        (tag, t.name): [] for tag in loads for t in targets
+    }
+    for load in loads.values():
+        for target in targets:
+            load.run(target, min(count, max(50, count // 10)), concurrency, max_seconds)
+    for index in range(rounds):
+        for tag, load in loads.items():
+            for target in targets:
+                result = load.run(target, count, concurrency, max_seconds)
+                runs[tag, target.name].append(result)
+                console.print(
+                    f"  {tag + ' ' if tag else ''}{target.name:<6} c={concurrency:<3} "
+                    f"round {index + 1}/{rounds} "
+                    f"{result.requests:>6} req {result.rps:>9,.0f} req/s  "
+                    f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+                    + (f"  [red]{result.errors} errors[/]" if result.errors else ""),
+                    highlight=False,
+                )
+    chosen: dict[str, dict[str, Result]] = {tag: {} for tag in loads}
+    for (tag, name), results in runs.items():
+        ordered = sorted(results, key=lambda r: r.rps)
+        median = ordered[len(ordered) // 2]
+        chosen[tag][name] = dataclasses.replace(
+            median, rounds=len(ordered), rps_low=ordered[0].rps, rps_high=ordered[-1].rps
+        )
+    return chosen
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"

@@ -42,11 +42,10 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # Run as a script, Python puts bench/ first on the path, where bench/stores.py would shadow
@@ -58,7 +57,18 @@ from typing import Literal
 import httpx
 from rich.console import Console
 
-from bench._load import LoadGenerator, PythonLoad, Result, Target, WrkLoad, console, find_wrk
+from bench._load import (
+    LoadGenerator,
+    PythonLoad,
+    Result,
+    Target,
+    WrkLoad,
+    console,
+    find_wrk,
+    load_average,
+    measure,
+    measure_servers,
+)
 from bench._serve_tables import (
     audit_table,
     batching_table,
@@ -109,62 +119,6 @@ def _choose(base: str, layer: Layer, candidates: Sequence[str]) -> Target | None
                 return Target(layer, ANSWER_PATH, question)
     console.print(f"  [red]no candidate question lands on {layer}[/]")
     return None
-
-
-def _measure(
-    load: LoadGenerator,
-    targets: Sequence[Target],
-    count: int,
-    concurrency: int,
-    max_seconds: float,
-    rounds: int = 1,
-) -> dict[str, Result]:
-    """Each target warmed, then measured ``rounds`` times, interleaved with the others (so a
-    burst of other work on the machine hits all of them); the median round by req/s counts."""
-    return _measure_servers({"": load}, targets, count, concurrency, max_seconds, rounds)[""]
-
-
-def _measure_servers(
-    loads: Mapping[str, LoadGenerator],
-    targets: Sequence[Target],
-    count: int,
-    concurrency: int,
-    max_seconds: float,
-    rounds: int = 1,
-) -> dict[str, dict[str, Result]]:
-    """:func:`_measure` on several servers (by tag), their rounds interleaved too."""
-    runs: dict[tuple[str, str], list[Result]] = {
-        (tag, t.name): [] for tag in loads for t in targets
-    }
-    for load in loads.values():
-        for target in targets:
-            load.run(target, min(count, max(50, count // 10)), concurrency, max_seconds)
-    for index in range(rounds):
-        for tag, load in loads.items():
-            for target in targets:
-                result = load.run(target, count, concurrency, max_seconds)
-                runs[tag, target.name].append(result)
-                console.print(
-                    f"  {tag + ' ' if tag else ''}{target.name:<6} c={concurrency:<3} "
-                    f"round {index + 1}/{rounds} "
-                    f"{result.requests:>6} req {result.rps:>9,.0f} req/s  "
-                    f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
-                    + (f"  [red]{result.errors} errors[/]" if result.errors else ""),
-                    highlight=False,
-                )
-    chosen: dict[str, dict[str, Result]] = {tag: {} for tag in loads}
-    for (tag, name), results in runs.items():
-        ordered = sorted(results, key=lambda r: r.rps)
-        median = ordered[len(ordered) // 2]
-        chosen[tag][name] = dataclasses.replace(
-            median, rounds=len(ordered), rps_low=ordered[0].rps, rps_high=ordered[-1].rps
-        )
-    return chosen
-
-
-def _load_average() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} cores"
 
 
 ROTATION = 16
@@ -256,13 +210,13 @@ def _measure_cold(
             f"on (after: RAGC_ENCODER_BATCH={args.encoder_batch}, "
             f"RAGC_ENCODER_WINDOW_MS={args.encoder_window_ms:g})"
             + (" and off (before: RAGC_ENCODER_BATCH=1)" if args.compare_batching else "")
-            + f"; {_load_average()}:"
+            + f"; {load_average()}:"
         )
         order = [tag for tag in ("before", "after") if tag in servers]
         loads: dict[str, LoadGenerator] = {tag: generator(servers[tag].port) for tag in order}
         for label, concurrency, count in levels:
             texts, calls = _batch_sizes(after.base)
-            measured = _measure_servers(
+            measured = measure_servers(
                 loads, targets, count, concurrency, args.max_seconds, args.cold_rounds
             )
             more_texts, more_calls = _batch_sizes(after.base)
@@ -305,7 +259,7 @@ def run(args: argparse.Namespace) -> None:
         server = Server(store_url, audit=args.audit, log_path=work / "granian.log")
         with server.running():
             load = generator(server.port)
-            console.print(f"before measuring: {_load_average()}")
+            console.print(f"before measuring: {load_average()}")
             console.print(
                 f"granian on {server.base} (1 worker, uvloop), audit "
                 f"{'on' if args.audit else 'off'}; load generator: {load.name}"
@@ -336,28 +290,28 @@ def run(args: argparse.Namespace) -> None:
             if not args.cold_only:
                 console.print(f"measuring at concurrency {args.concurrency}:")
                 loaded.update(
-                    _measure(
+                    measure(
                         load, fast, args.requests, args.concurrency, args.max_seconds, args.rounds
                     )
                 )
                 loaded.update(
-                    _measure(load, slow, args.slow_requests, args.concurrency, args.max_seconds)
+                    measure(load, slow, args.slow_requests, args.concurrency, args.max_seconds)
                 )
                 if args.moderate:
                     console.print(f"measuring at concurrency {args.moderate}:")
                     moderate.update(
-                        _measure(load, targets, args.slow_requests, args.moderate, args.max_seconds)
+                        measure(load, targets, args.slow_requests, args.moderate, args.max_seconds)
                     )
                 if args.latency_requests:
                     console.print("measuring at concurrency 1:")
-                    idle.update(_measure(load, targets, args.latency_requests, 1, args.max_seconds))
+                    idle.update(measure(load, targets, args.latency_requests, 1, args.max_seconds))
         load_name = load.name
         if args.compare_audit and not args.cold_only:
             other = Server(store_url, audit=not args.audit, log_path=work / "granian-2.log")
             with other.running():
                 console.print(f"floor and L1 again, audit {'off' if args.audit else 'on'}:")
                 load = generator(other.port)
-                flipped_runs = _measure(
+                flipped_runs = measure(
                     load, fast, args.requests, args.concurrency, args.max_seconds, args.rounds
                 )
         if cold_targets:
@@ -397,7 +351,7 @@ def run(args: argparse.Namespace) -> None:
     if cold_before:
         console.print(batching_targets(args, cold_before, cold))
     console.print(f"load generator: {load_name}; server: granian, 1 worker, uvloop, HTTP/1.1")
-    console.print(f"after measuring: {_load_average()} (other work on the machine skews the run)")
+    console.print(f"after measuring: {load_average()} (other work on the machine skews the run)")
 
 
 def _terminate(signum: int, _frame: object) -> None:

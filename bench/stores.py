@@ -29,9 +29,18 @@ import psycopg
 from psycopg import sql
 from rich.table import Table
 
-from bench._load import PythonLoad, Result, Target, WrkLoad, console, find_wrk
+from bench._load import (
+    PythonLoad,
+    Result,
+    Target,
+    WrkLoad,
+    console,
+    find_wrk,
+    load_average,
+    measure,
+)
 from bench._server import Server, compile_examples
-from bench.serve import ANSWER_PATH, L1_QUESTIONS, _load_average, _measure
+from bench.serve import ANSWER_PATH, L1_QUESTIONS
 from stores import open_store
 from stores.postgres import migrate
 
@@ -98,7 +107,7 @@ def run(args: argparse.Namespace) -> None:
                     ("Redis (no audit log)", redis_url, False, None),
                     ("Redis + Postgres audit", redis_url, True, dsn),
                 )
-                console.print(f"before measuring: {_load_average()}")
+                console.print(f"before measuring: {load_average()}")
                 for name, url, audit, warm in configs:
                     if warm:
                         os.environ["RAGC_WARM_DSN"] = warm
@@ -108,7 +117,7 @@ def run(args: argparse.Namespace) -> None:
                     with server.running():
                         load = WrkLoad(wrk, server.port, work) if wrk else PythonLoad(server.port)
                         console.print(f"{name}: {load.name}")
-                        measured = _measure(
+                        measured = measure(
                             load, [target], args.requests, args.concurrency, 120.0, args.rounds
                         )
                         results[name] = measured["L1"]
@@ -129,7 +138,7 @@ def run(args: argparse.Namespace) -> None:
             f"{result.p99_ms / base.p99_ms:.0%}" if base.p99_ms else "-",
         )
     console.print(table)
-    console.print(f"after measuring: {_load_average()}")
+    console.print(f"after measuring: {load_average()}")
 
 
 def main() -> None:

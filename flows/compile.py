@@ -37,7 +37,7 @@ from tasks.duplicates import detect_duplicates
 from tasks.gates import check_gates, gate_snapshot, load_cases
 from tasks.index import index_chunks
 from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
-from tasks.publish import open_resources, publish_snapshot, snapshot_artifacts
+from tasks.publish import compile_artifacts, open_resources, publish_snapshot
 from tasks.review import ReviewPolicy, review_answers
 from tasks.router import RouterPolicy
 from tasks.synthesize import synthesize_questions, writes_questions
@@ -217,7 +217,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
         snapshot = _run(
             times,
             "compile",
-            lambda: snapshot_artifacts(
+            lambda: compile_artifacts(
                 SnapshotInputs(
                     version=res.version,
                     parent=res.parent,

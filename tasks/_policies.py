@@ -30,8 +30,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def stage_task(name: str, *, retries: int = 2) -> Callable[[Callable[P, R]], Task[P, R]]:
-    """A compile stage as a Prefect task: retries with backoff for retryable errors only.
+def stage_task(*, retries: int = 2) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A compile stage as a Prefect task named for its function (``index_chunks`` runs as
+    ``index-chunks``): retries with backoff for retryable errors only.
 
     Stage results are reused through the content-addressed build cache (parses, embeddings and
     every provider call are keyed by content hashes), not through Prefect's result cache, so the
@@ -40,7 +41,7 @@ def stage_task(name: str, *, retries: int = 2) -> Callable[[Callable[P, R]], Tas
 
     def wrap(fn: Callable[P, R]) -> Task[P, R]:
         decorate = task(
-            name=name,
+            name=fn.__name__.replace("_", "-"),
             retries=retries,
             retry_delay_seconds=RETRY_DELAYS,
             retry_condition_fn=retry_on_retryable,

@@ -109,7 +109,7 @@ def answer_questions(
     return entries
 
 
-@stage_task("generate-answers", retries=3)
+@stage_task(retries=3)
 def generate_answers(
     report: IngestReport,
     questions: list[Question],

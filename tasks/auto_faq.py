@@ -60,7 +60,7 @@ def miss_questions(
     return drafts
 
 
-@stage_task("draft-miss-questions", retries=2)
+@stage_task(retries=2)
 def draft_miss_questions(
     store_url: str, compiled: list[Question], policy: AutoFaqPolicy
 ) -> list[Question]:

@@ -119,7 +119,7 @@ def chunks_cached(root: Path, source: SourceDoc, cache: BuildCache | None) -> li
     return chunks
 
 
-@stage_task("chunk-documents", retries=2)
+@stage_task(retries=2)
 def chunk_documents(root: str, report: IngestReport, cache: BuildCache | None) -> list[Chunk]:
     """Every document's chunks plus the curated FAQ chunks, in source order."""
     chunks: list[Chunk] = []

@@ -293,7 +293,7 @@ def merge_duplicates(entries: Sequence[Entry], groups: Sequence[DuplicateGroup])
     )
 
 
-@stage_task("detect-duplicates", retries=0)
+@stage_task(retries=0)
 def detect_duplicates(
     entries: list[Entry],
     questions: list[Question],

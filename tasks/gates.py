@@ -201,7 +201,7 @@ def check_gates(results: Sequence[GateResult]) -> None:
             raise GateFailedError(result.name, result.detail)
 
 
-@stage_task("gate-snapshot", retries=0)
+@stage_task(retries=0)
 def gate_snapshot(
     snapshot: Snapshot,
     entries: list[Entry],

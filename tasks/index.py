@@ -95,7 +95,7 @@ def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], cache: BuildCache 
     )
 
 
-@stage_task("index-chunks", retries=2)
+@stage_task(retries=2)
 def index_chunks(embedder: Embedder, chunks: list[Chunk], cache: BuildCache | None) -> ChunkIndex:
     """Embed every chunk and load it into a temporary Qdrant collection."""
     return ChunkIndex(embedder, chunks, embed_chunks(embedder, chunks, cache))

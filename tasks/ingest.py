@@ -305,7 +305,7 @@ def ingest_folder(root: Path, *, max_bytes: int = MAX_BYTES) -> IngestReport:
     )
 
 
-@stage_task("ingest-sources", retries=2)
+@stage_task(retries=2)
 def ingest_sources(root: str, max_bytes: int = MAX_BYTES) -> IngestReport:
     """Prefect task over :func:`ingest_folder`."""
     return ingest_folder(Path(root), max_bytes=max_bytes)

@@ -32,11 +32,11 @@ from tasks.router import RouterPolicy
 __all__ = [
     "GcReport",
     "Resources",
+    "compile_artifacts",
     "gc_store",
     "move_pointer",
     "open_resources",
     "publish_snapshot",
-    "snapshot_artifacts",
 ]
 
 
@@ -85,8 +85,8 @@ def open_resources(
         cache.close()
 
 
-@stage_task("compile-artifacts", retries=0)
-def snapshot_artifacts(
+@stage_task(retries=0)
+def compile_artifacts(
     inputs: SnapshotInputs,
     embedder: Embedder,
     cache: BuildCache | None,
@@ -103,7 +103,7 @@ def snapshot_artifacts(
     )
 
 
-@stage_task("publish-snapshot", retries=2)
+@stage_task(retries=2)
 def publish_snapshot(
     snapshot: Snapshot, folder: Path, store_url: str, publish: bool, archive_url: str | None = None
 ) -> bool:
@@ -125,7 +125,7 @@ def publish_snapshot(
     return True
 
 
-@stage_task("gc-store", retries=2)
+@stage_task(retries=2)
 def gc_store(store_url: str, keep: int) -> GcReport:
     """Delete old versions and dead partial loads."""
     store = open_store(store_url)
@@ -135,7 +135,7 @@ def gc_store(store_url: str, keep: int) -> GcReport:
         store.close()
 
 
-@stage_task("move-pointer", retries=2)
+@stage_task(retries=2)
 def move_pointer(store_url: str, version: str | None, percent: float) -> RolloutRecord:
     """Roll ``version`` out to ``percent`` %, or roll back when ``version`` is None."""
     store = open_store(store_url)

@@ -175,7 +175,7 @@ def apply_review(
     return out
 
 
-@stage_task("review-answers", retries=0)
+@stage_task(retries=0)
 def review_answers(
     entries: list[Entry],
     policy: ReviewPolicy,

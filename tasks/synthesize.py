@@ -155,7 +155,7 @@ def answerable_by(
     return tuple(q for q, best in zip(questions, nearest, strict=True) if ids[best] in section)
 
 
-@stage_task("synthesize-questions", retries=3)
+@stage_task(retries=3)
 def synthesize_questions(
     report: IngestReport,
     chunks: list[Chunk],

@@ -72,7 +72,7 @@ def find_topics(
     return topics
 
 
-@stage_task("discover-topics", retries=0)
+@stage_task(retries=0)
 def discover_topics(chunks: list[Chunk], index: ChunkIndex) -> list[Topic]:
     """Prefect task over :func:`find_topics`."""
     return find_topics(chunks, index)

@@ -41,7 +41,7 @@ def check_entries(entries: Sequence[Entry], index: ChunkIndex, provider: Provide
     return checked
 
 
-@stage_task("verify-answers", retries=3)
+@stage_task(retries=3)
 def verify_answers(entries: list[Entry], index: ChunkIndex, provider: Provider) -> list[Entry]:
     """Prefect task over :func:`check_entries`."""
     return check_entries(entries, index, provider)
