@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 
+from providers._model_files import default_model_dir
 from providers._vectors import (
     INSTALL_HINT,
     embed_by_length,
@@ -301,13 +302,33 @@ def default_embedder() -> Embedder:
         return fallback
 
 
+_SERVING: dict[tuple[str, str], Embedder] = {}
+_SERVING_LOCK = threading.Lock()
+
+
 def embedder_for(model_id: str, *, serving: bool = False) -> Embedder:
     """The embedder whose vectors carry ``model_id`` (what a compiled router was trained with),
     set up for one question at a time when ``serving`` (an MPNet model must then have been
     converted already, see :func:`providers.mpnet.prepare_mpnet`).
 
+    A serving embedder is loaded (its files checked against their digests, its model session
+    opened) once per process and model folder, and shared: every version, and every service
+    in the process, that reads vectors of ``model_id`` uses the same one (an encoder is
+    stateless and its session is safe to call from several threads).
+
     Raises :class:`PermanentError` when this machine cannot produce vectors of that model.
     """
+    if not serving:
+        return _new_embedder(model_id, serving=False)
+    key = (model_id, str(default_model_dir()))
+    with _SERVING_LOCK:
+        found = _SERVING.get(key)
+        if found is None:
+            found = _SERVING[key] = _new_embedder(model_id, serving=True)
+    return found
+
+
+def _new_embedder(model_id: str, *, serving: bool) -> Embedder:
     hashing = HashingEmbedder()
     if model_id == hashing.model_id:
         return hashing

@@ -170,7 +170,6 @@ class VersionCache:
         self.size = size
         self.route_cache = route_cache
         self._versions: dict[str, LoadedVersion] = {}
-        self._encoders: dict[str, Embedder] = {}
         self._lock = threading.Lock()
 
     def __contains__(self, version: object) -> bool:
@@ -185,19 +184,13 @@ class VersionCache:
             return found
         loaded = LoadedSnapshot(self.store.load(version))
         router = loaded.router
-        embedder = None
+        embedder = None  # versions of one encoder share it: embedder_for keeps one per process
         if router is not None and router.header.embedder is not None:
-            model_id = router.header.embedder
-            with self._lock:
-                embedder = self._encoders.get(model_id)
-            if embedder is None:
-                embedder = embedder_for(model_id, serving=True)
+            embedder = embedder_for(router.header.embedder, serving=True)
         ready = LoadedVersion(loaded, embedder, route_cache=self.route_cache)
         gc.collect()  # a new version is long-lived: keep it out of later collections
         gc.freeze()
         with self._lock:
-            if embedder is not None:
-                self._encoders.setdefault(embedder.model_id, embedder)
             self._versions[version] = ready
             while len(self._versions) > self.size:
                 self._versions.pop(next(iter(self._versions)))

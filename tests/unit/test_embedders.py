@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from providers import embedders
-from providers.embedders import Embedder, HashingEmbedder, MiniLMEmbedder, default_embedder
+from providers.embedders import (
+    Embedder,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    default_embedder,
+    embedder_for,
+)
 from schemas.errors import InvalidInputError, PermanentError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,3 +285,15 @@ def test_layers_outside_the_model_are_a_clear_error(layers: tuple[int, ...]) -> 
     with pytest.raises(PermanentError, match="cannot read layers") as caught:
         MiniLMEmbedder(layers=layers)
     assert "between 1 and 6" in str(caught.value.hint)
+
+
+def test_a_serving_encoder_is_loaded_once_per_process_and_model_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model_id = HashingEmbedder().model_id
+    monkeypatch.setenv("RAGC_MODEL_DIR", str(tmp_path / "one"))
+    shared = embedder_for(model_id, serving=True)
+    assert embedder_for(model_id, serving=True) is shared
+    assert embedder_for(model_id) is not shared  # a compile gets its own
+    monkeypatch.setenv("RAGC_MODEL_DIR", str(tmp_path / "two"))
+    assert embedder_for(model_id, serving=True) is not shared
