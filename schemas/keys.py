@@ -44,9 +44,9 @@ PREFIX: Final = "knowledge"
 ACTIVE_KEY: Final = f"{PREFIX}:active"
 ROLLOUT_KEY: Final = f"{PREFIX}:rollout"
 
-_VERSION: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_TENANT: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_NAME: Final = re.compile(r"^[^\s:]{1,128}$")
+_VERSION: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_TENANT: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
+_NAME: Final = re.compile(r"^[^\s:]{1,128}\Z")
 """Intent and topic names: 1-128 characters, no white space and no ``:`` (the separator)."""
 _HASH_LEN: Final = 16
 

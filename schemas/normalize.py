@@ -61,7 +61,7 @@ _SUFFIXES: Final[tuple[tuple[str, str], ...]] = (
 )
 _WORD_WITH_APOSTROPHE: Final = re.compile(r"\w+(?:'\w+)+")
 _SPACES: Final = re.compile(r"\s+")
-_LANGUAGE: Final = re.compile(r"^[a-z]{2,3}$")
+_LANGUAGE: Final = re.compile(r"^[a-z]{2,3}\Z")
 
 
 class NormalizedQuestion(msgspec.Struct, frozen=True, kw_only=True):

@@ -113,7 +113,7 @@ MAX_CHANGED = 1000
 """Most changed paths one knowledge-changed delivery may list."""
 ChangedPath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 KnowledgeName = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", max_length=64)
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$(?!\n)", max_length=64)
 ]
 
 

@@ -207,7 +207,7 @@ class Migration(msgspec.Struct, frozen=True, kw_only=True):
     """SHA-256 of its text (line endings normalized), recorded when it is applied."""
 
 
-_MIGRATION_FILE: Final = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_MIGRATION_FILE: Final = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql\Z")
 
 
 @functools.cache

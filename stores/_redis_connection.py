@@ -20,7 +20,7 @@ __all__ = ["guarded", "parse_redis_url", "redact", "subscribe", "text", "transla
 
 logger = logging.getLogger("stores.redis")
 
-_PREFIX_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_PREFIX_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 _START_HINT: Final = (
     "start Redis (e.g. `redis-server --port 6379`) or fix host/port/db in the store URL; "
     "the operation can be retried"

@@ -44,8 +44,8 @@ _FAMILIES: Final = {
 }
 _MANIFEST: Final = "manifest.json"
 _SUMS: Final = "SHA256SUMS"
-_BLOB_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SUM_LINE: Final = re.compile(r"^([0-9a-f]{64}) [ *](\S+)$")
+_BLOB_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_SUM_LINE: Final = re.compile(r"^([0-9a-f]{64}) [ *](\S+)\Z")
 _IMMUTABLE: Final = "snapshots are immutable: write to a new folder"
 T = TypeVar("T")
 

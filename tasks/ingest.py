@@ -55,7 +55,7 @@ _DOCUMENTS: Final[dict[str, SourceKind]] = {
     ".docx": "docx",
 }
 _TEXT_KINDS: Final = {"markdown", "html", "text"}
-_ENTRY_ID: Final = re.compile(r"^[^\s:]{1,128}$")
+_ENTRY_ID: Final = re.compile(r"^[^\s:]{1,128}\Z")
 REGRESSION_FILE: Final = "regression.jsonl"
 IGNORE_FILE: Final = ".ragcignore"
 OUT_OF_SCOPE_FILE: Final = "out_of_scope.jsonl"

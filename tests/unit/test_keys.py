@@ -86,6 +86,11 @@ def test_intent_and_topic_keys_never_collide_with_exact_keys(
         (lambda: exact_key("", "q"), "version label"),
         (lambda: exact_key("v1", "q", tenant="Acme"), "tenant id"),
         (lambda: exact_key("v1", "q", tenant="a:b"), "tenant id"),
+        # A trailing newline would otherwise pass a `$`-anchored pattern: "acme\n" must not
+        # be a second name for acme's pin and budget.
+        (lambda: exact_key("v1", "q", tenant="acme\n"), "tenant id"),
+        (lambda: exact_key("v1\n", "q"), "version label"),
+        (lambda: intent_key("v1", "refund\n"), "intent"),
         (lambda: exact_key("v1", "q", language="english"), "BCP 47"),
         (lambda: intent_key("v1", "refund:eligibility"), "intent"),
         (lambda: topic_key("v1", "refund policy"), "topic"),

@@ -378,3 +378,17 @@ def test_the_recompile_gets_no_service_secrets(
     assert probe.wait(20)
     probe.close()
     assert "env None None" in (ledger.get("a").detail or "")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("name", ["examples\n", "examples\r\n", "ex amples", ""])
+def test_a_knowledge_name_is_the_whole_string(name: str) -> None:
+    body = msgspec.json.encode({"changed": ["faq.jsonl"], "knowledge": name})
+    with pytest.raises(msgspec.ValidationError, match="knowledge"):
+        msgspec.json.decode(body, type=KnowledgeChangedRequest)
+    assert (
+        msgspec.json.decode(
+            msgspec.json.encode({"changed": ["faq.jsonl"], "knowledge": "examples"}),
+            type=KnowledgeChangedRequest,
+        ).knowledge
+        == "examples"
+    )
