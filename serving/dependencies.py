@@ -5,16 +5,25 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+import msgspec
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 
+from schemas.errors import InvalidInputError
 from serving.dispatch import Dispatcher
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 
-__all__ = ["admin_guard", "provide_dispatcher", "provide_service", "provide_settings"]
+__all__ = [
+    "admin_guard",
+    "provide_dispatcher",
+    "provide_service",
+    "provide_settings",
+    "strict_body",
+]
 
 
 def provide_service(state: State) -> AnswerService:
@@ -52,3 +61,25 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
             "admin credentials required: send Authorization: Bearer <RAGC_ADMIN_TOKEN>",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+async def strict_body(request: Request[Any, Any, Any]) -> None:
+    """Refuse a JSON body that fits its handler's ``data`` type only after coercion.
+
+    Litestar converts request data leniently (``{"percent": "5"}`` would become ``5``), right
+    for query strings, wrong for an admin body, where a quoted number is a client's mistake.
+    The body is decoded once more, strictly, before the handler runs (malformed JSON is left
+    to Litestar's own error).
+    """
+    field = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if field is None:
+        return
+    try:
+        msgspec.json.decode(await request.body(), type=field.annotation)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(
+            f"the request body does not fit {field.annotation.__name__}: {exc}",
+            hint="send numbers as JSON numbers and text as JSON strings, with no other fields",
+        ) from exc
+    except msgspec.DecodeError:
+        return

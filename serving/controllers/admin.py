@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromQuery, JSONBody
 
 from schemas.rollout import RolloutRecord
-from serving.dependencies import admin_guard
+from serving.dependencies import admin_guard, strict_body
 from serving.dto import (
     GcReport,
     GcRequest,
@@ -34,7 +34,13 @@ class AdminController(Controller):
         """Published versions with their pointers."""
         return VersionsResponse(versions=service.published())
 
-    @post("/admin/rollout", operation_id="rollout", status_code=200, sync_to_thread=True)
+    @post(
+        "/admin/rollout",
+        operation_id="rollout",
+        status_code=200,
+        sync_to_thread=True,
+        before_request=strict_body,
+    )
     def rollout(
         self, data: JSONBody[RolloutRequest], service: NamedDependency[AnswerService]
     ) -> RolloutRecord:
@@ -46,7 +52,13 @@ class AdminController(Controller):
         """End a canary, or return to the previously active version."""
         return service.roll_back()
 
-    @post("/admin/pins", operation_id="pin_tenant", status_code=200, sync_to_thread=True)
+    @post(
+        "/admin/pins",
+        operation_id="pin_tenant",
+        status_code=200,
+        sync_to_thread=True,
+        before_request=strict_body,
+    )
     def pin(
         self, data: JSONBody[PinRequest], service: NamedDependency[AnswerService]
     ) -> PinResponse:
@@ -54,7 +66,13 @@ class AdminController(Controller):
         service.pin(data.tenant, data.version)
         return PinResponse(tenant=data.tenant, version=data.version)
 
-    @post("/admin/gc", operation_id="gc", status_code=200, sync_to_thread=True)
+    @post(
+        "/admin/gc",
+        operation_id="gc",
+        status_code=200,
+        sync_to_thread=True,
+        before_request=strict_body,
+    )
     def gc(self, data: JSONBody[GcRequest], service: NamedDependency[AnswerService]) -> GcReport:
         """Delete old versions (never one in use) and dead partial loads."""
         return service.collect_garbage(data.keep)

@@ -262,6 +262,27 @@ async def test_admin_routes_need_the_credential(client: Client, store_url: str) 
         assert "RAGC_ADMIN_TOKEN" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/admin/rollout", {"version": "v1", "percent": "5"}),
+        ("/v1/admin/rollout", {"version": 1}),
+        ("/v1/admin/pins", {"tenant": "acme", "version": 2}),
+        ("/v1/admin/gc", {"keep": "3"}),
+        ("/v1/admin/gc", {"keep": True}),
+    ],
+)
+async def test_admin_bodies_are_typed_strictly(
+    client: Client, path: str, body: dict[str, object]
+) -> None:
+    response = await client.post(path, json=body, headers=ADMIN)
+    assert response.status_code == 400, response.text
+    assert "hint" in response.json()
+    listed = (await client.get("/v1/admin/versions", headers=ADMIN)).json()["versions"]
+    assert [v["version"] for v in listed] == ["v1", "v2"]  # nothing collected
+    assert not any(v["canary"] for v in listed)  # no canary started
+
+
 async def _versions_seen(client: Client, sessions: range, **fields: object) -> list[str]:
     response = await client.post(
         "/v1/answer/batch",
