@@ -19,7 +19,12 @@ from serving.controllers.admin import AdminController
 from serving.controllers.answer import AnswerController
 from serving.controllers.health import HealthController
 from serving.controllers.webhooks import WebhookController
-from serving.dependencies import provide_dispatcher, provide_service, provide_settings
+from serving.dependencies import (
+    bounded_body,
+    provide_dispatcher,
+    provide_service,
+    provide_settings,
+)
 from serving.dispatch import Dispatcher, RecompileCommand, recompile_command
 from serving.errors import exception_handlers
 from serving.service import AnswerService
@@ -96,6 +101,7 @@ def create_app(
             "dispatcher": Provide(provide_dispatcher, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        before_request=bounded_body,
         lifespan=[lifespan],
         state=State({"settings": config}),
         openapi_config=OpenAPIConfig(

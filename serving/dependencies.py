@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
+import re
+from typing import Any, Final
 
 import msgspec
 from litestar import Request
@@ -19,11 +20,19 @@ from serving.settings import ServeSettings
 
 __all__ = [
     "admin_guard",
+    "bounded_body",
     "provide_dispatcher",
     "provide_service",
     "provide_settings",
     "strict_body",
 ]
+
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects a request body may have (a request is flat: two
+or three levels; a decoder recursing a thousand levels deep fails with a 500)."""
+
+_JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET: Final = re.compile(rb"[\[\]{}]")
 
 
 def provide_service(state: State) -> AnswerService:
@@ -63,6 +72,33 @@ def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
         )
 
 
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``body`` nests arrays and objects deeper than ``limit`` (brackets inside
+    strings do not count). Cheap: a body with no more brackets than ``limit`` is not scanned."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", body)):
+        if match[0] in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+async def bounded_body(request: Request[Any, Any, Any]) -> None:
+    """Refuse a request body nested deeper than :data:`MAX_JSON_DEPTH` before it is decoded."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if json_depth_exceeds(await request.body()):
+        raise InvalidInputError(
+            f"the request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep",
+            hint="send the documented flat shape: slot values are strings, numbers or booleans",
+        )
+
+
 async def strict_body(request: Request[Any, Any, Any]) -> None:
     """Refuse a JSON body that fits its handler's ``data`` type only after coercion.
 
@@ -71,6 +107,7 @@ async def strict_body(request: Request[Any, Any, Any]) -> None:
     The body is decoded once more, strictly, before the handler runs (malformed JSON is left
     to Litestar's own error).
     """
+    await bounded_body(request)  # a route's hook replaces the app's: keep its bound
     field = request.route_handler.parsed_fn_signature.parameters.get("data")
     if field is None:
         return

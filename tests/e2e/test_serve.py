@@ -283,6 +283,20 @@ async def test_admin_bodies_are_typed_strictly(
     assert not any(v["canary"] for v in listed)  # no canary started
 
 
+@pytest.mark.parametrize("path", ["/v1/answer", "/v1/answer/batch", "/v1/admin/rollout"])
+async def test_a_deeply_nested_body_is_a_400_and_the_service_answers_on(
+    client: Client, path: str
+) -> None:
+    body = '{"question": "hi", "slots": {"a": ' + "[" * 1000 + "]" * 1000 + "}}"
+    response = await client.post(
+        path, content=body, headers={"content-type": "application/json", **ADMIN}
+    )
+    assert response.status_code == 400, response.text
+    assert "levels deep" in response.json()["detail"]
+    assert response.json()["hint"]
+    assert (await ask(client, L1))["layer"] == "L1"
+
+
 async def _versions_seen(client: Client, sessions: range, **fields: object) -> list[str]:
     response = await client.post(
         "/v1/answer/batch",
