@@ -24,6 +24,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from schemas.errors import InvalidInputError, RagcError, StoreConfigError, StoreUnavailableError
+from schemas.redact import redact
 from stores._sql import POSTGRES, Run, SqlTables
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "expected_revision",
     "migrations",
     "open_pool",
-    "redact_dsn",
+    "redact",
     "translate_errors",
     "utc_time",
 ]
@@ -57,18 +58,11 @@ START_HINT: Final = (
     "-e POSTGRES_PASSWORD=... postgres:15`) or fix the DSN (--dsn / RAGC_WARM_DSN)"
 )
 
-_URL_PASSWORD: Final = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/@\s:]*:)[^\s]*(?=@)", re.I)
-_KV_PASSWORD: Final = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", re.I)
 _CONFIG_PROBLEMS: Final = re.compile(
     r"authentication failed|does not exist|no pg_hba\.conf entry|permission denied", re.I
 )
 # Server errors that mean the server went away or will not take connections (sqlstate classes).
 _UNAVAILABLE_STATES: Final = ("08", "57P01", "57P02", "57P03", "53300")
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***`` (URL and ``key=value`` forms)."""
-    return _KV_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>***", dsn))
 
 
 class NotMigratedError(StoreConfigError):
@@ -79,8 +73,7 @@ class NotMigratedError(StoreConfigError):
         self.expected = expected
         found = f"is at schema revision {revision}" if revision else "has no ragc schema"
         super().__init__(
-            f"the Postgres warm tier at {redact_dsn(dsn)} {found}; this ragc needs "
-            f"revision {expected}",
+            f"the Postgres warm tier at {redact(dsn)} {found}; this ragc needs revision {expected}",
             hint="migrate it: `ragc db upgrade --dsn DSN` (or with RAGC_WARM_DSN set)",
         )
 
@@ -93,7 +86,7 @@ def _connection_error(dsn: str, exc: psycopg.OperationalError) -> RagcError | No
     """A clear ragc error for a connection failure, or None when ``exc`` is something else."""
     if isinstance(exc, PoolTimeout):
         return StoreUnavailableError(
-            f"no connection to the Postgres warm tier at {redact_dsn(dsn)} became available "
+            f"no connection to the Postgres warm tier at {redact(dsn)} became available "
             f"in time ({_one_line(exc)})",
             hint=START_HINT,
         )
@@ -103,11 +96,12 @@ def _connection_error(dsn: str, exc: psycopg.OperationalError) -> RagcError | No
     reason = _one_line(exc)
     if state is None and _CONFIG_PROBLEMS.search(reason):
         return StoreConfigError(
-            f"the Postgres warm tier at {redact_dsn(dsn)} refused the connection: {reason}",
+            f"the Postgres warm tier at {redact(dsn)} refused the connection: {reason}",
             hint="check the user, password and database name in the DSN",
         )
     return StoreUnavailableError(
-        f"cannot reach the Postgres warm tier at {redact_dsn(dsn)}: {reason}", hint=START_HINT
+        f"cannot reach the Postgres warm tier at {redact(dsn)}: {reason}",
+        hint=START_HINT,
     )
 
 
@@ -133,7 +127,7 @@ def _conninfo(dsn: str) -> str:
         given = conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise StoreConfigError(
-            f"the Postgres DSN {redact_dsn(dsn)!r} is not valid: {_one_line(exc)}",
+            f"the Postgres DSN {redact(dsn)!r} is not valid: {_one_line(exc)}",
             hint="use postgresql://user:password@host:5432/dbname or 'host=... dbname=...'",
         ) from exc
     defaults: dict[str, str | int] = {

@@ -15,8 +15,9 @@ import redis
 from redis.client import PubSub, PubSubWorkerThread
 
 from schemas.errors import RagcError, StoreConfigError, StoreUnavailableError
+from schemas.redact import redact
 
-__all__ = ["guarded", "parse_redis_url", "redact", "subscribe", "text", "translate"]
+__all__ = ["guarded", "parse_redis_url", "subscribe", "text", "translate"]
 
 logger = logging.getLogger("stores.redis")
 
@@ -41,16 +42,6 @@ def text(value: bytes | str | int | None) -> str:
     if isinstance(value, bytes):
         return value.decode()
     return "" if value is None else str(value)
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for messages)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    netloc += f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def parse_redis_url(url: str) -> tuple[str, str]:

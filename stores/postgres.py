@@ -38,7 +38,7 @@ from stores._pg import (
     expected_revision,
     migrations,
     open_pool,
-    redact_dsn,
+    redact,
     translate_errors,
 )
 from stores._pg_audit import PostgresAuditLog
@@ -65,7 +65,7 @@ __all__ = [
     "migration_status",
     "migrations",
     "open_pool",
-    "redact_dsn",
+    "redact",
 ]
 
 LOCK_KEY: Final = 0x7261_6763
@@ -125,7 +125,7 @@ def _refuse_changed(dsn: str, applied: list[AppliedMigration]) -> None:
     if changed:
         raise PermanentError(
             f"migration {', '.join(changed)} was changed after it was applied to "
-            f"{redact_dsn(dsn)}; applied migrations are immutable",
+            f"{redact(dsn)}; applied migrations are immutable",
             hint="restore the shipped file and add the change as a new migration",
         )
 
@@ -168,7 +168,7 @@ def migrate(dsn: str, *, lock_timeout: float = 60.0) -> list[str]:
             conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         except errors.LockNotAvailable as exc:
             raise MigrationLockedError(
-                f"another `ragc db upgrade` held the migration lock of {redact_dsn(dsn)} for "
+                f"another `ragc db upgrade` held the migration lock of {redact(dsn)} for "
                 f"more than {lock_timeout:g}s",
                 hint="wait for it to finish and run `ragc db upgrade` again",
             ) from exc
@@ -201,7 +201,7 @@ def migration_status(dsn: str) -> MigrationStatus:
         applied = _applied(conn)
     done = {a.version for a in applied}
     return MigrationStatus(
-        dsn=redact_dsn(dsn),
+        dsn=redact(dsn),
         revision=applied[-1].version if applied else None,
         expected=expected_revision(),
         applied=tuple(applied),

@@ -18,6 +18,7 @@ from ragc.commands._base import (
     fails_cleanly,
     opened_store,
 )
+from schemas.redact import redact
 from schemas.settings import Environment
 from stores import open_store
 
@@ -40,7 +41,9 @@ def serve(
     ServeSettings.from_env()  # fail here, in one line, on a bad setting
     probe = open_store(os.environ["RAGC_STORE"])
     probe.close()
-    err.print(f"ragc serving {os.environ['RAGC_STORE']} on http://{host}:{port}", highlight=False)
+    err.print(
+        f"ragc serving {redact(os.environ['RAGC_STORE'])} on http://{host}:{port}", highlight=False
+    )
     Granian(
         "serving.app:create_app_from_env",
         address=host,

@@ -56,16 +56,16 @@ def _warm_dsn(dsn: str) -> str:
 @fails_cleanly
 def db_upgrade(dsn: DsnOpt = "", as_json: JsonOpt = False) -> None:
     """Apply pending migrations (idempotent; concurrent upgraders are safe)."""
-    from stores.postgres import current_revision, migrate, redact_dsn  # noqa: PLC0415 - psycopg
+    from stores.postgres import current_revision, migrate, redact  # noqa: PLC0415 - psycopg
 
     url = _warm_dsn(dsn)
     applied = migrate(url)
     revision = current_revision(url)
     done = f"applied {', '.join(applied)}" if applied else "up to date"
     emit(
-        {"dsn": redact_dsn(url), "applied": applied, "revision": revision},
+        {"dsn": redact(url), "applied": applied, "revision": revision},
         as_json,
-        f"{done} (revision {revision}) at {redact_dsn(url)}",
+        f"{done} (revision {revision}) at {redact(url)}",
     )
 
 

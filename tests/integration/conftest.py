@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stores.postgres import Pool, migrate, open_pool, redact_dsn
+from stores.postgres import Pool, migrate, open_pool, redact
 
 ADMIN_DSN = os.environ.get(
     "RAGC_TEST_PG_DSN", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
@@ -24,7 +24,7 @@ def admin_dsn() -> str:
         psycopg.connect(ADMIN_DSN, autocommit=True).close()
     except psycopg.OperationalError as exc:
         why = " ".join(str(exc).split())
-        reason = f"PostgreSQL is not reachable at {redact_dsn(ADMIN_DSN)}: {why}"
+        reason = f"PostgreSQL is not reachable at {redact(ADMIN_DSN)}: {why}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(reason)
         pytest.skip(reason + " (set RAGC_TEST_PG_DSN, or start it: pg_ctlcluster 15 main start)")
