@@ -33,6 +33,11 @@ or three levels; a decoder recursing a thousand levels deep fails with a 500).""
 
 _JSON_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _JSON_BRACKET: Final = re.compile(rb"[\[\]{}]")
+_LONE_SURROGATE: Final = re.compile(
+    rb"(?<!\\)\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<![0-9a-fA-F]{2})(?<!\\)\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+"""A ``\\uD800``-``\\uDFFF`` escape that is not half of a surrogate pair: no character."""
 
 
 def provide_service(state: State) -> AnswerService:
@@ -88,14 +93,39 @@ def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+def _shape(annotation: Any) -> str:
+    """A JSON object with the required fields of ``annotation`` (a msgspec struct)."""
+    if not isinstance(annotation, type) or not issubclass(annotation, msgspec.Struct):
+        return "a JSON body"
+    required = [f.encode_name for f in msgspec.structs.fields(annotation) if f.required]
+    return "{" + ", ".join(f'"{name}": ...' for name in required) + "}"
+
+
 async def bounded_body(request: Request[Any, Any, Any]) -> None:
-    """Refuse a request body nested deeper than :data:`MAX_JSON_DEPTH` before it is decoded."""
+    """Refuse, before anything decodes it, a body that is empty where one is needed, nests
+    deeper than :data:`MAX_JSON_DEPTH`, or escapes half a surrogate pair, each with a message
+    that says so (the decoders would say ``'data'``, fail with a RecursionError, or report
+    "Input data was truncated")."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    if json_depth_exceeds(await request.body()):
+    body = await request.body()
+    field = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if field is not None and not body.strip():
+        raise InvalidInputError(
+            "the request body is empty", hint=f"send {_shape(field.annotation)} as JSON"
+        )
+    if json_depth_exceeds(body):
         raise InvalidInputError(
             f"the request body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep",
             hint="send the documented flat shape: slot values are strings, numbers or booleans",
+        )
+    lone = _LONE_SURROGATE.search(body) if b"\\u" in body else None
+    if lone is not None:
+        raise InvalidInputError(
+            f"the request body escapes half a UTF-16 surrogate pair "
+            f"({lone[0].decode('ascii')} at byte {lone.start()}), which is no character",
+            hint="send text as UTF-8, or escape a character beyond U+FFFF as a full pair "
+            "such as \\ud83d\\ude00",
         )
 
 

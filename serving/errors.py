@@ -6,7 +6,7 @@ import logging
 from typing import Any, Final
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_404_NOT_FOUND,
@@ -60,13 +60,23 @@ def _ragc_error(_: Request[Any, Any, Any], exc: RagcError) -> Response[ErrorBody
     )
 
 
+BODY_HINT: Final = (
+    "the request bodies are described in the OpenAPI document at /schema/openapi.json"
+)
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     detail = exc.detail
+    hint = None
     if isinstance(exc, ValidationException) and exc.extra:
         problems = exc.extra if isinstance(exc.extra, list) else [exc.extra]
         detail = f"{exc.detail}: " + "; ".join(_problem(p) for p in problems)
+    if isinstance(exc.__cause__, SerializationException):  # the body did not decode as JSON
+        detail = f"the request body is not valid JSON: {exc.detail}"
+    if exc.status_code == HTTP_400_BAD_REQUEST:
+        hint = BODY_HINT
     return Response(
-        ErrorBody(status_code=exc.status_code, detail=detail),
+        ErrorBody(status_code=exc.status_code, detail=detail, hint=hint),
         status_code=exc.status_code,
         media_type=MediaType.JSON,
         headers=exc.headers,

@@ -262,39 +262,63 @@ async def test_admin_routes_need_the_credential(client: Client, store_url: str) 
         assert "RAGC_ADMIN_TOKEN" in response.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    ("path", "body"),
-    [
-        ("/v1/admin/rollout", {"version": "v1", "percent": "5"}),
-        ("/v1/admin/rollout", {"version": 1}),
-        ("/v1/admin/pins", {"tenant": "acme", "version": 2}),
-        ("/v1/admin/gc", {"keep": "3"}),
-        ("/v1/admin/gc", {"keep": True}),
-    ],
-)
-async def test_admin_bodies_are_typed_strictly(
-    client: Client, path: str, body: dict[str, object]
-) -> None:
-    response = await client.post(path, json=body, headers=ADMIN)
-    assert response.status_code == 400, response.text
-    assert "hint" in response.json()
+LAX_ADMIN_BODIES: list[tuple[str, dict[str, object]]] = [
+    ("/v1/admin/rollout", {"version": "v1", "percent": "5"}),
+    ("/v1/admin/rollout", {"version": 1}),
+    ("/v1/admin/pins", {"tenant": "acme", "version": 2}),
+    ("/v1/admin/gc", {"keep": "3"}),
+    ("/v1/admin/gc", {"keep": True}),
+]
+
+
+async def test_admin_bodies_are_typed_strictly(client: Client) -> None:
+    for path, body in LAX_ADMIN_BODIES:
+        response = await client.post(path, json=body, headers=ADMIN)
+        assert response.status_code == 400, (path, body, response.text)
+        assert response.json()["hint"], (path, body)
     listed = (await client.get("/v1/admin/versions", headers=ADMIN)).json()["versions"]
     assert [v["version"] for v in listed] == ["v1", "v2"]  # nothing collected
     assert not any(v["canary"] for v in listed)  # no canary started
 
 
-@pytest.mark.parametrize("path", ["/v1/answer", "/v1/answer/batch", "/v1/admin/rollout"])
-async def test_a_deeply_nested_body_is_a_400_and_the_service_answers_on(
-    client: Client, path: str
-) -> None:
+async def test_a_deeply_nested_body_is_a_400_and_the_service_answers_on(client: Client) -> None:
     body = '{"question": "hi", "slots": {"a": ' + "[" * 1000 + "]" * 1000 + "}}"
-    response = await client.post(
-        path, content=body, headers={"content-type": "application/json", **ADMIN}
-    )
-    assert response.status_code == 400, response.text
-    assert "levels deep" in response.json()["detail"]
-    assert response.json()["hint"]
+    for path in ("/v1/answer", "/v1/answer/batch", "/v1/admin/rollout"):
+        response = await client.post(
+            path, content=body, headers={"content-type": "application/json", **ADMIN}
+        )
+        assert response.status_code == 400, (path, response.text)
+        assert "levels deep" in response.json()["detail"]
+        assert response.json()["hint"]
     assert (await ask(client, L1))["layer"] == "L1"
+
+
+BAD_BODIES: list[tuple[bytes, str, str]] = [
+    (b"", "the request body is empty", '"question"'),
+    (b"  ", "the request body is empty", '"question"'),
+    (b'{"question": "\\ud800 hi"}', "half a UTF-16 surrogate pair", "full pair"),
+    (b'{"question": "hi \\udc00"}', "half a UTF-16 surrogate pair", "full pair"),
+    (b'{"question":', "not valid JSON", "openapi.json"),
+    (b"null", "Expected `object`", "openapi.json"),
+]
+
+
+async def test_a_bad_body_is_named_with_its_fix(client: Client) -> None:
+    for body, detail, hint in BAD_BODIES:
+        response = await client.post(
+            "/v1/answer", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 400, (body, response.text)
+        assert detail in response.json()["detail"], body
+        assert hint in response.json()["hint"], body
+
+
+async def test_a_surrogate_pair_escape_is_a_character(client: Client) -> None:
+    body = b'{"question": "What\'s your return window? \\ud83d\\ude00"}'
+    response = await client.post(
+        "/v1/answer", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
 
 
 async def _versions_seen(client: Client, sessions: range, **fields: object) -> list[str]:
