@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Final, TypedDict, Unpack
 
@@ -31,7 +31,7 @@ from stores.base import SnapshotStore
 __all__ = ["AskOptions", "LoadedVersion", "RouteMemo", "VersionCache"]
 
 MAX_VERSIONS: Final = 4
-"""Versions held in memory at once (stable, canary, pinned ones)."""
+"""Versions held in memory at once, unless more are in use (those are always held)."""
 ROUTE_CACHE: Final = 10_000
 """Distinct question texts whose router verdict a loaded version remembers."""
 
@@ -161,7 +161,12 @@ class LoadedVersion:
 
 
 class VersionCache:
-    """Loaded versions by label (thread-safe, at most :data:`MAX_VERSIONS`)."""
+    """Loaded versions by label (thread-safe).
+
+    It holds every version the pointers name (:meth:`retain`: stable, canary, every pinned
+    version), however many, and never evicts one of those; beside them it keeps the most
+    recently loaded others up to ``size`` in all.
+    """
 
     def __init__(
         self, store: SnapshotStore, *, size: int = MAX_VERSIONS, route_cache: int = ROUTE_CACHE
@@ -170,7 +175,23 @@ class VersionCache:
         self.size = size
         self.route_cache = route_cache
         self._versions: dict[str, LoadedVersion] = {}
+        self._retained: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+
+    def retain(self, versions: Iterable[str]) -> None:
+        """Keep ``versions`` (the ones in use) loaded from now on; release the ones before."""
+        with self._lock:
+            self._retained = frozenset(versions)
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the oldest versions not retained until at most ``size`` are held (or only
+        retained ones are left). Call with the lock held."""
+        for label in list(self._versions):
+            if len(self._versions) <= self.size:
+                return
+            if label not in self._retained:
+                del self._versions[label]
 
     def __contains__(self, version: object) -> bool:
         with self._lock:
@@ -192,6 +213,5 @@ class VersionCache:
         gc.freeze()
         with self._lock:
             self._versions[version] = ready
-            while len(self._versions) > self.size:
-                self._versions.pop(next(iter(self._versions)))
+            self._evict()
         return ready

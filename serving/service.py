@@ -82,6 +82,7 @@ class AnswerService:
     def _load_versions(self, state: PointerState) -> None:
         """Load every version the pointers name (stable, canary, pins): at start-up and on each
         flip, so a replica is ready for the new version before a request asks for it."""
+        self.versions.retain(state.in_use)
         for version in state.in_use:
             self.versions.get(version)
         self.metrics.set_active(state.rollout.stable)

@@ -275,3 +275,29 @@ def test_a_store_that_pushes_changes_is_followed_by_them_not_only_polled() -> No
     finally:
         watcher.stop()
     assert store.listeners == []
+
+
+def test_every_version_in_use_stays_loaded_however_many(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'many.db'}")
+    labels = [f"v{i}" for i in range(1, 7)]
+    for label in labels:
+        store.publish(make_snapshot(label, answer=f"{label} days."), activate=label == "v1")
+    store.rollout("v2", 10)
+    for tenant, label in zip(("a", "b", "c", "d"), labels[2:], strict=True):
+        store.pin(tenant, label)
+    service = AnswerService(ServeSettings(store=store.url, pointer_poll_s=3600.0), store)
+    try:
+        assert service.pointers.state is not None
+        in_use = service.pointers.state.in_use
+        assert in_use == set(labels)
+        assert all(label in service.versions for label in labels)  # six, beyond the four
+        for _ in range(3):  # answering every tenant loads nothing and evicts nothing
+            for tenant, label in zip(("a", "b", "c", "d"), labels[2:], strict=True):
+                assert service.answer(QUESTION, tenant=tenant).version == label
+        assert all(label in service.versions for label in labels)
+        store.pin("d", None)  # v6 is no longer in use: it may go, the others stay
+        service.pointers.refresh()
+        assert all(label in service.versions for label in labels[:5])
+    finally:
+        service.close()
+        store.close()
