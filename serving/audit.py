@@ -2,6 +2,9 @@
 
 ``record`` only appends to a deque; the writer thread flushes every ``interval`` seconds (or
 at ``batch`` events), and ``close`` flushes what is left, so a clean shutdown loses nothing.
+While the sink is down the queue holds at most ``capacity`` events: beyond that the oldest are
+dropped (counted, and logged once each time dropping starts), so an outage costs bounded memory
+and never blocks an answer.
 
 The writer shares the interpreter with the event loop: while it turns events into rows it holds
 the GIL, and the loop waits (up to the 5 ms switch interval at a time). So it writes in small
@@ -15,11 +18,15 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Protocol
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from stores.audit import AuditEvent
 
-__all__ = ["AuditSink", "AuditWriter"]
+__all__ = ["CAPACITY", "AuditSink", "AuditWriter"]
+
+CAPACITY: Final = 100_000
+"""Audit events queued at most while the sink is down (some tens of MB)."""
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +41,26 @@ class AuditWriter:
     """Batches audit events to a sink from a background thread."""
 
     def __init__(
-        self, sink: AuditSink, *, interval: float = 0.2, batch: int = 1000, chunk: int = 128
+        self,
+        sink: AuditSink,
+        *,
+        interval: float = 0.2,
+        batch: int = 1000,
+        chunk: int = 128,
+        capacity: int = CAPACITY,
+        on_drop: Callable[[int], None] | None = None,
     ) -> None:
         self.sink = sink
         self.interval = interval
         self.batch = batch
         self.chunk = chunk
-        self._queue: deque[AuditEvent] = deque()
+        self.capacity = max(1, capacity)
+        self.dropped = 0
+        """Events dropped since start because the queue was full."""
+        self._on_drop = on_drop
+        self._dropping = False
+        self._drop_lock = threading.Lock()
+        self._queue: deque[AuditEvent] = deque(maxlen=self.capacity)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
@@ -48,10 +68,24 @@ class AuditWriter:
         self._thread.start()
 
     def record(self, event: AuditEvent) -> None:
-        """Queue one event (never blocks on I/O)."""
-        self._queue.append(event)
+        """Queue one event (never blocks on I/O); a full queue drops its oldest."""
+        if len(self._queue) >= self.capacity:
+            self._drop(1)
+        self._queue.append(event)  # a bounded deque: the oldest falls out of the other end
         if len(self._queue) >= self.batch:
             self._wake.set()
+
+    def _drop(self, count: int) -> None:
+        with self._drop_lock:
+            self.dropped += count
+            starting, self._dropping = not self._dropping, True
+        if self._on_drop is not None:
+            self._on_drop(count)
+        if starting:
+            logger.error(
+                "audit queue full (%d events, the sink is failing): dropping the oldest",
+                self.capacity,
+            )
 
     def flush(self) -> int:
         """Write everything queued so far; returns how many events were written."""
@@ -65,10 +99,21 @@ class AuditWriter:
                     self.sink.record(events)
                 except Exception:  # the answer path must not fail because the log did
                     logger.exception("audit write failed; %d events re-queued", len(events))
-                    self._queue.extendleft(reversed(events))
+                    self._requeue(events)
                     return written
                 written += len(events)
+                if self._dropping and not self._queue:
+                    self._dropping = False
+                    logger.warning("audit queue drained: %d events were dropped", self.dropped)
             return written
+
+    def _requeue(self, events: list[AuditEvent]) -> None:
+        """Put failed events back in front; what no longer fits (the oldest) is dropped."""
+        overflow = len(self._queue) + len(events) - self.capacity
+        if overflow > 0:
+            self._drop(overflow)
+            events = events[overflow:]
+        self._queue.extendleft(reversed(events))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -40,6 +40,11 @@ class Metrics:
             buckets=_BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.audit_dropped = Counter(
+            "ragc_audit_dropped",
+            "Audit events dropped because the audit queue was full (the audit log was down).",
+            registry=self.registry,
+        )
         self._active: str | None = None
         layers = ("L1", "L2", "L3", "SAFE")
         self._answers = {layer: self.answers.labels(layer) for layer in layers}
@@ -50,6 +55,9 @@ class Metrics:
         self._latency[layer].observe(seconds)
         if layer == "SAFE":
             self.misses.inc()
+
+    def count_audit_dropped(self, count: int) -> None:
+        self.audit_dropped.inc(count)
 
     def observe_batch(self, size: int) -> None:
         self.encoder_batch.observe(size)

@@ -69,7 +69,11 @@ class AnswerService:
         )
         self.composer: Provider = provider or make_provider(settings.provider)
         self.audit_log = audit_log
-        self.audit = AuditWriter(audit_log) if audit_log is not None else None
+        self.audit = (
+            AuditWriter(audit_log, on_drop=self.metrics.count_audit_dropped)
+            if audit_log is not None
+            else None
+        )
         self.budget = LLMBudget(
             settings.l3_budget, audit_log.l3_spent() if audit_log is not None else None
         )

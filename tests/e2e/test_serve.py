@@ -235,6 +235,7 @@ async def test_health_readiness_metrics_and_openapi(client: Client) -> None:
     assert ready.status_code == 200
     metrics = (await client.get("/metrics")).text
     assert 'ragc_answers_total{layer="L1"} 1.0' in metrics
+    assert "ragc_audit_dropped_total 0.0" in metrics
     assert "ragc_misses_total 1.0" in metrics
     assert f'ragc_active_version{{version="{ready.json()["version"]}"}} 1.0' in metrics
     paths = (await client.get("/schema/openapi.json")).json()["paths"]

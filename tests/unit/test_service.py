@@ -238,6 +238,29 @@ def test_the_writer_writes_in_chunks_and_keeps_events_a_failed_write_refused() -
         writer.close()
 
 
+def test_while_the_sink_is_down_the_queue_is_bounded_and_drops_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = _Sink()
+    counted: list[int] = []
+    writer = AuditWriter(sink, interval=3600.0, chunk=4, capacity=10, on_drop=counted.append)
+    try:
+        sink.failing = True
+        for n in range(25):
+            writer.record(_event(n))
+        assert writer.flush() == 0  # a failed chunk goes back in front, still within bounds
+        for n in range(25, 28):
+            writer.record(_event(n))
+        assert (writer.dropped, sum(counted)) == (18, 18)
+        assert sum("audit queue full" in r.message for r in caplog.records) == 1  # logged once
+        sink.failing = False
+        assert writer.flush() == 10
+        assert [e.question for e in sink.written] == [f"q{n}" for n in range(18, 28)]  # newest
+        assert any("drained" in r.message for r in caplog.records)
+    finally:
+        writer.close()
+
+
 def test_closing_the_writer_flushes_what_is_left() -> None:
     sink = _Sink()
     writer = AuditWriter(sink, interval=3600.0)
