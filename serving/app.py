@@ -9,6 +9,7 @@ import gc
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 
+import anyio
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -77,6 +78,7 @@ def create_app(
             resources.callback(service.close)
             service.start()
             app.state.service = service
+            app.state.batches = anyio.CapacityLimiter(1)  # one batch at a time per process
             dispatcher = None
             if config.webhook_secret:
                 ledger = WarmTier.require(warm.ledger(), "the knowledge-changed webhook")

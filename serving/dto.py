@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 MAX_QUESTION = 2000
-MAX_BATCH = 1000
+MAX_BATCH = 100
 SlotValue = str | int | float | bool
 
 
@@ -54,7 +54,7 @@ class AnswerRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
 
 
 class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``POST /v1/answer/batch``: up to 1,000 questions, answered in order."""
+    """``POST /v1/answer/batch``: up to :data:`MAX_BATCH` (100) questions, answered in order."""
 
     questions: Annotated[list[AnswerRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 

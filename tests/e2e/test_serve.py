@@ -17,6 +17,7 @@ from litestar.testing import AsyncTestClient
 
 from providers import OfflineProvider
 from serving.app import create_app
+from serving.dto import MAX_BATCH
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 from stores import open_store
@@ -323,11 +324,15 @@ async def test_a_surrogate_pair_escape_is_a_character(client: Client) -> None:
 
 
 async def _versions_seen(client: Client, sessions: range, **fields: object) -> list[str]:
-    response = await client.post(
-        "/v1/answer/batch",
-        json={"questions": [{"question": L1, "session": f"s{i}", **fields} for i in sessions]},
-    )
-    return [a["version"] for a in response.json()["answers"]]
+    seen: list[str] = []
+    for start in range(sessions.start, sessions.stop, MAX_BATCH):
+        chunk = range(start, min(start + MAX_BATCH, sessions.stop))
+        response = await client.post(
+            "/v1/answer/batch",
+            json={"questions": [{"question": L1, "session": f"s{i}", **fields} for i in chunk]},
+        )
+        seen += [a["version"] for a in response.json()["answers"]]
+    return seen
 
 
 async def test_canary_rollout_rollback_and_pins(client: Client) -> None:
@@ -473,3 +478,18 @@ async def test_concurrent_cold_questions_share_encoder_calls_and_get_the_same_an
     assert service.batchers[ready.embedder.model_id].calls == 1
     metrics = service.metrics.render().decode()
     assert f"ragc_encoder_batch_size_sum {float(len(encoded))}" in metrics
+
+
+async def test_a_batch_is_capped_and_batches_run_beside_single_answers(client: Client) -> None:
+    too_many = {"questions": [{"question": L1}] * (MAX_BATCH + 1)}
+    refused = await client.post("/v1/answer/batch", json=too_many)
+    assert refused.status_code == 400, refused.text
+    full = {"questions": [{"question": L2, "session": f"s{i}"} for i in range(MAX_BATCH)]}
+    batched, singles = await asyncio.gather(
+        asyncio.gather(*(client.post("/v1/answer/batch", json=full) for _ in range(2))),
+        asyncio.gather(*(ask(client, L1) for _ in range(5))),
+    )
+    for response in batched:
+        assert response.status_code == 200
+        assert len(response.json()["answers"]) == MAX_BATCH
+    assert all(answer["layer"] == "L1" for answer in singles)
