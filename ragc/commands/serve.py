@@ -22,6 +22,9 @@ from schemas.redact import redact
 from schemas.settings import Environment
 from stores import open_store
 
+HEADER_READ_TIMEOUT_MS = 10_000
+"""A client has this long to send a request's headers (granian's default is 30 s)."""
+
 
 @app.command()
 @fails_cleanly
@@ -34,6 +37,7 @@ def serve(
     """Serve the active snapshot over HTTP (Litestar on granian, uvloop)."""
     from granian import Granian  # noqa: PLC0415 - the server only when serving
     from granian.constants import Interfaces, Loops  # noqa: PLC0415
+    from granian.http import HTTP1Settings  # noqa: PLC0415
 
     from serving.settings import ServeSettings  # noqa: PLC0415
 
@@ -53,6 +57,8 @@ def serve(
         workers=workers,
         loop=Loops.uvloop,
         log_access=False,
+        respawn_failed_workers=True,  # a worker that dies is replaced; the others keep serving
+        http1_settings=HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS),
     ).serve()
 
 
