@@ -29,16 +29,8 @@ import psycopg
 from psycopg import sql
 from rich.table import Table
 
-from bench._load import (
-    PythonLoad,
-    Result,
-    Target,
-    WrkLoad,
-    console,
-    find_wrk,
-    load_average,
-    measure,
-)
+from bench import _load as loads
+from bench._load import Result, Target, console
 from bench._server import Server, compile_examples
 from bench.serve import ANSWER_PATH, L1_QUESTIONS
 from stores import open_store
@@ -97,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
         sqlite_url = f"sqlite:///{work / 'knowledge.db'}"
         compile_examples(sqlite_url, Path(args.build_dir) if args.build_dir else work / "build")
         redis_url = copy_to_redis(sqlite_url)
-        wrk = find_wrk(install=False)
+        wrk = loads.find_wrk(install=False)
         target = Target("L1", ANSWER_PATH, L1_QUESTIONS[0])
         results: dict[str, Result] = {}
         try:
@@ -107,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
                     ("Redis (no audit log)", redis_url, False, None),
                     ("Redis + Postgres audit", redis_url, True, dsn),
                 )
-                console.print(f"before measuring: {load_average()}")
+                console.print(f"before measuring: {loads.load_average()}")
                 for name, url, audit, warm in configs:
                     if warm:
                         os.environ["RAGC_WARM_DSN"] = warm
@@ -115,9 +107,13 @@ def run(args: argparse.Namespace) -> None:
                         os.environ.pop("RAGC_WARM_DSN", None)
                     server = Server(url, audit=audit, log_path=work / "granian.log")
                     with server.running():
-                        load = WrkLoad(wrk, server.port, work) if wrk else PythonLoad(server.port)
+                        load = (
+                            loads.WrkLoad(wrk, server.port, work)
+                            if wrk
+                            else loads.PythonLoad(server.port)
+                        )
                         console.print(f"{name}: {load.name}")
-                        measured = measure(
+                        measured = loads.measure(
                             load, [target], args.requests, args.concurrency, 120.0, args.rounds
                         )
                         results[name] = measured["L1"]
@@ -138,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
             f"{result.p99_ms / base.p99_ms:.0%}" if base.p99_ms else "-",
         )
     console.print(table)
-    console.print(f"after measuring: {load_average()}")
+    console.print(f"after measuring: {loads.load_average()}")
 
 
 def main() -> None:
