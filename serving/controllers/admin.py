@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromQuery, JSONBody
 
 from schemas.rollout import RolloutRecord
@@ -22,6 +23,17 @@ from serving.service import AnswerService
 __all__ = ["AdminController"]
 
 
+def _command(path: str, operation_id: str) -> HTTPRouteHandler:
+    """An admin operation: a POST run in a worker thread, its JSON body typed strictly."""
+    return post(
+        path,
+        operation_id=operation_id,
+        status_code=200,
+        sync_to_thread=True,
+        before_request=strict_body,
+    )
+
+
 class AdminController(Controller):
     """List versions, roll out, roll back, pin tenants, collect old versions, read misses."""
 
@@ -34,31 +46,19 @@ class AdminController(Controller):
         """Published versions with their pointers."""
         return VersionsResponse(versions=service.published())
 
-    @post(
-        "/admin/rollout",
-        operation_id="rollout",
-        status_code=200,
-        sync_to_thread=True,
-        before_request=strict_body,
-    )
+    @_command("/admin/rollout", "rollout")
     def rollout(
         self, data: JSONBody[RolloutRequest], service: NamedDependency[AnswerService]
     ) -> RolloutRecord:
         """Serve a version to a share of sessions (100 makes it active)."""
         return service.roll_out(data.version, data.percent)
 
-    @post("/admin/rollback", operation_id="rollback", status_code=200, sync_to_thread=True)
+    @_command("/admin/rollback", "rollback")
     def rollback(self, service: NamedDependency[AnswerService]) -> RolloutRecord:
         """End a canary, or return to the previously active version."""
         return service.roll_back()
 
-    @post(
-        "/admin/pins",
-        operation_id="pin_tenant",
-        status_code=200,
-        sync_to_thread=True,
-        before_request=strict_body,
-    )
+    @_command("/admin/pins", "pin_tenant")
     def pin(
         self, data: JSONBody[PinRequest], service: NamedDependency[AnswerService]
     ) -> PinResponse:
@@ -66,13 +66,7 @@ class AdminController(Controller):
         service.pin(data.tenant, data.version)
         return PinResponse(tenant=data.tenant, version=data.version)
 
-    @post(
-        "/admin/gc",
-        operation_id="gc",
-        status_code=200,
-        sync_to_thread=True,
-        before_request=strict_body,
-    )
+    @_command("/admin/gc", "gc")
     def gc(self, data: JSONBody[GcRequest], service: NamedDependency[AnswerService]) -> GcReport:
         """Delete old versions (never one in use) and dead partial loads."""
         return service.collect_garbage(data.keep)
