@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from schemas.errors import PermanentError
+
 __all__ = [
     "default_model_dir",
     "locked",
@@ -35,8 +37,6 @@ def default_model_dir() -> Path:
 def package_file(package: str, relative: str, *, missing: str, hint: str) -> Path:
     """A data file shipped inside an installed package, located without importing it;
     :class:`~schemas.errors.PermanentError` saying ``missing`` when the package is absent."""
-    from schemas.errors import PermanentError  # noqa: PLC0415 - keeps this module leaf-light
-
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise PermanentError(missing, hint=hint)

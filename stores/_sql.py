@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-__all__ = ["POSTGRES", "SQLITE", "Dialect", "Rows", "SqlTables", "SqliteTables"]
+__all__ = ["POSTGRES", "SQLITE", "Dialect", "Rows", "Run", "SqlTables", "SqliteTables"]
 
 
 class Rows(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +37,14 @@ for _name, _value in (
     os.environ.setdefault(_name, _value)
 
 from stores import SnapshotStore, open_store  # noqa: E402
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _sqlite_url(tmp_path: Path) -> str:

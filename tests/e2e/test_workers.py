@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, free_port
 from tests.e2e.conftest import Compiled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _workers(pid: int) -> set[int]:
@@ -53,7 +45,7 @@ def _until(condition: object, process: subprocess.Popen[bytes], what: str) -> No
 def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(
     compiled: Compiled, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     store = f"sqlite:///{compiled.root / 'knowledge.db'}"
     env = {**os.environ, "RAGC_AUDIT": "0", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "ragc", "serve", "--store", store, "--port", str(port)]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,11 @@ from pathlib import Path
 import pytest
 
 from stores import open_store
-from tests.conftest import REDIS_URL, ROOT, drop_redis_prefix, require_redis
+from tests.conftest import REDIS_URL, ROOT, drop_redis_prefix, free_port, require_redis
 from tests.factories import make_snapshot
 
 pytestmark = pytest.mark.integration
 QUESTION = "How long do I have to return a bike?"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _ask(port: int) -> dict[str, object]:
@@ -70,7 +62,7 @@ def store_url() -> Iterator[str]:
 
 @pytest.fixture
 def replicas(store_url: str, tmp_path: Path) -> Iterator[list[int]]:
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     env = {**os.environ, "RAGC_AUDIT": "0", "RAGC_POINTER_POLL_S": "5", "PYTHONPATH": str(ROOT)}
     processes = [
         subprocess.Popen(
