@@ -52,7 +52,12 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*command, "--workers", "2"], cwd=tmp_path, env=env, stdout=out, stderr=out
+            [*command, "--workers", "2"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # its own process group: nothing outlives the test
         )
 
     def started() -> int:  # granian logs "Started worker-N" once a worker serves
@@ -69,4 +74,8 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(
         assert len(_workers(process.pid) - first) == 1  # a new process took the dead one's place
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the workers too, not only the main process
+            process.wait()
