@@ -6,7 +6,7 @@ on the app, in the order ``ragc --help`` lists them.
 
 from __future__ import annotations
 
-from ragc.commands import compile, review, serve, setup, versions  # noqa: F401 - registers
+from ragc.commands import compile, review, serve, setup, tenants, versions  # noqa: F401
 from ragc.commands._base import app
 
 __all__ = ["app"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -60,6 +60,11 @@ class Environment(BaseSettings):
     knowledge: str | None = Field(default=None, description="folder the webhook recompiles")
     admin_token: str | None = Field(default=None, description="bearer token of the admin API")
     webhook_secret: str | None = Field(default=None, description="HMAC key of the webhook")
+    tenant_auth: Literal["keys", "trust"] = Field(
+        default="keys",
+        description="keys (a tenant is whoever holds its API key) or trust (the request's "
+        "tenant field is believed: single-tenant, or behind an authenticating gateway)",
+    )
     provider: str = Field(default="offline", description="the L3 composer")
     l3_budget: int | None = Field(
         default=None, ge=0, description="L3 answers per tenant and month: a whole number, 0 or more"

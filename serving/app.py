@@ -74,7 +74,12 @@ def create_app(
                 log = warm.audit_log()
                 if log is not None:
                     resources.callback(log.close)
-            service = AnswerService(config, opened, provider=provider, audit_log=log)
+            keys = warm.tenant_keys() if config.tenant_auth == "keys" else None
+            if keys is not None:
+                resources.callback(keys.close)
+            service = AnswerService(
+                config, opened, provider=provider, audit_log=log, tenant_keys=keys
+            )
             resources.callback(service.close)
             service.start()
             app.state.service = service

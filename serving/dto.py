@@ -8,11 +8,12 @@ from typing import Annotated
 import msgspec
 
 from schemas.ladder import Answer
-from schemas.rollout import RolloutRecord, VersionInfo
+from schemas.rollout import Rollout, VersionInfo
 from serving.dispatch import DispatchMode
 from stores.audit import MissSummary
 from stores.base import GcReport
 from stores.ledger import DeliveryStatus
+from stores.tenant_keys import MAX_LABEL, IssuedKey, TenantKey
 
 __all__ = [
     "MAX_BATCH",
@@ -26,13 +27,18 @@ __all__ = [
     "GcReport",
     "GcRequest",
     "Health",
+    "IssuedKey",
+    "KeyRequest",
+    "KeysResponse",
     "KnowledgeChangedRequest",
     "KnowledgeChangedResponse",
     "MissesResponse",
     "PinRequest",
     "PinResponse",
-    "RolloutRecord",
+    "RevokeKeyRequest",
+    "Rollout",
     "RolloutRequest",
+    "TenantKey",
     "VersionInfo",
     "VersionsResponse",
 ]
@@ -95,6 +101,22 @@ class PinRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class PinResponse(msgspec.Struct, frozen=True, kw_only=True):
     tenant: str
     version: str | None
+
+
+class KeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /v1/admin/tenant-keys``: issue a key."""
+
+    tenant: str
+    label: Annotated[str, msgspec.Meta(max_length=MAX_LABEL)] = ""
+    """What the key is for (shown in listings)."""
+
+
+class RevokeKeyRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class KeysResponse(msgspec.Struct, frozen=True, kw_only=True):
+    keys: list[TenantKey]
 
 
 class GcRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -9,6 +9,8 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
     HTTP_409_CONFLICT,
     HTTP_500_INTERNAL_SERVER_ERROR,
@@ -22,6 +24,7 @@ from schemas.errors import (
     VersionNotFoundError,
 )
 from serving.dto import ErrorBody
+from serving.tenants import TenantCredentialsError, TenantForbiddenError
 
 __all__ = ["NotReadyError", "exception_handlers"]
 
@@ -40,6 +43,8 @@ class NotReadyError(RetryableError):
 
 _STATUSES: Final[tuple[tuple[type[RagcError], int], ...]] = (
     (InvalidInputError, HTTP_400_BAD_REQUEST),
+    (TenantCredentialsError, HTTP_401_UNAUTHORIZED),
+    (TenantForbiddenError, HTTP_403_FORBIDDEN),
     (VersionNotFoundError, HTTP_404_NOT_FOUND),
     (RetryableError, HTTP_503_SERVICE_UNAVAILABLE),
 )

@@ -22,12 +22,15 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
 
 from serving.dto import AnswerRequest
-from serving.service import AnswerService
+from serving.service import AnswerService, Asked
 
-__all__ = ["answer_fast_path"]
+__all__ = ["MAX_KEY", "answer_fast_path", "asked"]
 
 _JSON: Final = b"application/json"
 _SESSION: Final = b"x-session-id"
+_KEY: Final = b"x-api-key"
+MAX_KEY: Final = 256
+"""Longest ``X-API-Key`` header (a tenant key is 51 characters)."""
 _MAX_FAST_BODY: Final = 16 * 1024
 """Larger bodies go to the handler (a question is at most 2,000 characters)."""
 
@@ -39,7 +42,8 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
     """Wrap the answer handler's ASGI app ``app`` (Litestar route middleware)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != ScopeType.HTTP or not _plain(scope):
+        plain, key = _plain(scope) if scope["type"] == ScopeType.HTTP else (False, None)
+        if not plain:
             await app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -64,13 +68,7 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
             return
         try:
             data = _decoder.decode(body)
-            answer = await service.answer_async(
-                data.question,
-                tenant=data.tenant,
-                language=data.language,
-                slots=data.slots,
-                session=data.session,
-            )
+            answer = await service.answer_async(data.question, **asked(service, data, key=key))
         except Exception:  # noqa: BLE001 - the handler reports it, through the one mapping
             await app(scope, _replay([body], receive, None), send)
             return
@@ -90,17 +88,36 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def _plain(scope: Scope) -> bool:
-    """A JSON POST without a session header (the header needs the handler's validation)."""
+def asked(
+    service: AnswerService, data: AnswerRequest, *, key: str | None, session: str | None = None
+) -> Asked:
+    """The service's keywords for one request: its tenant is the one its API key belongs to
+    (see :mod:`serving.tenants`), its session the body's, else the header's."""
+    return {
+        "tenant": service.tenants.identify(data.tenant, key),
+        "language": data.language,
+        "slots": data.slots,
+        "session": data.session or session,
+    }
+
+
+def _plain(scope: Scope) -> tuple[bool, str | None]:
+    """Whether the request is a JSON POST without a session header (the header needs the
+    handler's validation), and its API key."""
     if scope.get("method") != "POST":
-        return False
+        return False, None
     json = False
+    key = None
     for name, value in scope["headers"]:
         if name == _SESSION:
-            return False
-        if name == b"content-type":
+            return False, None
+        if name == _KEY:
+            if len(value) > MAX_KEY:
+                return False, None
+            key = value.decode("latin-1")
+        elif name == b"content-type":
             json = value.split(b";", 1)[0].strip().lower() == _JSON
-    return json
+    return json, key
 
 
 def _replay(

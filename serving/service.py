@@ -32,8 +32,11 @@ from serving.metrics import Metrics
 from serving.pointer import PointerWatcher
 from serving.runtime import AskOptions, LoadedVersion, VersionCache
 from serving.settings import ServeSettings
+from serving.tenants import TenantAuth
 from stores.audit import AuditEvent, AuditLog, MissSummary
 from stores.base import GcReport, SnapshotStore
+from stores.tenant_keys import IssuedKey, TenantKey, TenantKeys
+from stores.warm import WarmTier
 
 __all__ = ["AnswerService", "Asked"]
 
@@ -58,6 +61,7 @@ class AnswerService:
         *,
         provider: Provider | None = None,
         audit_log: AuditLog | None = None,
+        tenant_keys: TenantKeys | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +81,9 @@ class AnswerService:
         self.budget = LLMBudget(
             settings.l3_budget, audit_log.l3_spent() if audit_log is not None else None
         )
+        self.tenant_keys = tenant_keys
+        self.tenants = TenantAuth(settings.tenant_auth, tenant_keys)
+        """Resolves a request's tenant from its API key (the HTTP edge asks it)."""
         self.batchers: dict[str, EncoderBatcher] = {}
         """The encoder batchers by encoder model (versions share their encoder), each made on
         first use; read-only outside :meth:`batcher_for`."""
@@ -92,12 +99,14 @@ class AnswerService:
         self.metrics.set_active(state.rollout.stable)
 
     def start(self) -> None:
-        """Start following pointer flips."""
+        """Start following pointer flips and tenant key changes."""
         self.pointers.start()
+        self.tenants.start()
 
     def close(self) -> None:
         """Stop background work and flush the audit log (the store is the caller's)."""
         self.pointers.stop()
+        self.tenants.stop()
         with self._batchers_lock:
             self._closed.set()
             batchers = list(self.batchers.values())
@@ -128,6 +137,26 @@ class AnswerService:
         """Pin ``tenant`` to ``version`` (``None`` removes the pin)."""
         self.store.pin(tenant, version)
         self.pointers.refresh()
+
+    def issue_key(self, tenant: str, label: str = "") -> IssuedKey:
+        """A new API key for ``tenant``, usable on this replica at once (on the others within
+        their next key refresh)."""
+        issued = self._keys().issue(tenant, label=label)
+        self.tenants.refresh()
+        return issued
+
+    def revoke_key(self, key_id: str) -> TenantKey:
+        """Revoke a tenant key by its id."""
+        revoked = self._keys().revoke(key_id)
+        self.tenants.refresh()
+        return revoked
+
+    def list_keys(self, tenant: str | None = None) -> list[TenantKey]:
+        """Issued tenant keys (never their plain text), revoked ones included."""
+        return self._keys().issued(tenant)
+
+    def _keys(self) -> TenantKeys:
+        return WarmTier.require(self.tenant_keys, "tenant keys")
 
     def collect_garbage(self, keep: int) -> GcReport:
         """Delete old versions (never one in use) and dead partial loads."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -27,6 +27,9 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Bearer token of the admin API; without it admin routes refuse."""
     webhook_secret: str | None = None
     """HMAC key of the knowledge-changed webhook."""
+    tenant_auth: Literal["keys", "trust"] = _default("tenant_auth")
+    """``keys``: a request's tenant is the one its ``X-API-Key`` belongs to; ``trust``: the
+    request's ``tenant`` field is believed (see :mod:`serving.tenants`)."""
     provider: str = _default("provider")
     """L3 composer, one of :data:`providers.PROVIDERS`."""
     l3_budget: int | None = None

@@ -1,10 +1,10 @@
 """The Postgres warm tier: schema migrations, a connection pool, and the shared stores.
 
 What several service replicas and the compiler share lives here rather than in the embedded
-SQLite file: the audit and miss log, the review queue, the webhook change ledger and the
-catalogue of published versions. Each class has the same public methods and return types as
-its SQLite twin (:mod:`stores.audit`, :mod:`stores.review`, :mod:`stores.ledger`), so callers
-can take either.
+SQLite file: the audit and miss log, the review queue, the webhook change ledger, the tenant
+keys and the catalogue of published versions. Each class has the same public methods and
+return types as its SQLite twin (:mod:`stores.audit`, :mod:`stores.review`,
+:mod:`stores.ledger`, :mod:`stores.tenant_keys`), so callers can take either.
 
 Schema changes are versioned SQL files in ``stores/migrations`` (``0001_warm_tier.sql``, ...),
 applied by :func:`migrate` (``ragc db upgrade``): each pending file in order, each in its own
@@ -44,6 +44,7 @@ from stores._pg import (
 from stores._pg_audit import PostgresAuditLog
 from stores._pg_ledger import PostgresChangeLedger
 from stores._pg_review import PostgresReviewQueue
+from stores._pg_tenant_keys import PostgresTenantKeys
 from stores._pg_versions import PostgresVersionCatalog
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "PostgresAuditLog",
     "PostgresChangeLedger",
     "PostgresReviewQueue",
+    "PostgresTenantKeys",
     "PostgresVersionCatalog",
     "current_revision",
     "expected_revision",

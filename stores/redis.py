@@ -38,7 +38,7 @@ from schemas.errors import (
 from schemas.keys import key_kind, validate_tenant, validate_version
 from schemas.manifest import Manifest, Snapshot
 from schemas.records import ExactAnswer, IntentTemplate, TopicBlock
-from schemas.rollout import PointerState, RolloutRecord, VersionInfo
+from schemas.rollout import PointerState, RolloutRecord, VersionInfo, with_canary
 from stores import _redis_connection as conn
 from stores import _redis_layout as layout
 from stores._redis_connection import guarded, parse_redis_url, text
@@ -239,10 +239,7 @@ class RedisStore:
                     "no stable version to run a canary against",
                     hint=f"activate a version first: `ragc rollout {version} --percent 100`",
                 )
-            canary = None if version == current.stable else version
-            record = RolloutRecord(
-                stable=current.stable, canary=canary, percent=percent if canary else 0.0
-            )
+            record = with_canary(current, version, percent)
             record = msgspec.structs.replace(record, updated_at=now_iso())
             status, _ = self._move(record, ready=version, rollout=raw or "")
             if status == "ok":

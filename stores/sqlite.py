@@ -30,7 +30,7 @@ from schemas.errors import (
 from schemas.keys import validate_tenant, validate_version
 from schemas.manifest import Manifest, Snapshot
 from schemas.records import ExactAnswer, IntentTemplate, TopicBlock
-from schemas.rollout import PointerState, RolloutRecord, VersionInfo
+from schemas.rollout import PointerState, RolloutRecord, VersionInfo, with_canary
 from stores.base import (
     EXACT,
     INTENT,
@@ -284,11 +284,7 @@ class SqliteStore:
                     "no stable version to run a canary against",
                     hint=f"activate a version first: `ragc rollout {version} --percent 100`",
                 )
-            if version == current.stable:
-                return self._write_rollout(db, RolloutRecord(stable=current.stable))
-            return self._write_rollout(
-                db, RolloutRecord(stable=current.stable, canary=version, percent=percent)
-            )
+            return self._write_rollout(db, with_canary(current, version, percent))
 
     def rollback(self) -> RolloutRecord:
         with self._tx() as db:

@@ -1,10 +1,10 @@
-"""The warm tier, decided once: where the audit log, miss log, review queue, webhook ledger and
-version catalogue of one deployment live.
+"""The warm tier, decided once: where the audit log, miss log, review queue, webhook ledger, tenant
+keys and version catalogue of one deployment live.
 
 With a Postgres DSN (``RAGC_WARM_DSN``) they live there, on one connection pool; otherwise the
-audit log, review queue and ledger live in the snapshot store's SQLite file, and a store that is
-not a file (Redis) has none of them. Every caller (the service, the compile, the CLI) opens them
-through :class:`WarmTier`, so the three answers to "where is it?" cannot drift apart.
+audit log, review queue, ledger and tenant keys live in the snapshot store's SQLite file, and a
+store that is not a file (Redis) has none of them. Every caller (the service, the compile, the
+CLI) opens them through :class:`WarmTier`, so the answers to "where is it?" cannot drift apart.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from schemas.errors import StoreConfigError
 from stores.audit import AuditLog, SqliteAuditLog
 from stores.ledger import ChangeLedger, SqliteChangeLedger
 from stores.review import ReviewQueue, SqliteReviewQueue
+from stores.tenant_keys import SqliteTenantKeys, TenantKeys
 
 if TYPE_CHECKING:
     from schemas.manifest import Snapshot
@@ -73,6 +74,14 @@ class WarmTier:
 
             return PostgresChangeLedger(self.dsn, pool=self._pool)
         return SqliteChangeLedger(self.store_url) if self.embedded else None
+
+    def tenant_keys(self) -> TenantKeys | None:
+        """The tenant API keys, or ``None`` when there is nowhere to keep them."""
+        if self.postgres:
+            from stores.postgres import PostgresTenantKeys  # noqa: PLC0415
+
+            return PostgresTenantKeys(self.dsn, pool=self._pool)
+        return SqliteTenantKeys(self.store_url) if self.embedded else None
 
     def record_catalogue(self, snapshot: Snapshot) -> bool:
         """Record a published version's manifest (and slot values) in the Postgres catalogue;

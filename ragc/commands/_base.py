@@ -7,7 +7,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import typer
@@ -15,9 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.errors import RagcError
-from schemas.rollout import RolloutRecord
+from schemas.rollout import Rollout
 from schemas.settings import Environment
 from stores import DEFAULT_STORE_URL, SnapshotStore, open_store
+
+if TYPE_CHECKING:
+    from stores.warm import WarmTier
 
 app = typer.Typer(
     name="ragc",
@@ -32,6 +35,13 @@ err = Console(stderr=True)
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
 
 StoreOpt = Annotated[
     str,
@@ -93,6 +103,30 @@ def opened_store(url: str | None) -> Iterator[SnapshotStore]:
         store.close()
 
 
+def warm_tier(store: str | None) -> WarmTier:
+    """The warm tier of ``store`` (default ``RAGC_STORE``), with ``RAGC_WARM_DSN``."""
+    from stores.warm import WarmTier  # noqa: PLC0415 - psycopg only for the commands that need it
+
+    settings = Environment.read()
+    return WarmTier(store or settings.store, settings.warm_dsn)
+
+
+@contextmanager
+def opened_warm(
+    store: str | None, component: Callable[[WarmTier], C | None], what: str
+) -> Iterator[C]:
+    """One warm-tier component of ``store`` (``component`` opens it, e.g.
+    ``WarmTier.review_queue``), closed when the block ends; without a warm tier, an error
+    naming ``what`` needs one."""
+    from stores.warm import WarmTier  # noqa: PLC0415
+
+    opened = WarmTier.require(component(warm_tier(store)), what)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 def emit(value: object, as_json: bool, text: str) -> None:
     if as_json:
         sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
@@ -117,7 +151,7 @@ def emit_rows(
     console.print(table if rows else empty)
 
 
-def describe_rollout(record: RolloutRecord) -> str:
+def describe_rollout(record: Rollout) -> str:
     if record.canary:
         return f"stable {record.stable}, canary {record.canary} at {record.percent:g}%"
     return f"stable {record.stable or '(none)'}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -16,13 +16,12 @@ from ragc.commands._base import (
     emit,
     emit_rows,
     fails_cleanly,
+    opened_warm,
 )
 from schemas.errors import InvalidInputError
-from schemas.settings import Environment
 
 if TYPE_CHECKING:
     from stores.review import ReviewQueue
-    from stores.warm import WarmTier
 
 review_app = typer.Typer(help="The review queue: list, approve, reject or edit answers.")
 app.add_typer(review_app, name="review")
@@ -31,23 +30,11 @@ Decision = Literal["approved", "rejected"]
 EntryArg = Annotated[str, typer.Argument(help="Entry id.")]
 
 
-def _warm(store: str | None) -> WarmTier:
-    """The warm tier of ``store`` (default ``RAGC_STORE``), with ``RAGC_WARM_DSN``."""
+def _queue(store: str | None) -> AbstractContextManager[ReviewQueue]:
+    """The review queue: the warm tier's (``RAGC_WARM_DSN``), else the SQLite store's."""
     from stores.warm import WarmTier  # noqa: PLC0415
 
-    settings = Environment.read()
-    return WarmTier(store or settings.store, settings.warm_dsn)
-
-
-@contextmanager
-def _queue(store: str | None) -> Iterator[ReviewQueue]:
-    """The review queue: the warm tier's (``RAGC_WARM_DSN``), else the SQLite store's."""
-    warm = _warm(store)
-    queue = warm.require(warm.review_queue(), "the review queue")
-    try:
-        yield queue
-    finally:
-        queue.close()
+    return opened_warm(store, WarmTier.review_queue, "the review queue")
 
 
 @review_app.command("list")
@@ -137,8 +124,9 @@ def misses(
 ) -> None:
     """Questions answered with the fallback, most frequent first (fold them into the next
     compile: the frequent ones are auto-FAQ suggestions)."""
-    warm = _warm(store)
-    with closing(warm.require(warm.audit_log(), "the miss log")) as log:
+    from stores.warm import WarmTier  # noqa: PLC0415
+
+    with opened_warm(store, WarmTier.audit_log, "the miss log") as log:
         found = log.misses(tenant=tenant, limit=limit)
     emit_rows(
         found,

@@ -92,7 +92,7 @@ def rollout(
     """Serve VERSION to a share of sessions as a canary; 100 makes it the active version."""
     with opened_store(store) as s:
         record = s.rollout(version, percent)
-    emit(record, as_json, describe_rollout(record))
+    emit(record.public(), as_json, describe_rollout(record))
 
 
 @app.command()
@@ -101,7 +101,7 @@ def rollback(store: StoreOpt = "", as_json: JsonOpt = False) -> None:
     """End a running canary, or return to the previously active version."""
     with opened_store(store) as s:
         record = s.rollback()
-    emit(record, as_json, describe_rollout(record))
+    emit(record.public(), as_json, describe_rollout(record))
 
 
 @app.command()

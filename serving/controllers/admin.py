@@ -7,15 +7,20 @@ from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromQuery, JSONBody
 
-from schemas.rollout import RolloutRecord
+from schemas.rollout import Rollout
 from serving.dependencies import admin_guard, strict_body
 from serving.dto import (
     GcReport,
     GcRequest,
+    IssuedKey,
+    KeyRequest,
+    KeysResponse,
     MissesResponse,
     PinRequest,
     PinResponse,
+    RevokeKeyRequest,
     RolloutRequest,
+    TenantKey,
     VersionsResponse,
 )
 from serving.service import AnswerService
@@ -35,7 +40,8 @@ def _command(path: str, operation_id: str) -> HTTPRouteHandler:
 
 
 class AdminController(Controller):
-    """List versions, roll out, roll back, pin tenants, collect old versions, read misses."""
+    """List versions, roll out, roll back, pin tenants, manage tenant keys, collect old versions,
+    read misses."""
 
     path = "/v1"
     guards = [admin_guard]  # noqa: RUF012 - Litestar's declared class attribute
@@ -49,14 +55,14 @@ class AdminController(Controller):
     @_command("/admin/rollout", "rollout")
     def rollout(
         self, data: JSONBody[RolloutRequest], service: NamedDependency[AnswerService]
-    ) -> RolloutRecord:
+    ) -> Rollout:
         """Serve a version to a share of sessions (100 makes it active)."""
-        return service.roll_out(data.version, data.percent)
+        return service.roll_out(data.version, data.percent).public()
 
     @_command("/admin/rollback", "rollback")
-    def rollback(self, service: NamedDependency[AnswerService]) -> RolloutRecord:
+    def rollback(self, service: NamedDependency[AnswerService]) -> Rollout:
         """End a canary, or return to the previously active version."""
-        return service.roll_back()
+        return service.roll_back().public()
 
     @_command("/admin/pins", "pin_tenant")
     def pin(
@@ -65,6 +71,27 @@ class AdminController(Controller):
         """Pin a tenant to a version (``version: null`` removes the pin)."""
         service.pin(data.tenant, data.version)
         return PinResponse(tenant=data.tenant, version=data.version)
+
+    @_command("/admin/tenant-keys", "issue_tenant_key")
+    def issue_key(
+        self, data: JSONBody[KeyRequest], service: NamedDependency[AnswerService]
+    ) -> IssuedKey:
+        """Issue an API key for a tenant: its plain text is in this response and nowhere else."""
+        return service.issue_key(data.tenant, data.label)
+
+    @get("/admin/tenant-keys", operation_id="list_tenant_keys", sync_to_thread=True)
+    def keys(
+        self, service: NamedDependency[AnswerService], tenant: FromQuery[str | None] = None
+    ) -> KeysResponse:
+        """Issued tenant keys (ids, tenants, labels, when issued and revoked; never the key)."""
+        return KeysResponse(keys=service.list_keys(tenant))
+
+    @_command("/admin/tenant-keys/revoke", "revoke_tenant_key")
+    def revoke_key(
+        self, data: JSONBody[RevokeKeyRequest], service: NamedDependency[AnswerService]
+    ) -> TenantKey:
+        """Revoke a tenant key: refused at once here, on other replicas within seconds."""
+        return service.revoke_key(data.key_id)
 
     @_command("/admin/gc", "gc")
     def gc(self, data: JSONBody[GcRequest], service: NamedDependency[AnswerService]) -> GcReport:

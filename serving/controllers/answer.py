@@ -14,7 +14,7 @@ from litestar.params import HeaderParameter, JSONBody
 
 from schemas.ladder import Answer
 from serving.dto import AnswerRequest, BatchRequest, BatchResponse
-from serving.fastpath import answer_fast_path
+from serving.fastpath import MAX_KEY, answer_fast_path, asked
 from serving.service import AnswerService
 
 __all__ = ["AnswerController"]
@@ -22,18 +22,16 @@ __all__ = ["AnswerController"]
 SessionHeader = Annotated[
     str | None, HeaderParameter(name="X-Session-Id", required=False, max_length=128)
 ]
-
-
-def _answer(
-    service: NamedDependency[AnswerService], data: JSONBody[AnswerRequest], session: str | None
-) -> Answer:
-    return service.answer(
-        data.question,
-        tenant=data.tenant,
-        language=data.language,
-        slots=data.slots,
-        session=data.session or session,
-    )
+KeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="X-API-Key",
+        required=False,
+        max_length=MAX_KEY,
+        description="A tenant's API key: the request speaks for that tenant. Without one the "
+        "answer comes from the shared (untenanted) knowledge.",
+    ),
+]
 
 
 class AnswerController(Controller):
@@ -48,16 +46,13 @@ class AnswerController(Controller):
         data: JSONBody[AnswerRequest],
         service: NamedDependency[AnswerService],
         session: SessionHeader = None,
+        key: KeyHeader = None,
     ) -> Answer:
         """Answer one question."""
         # On the loop; only the encoder is awaited (batched), and a composer that does I/O
         # runs in a worker thread (see AnswerService.answer_async).
         return await service.answer_async(
-            data.question,
-            tenant=data.tenant,
-            language=data.language,
-            slots=data.slots,
-            session=data.session or session,
+            data.question, **asked(service, data, key=key, session=session)
         )
 
     @post("/batch", operation_id="answer_batch", status_code=200)
@@ -67,6 +62,7 @@ class AnswerController(Controller):
         service: NamedDependency[AnswerService],
         state: State,
         session: SessionHeader = None,
+        key: KeyHeader = None,
     ) -> BatchResponse:
         """Answer up to 100 questions in order (for evaluations).
 
@@ -75,10 +71,12 @@ class AnswerController(Controller):
         single answers go on being served beside it.
         """
 
+        requests = [(q, asked(service, q, key=key, session=session)) for q in data.questions]
+
         def run() -> BatchResponse:
             answers = []
-            for question in data.questions:
-                answers.append(_answer(service, question, session))
+            for question, keywords in requests:
+                answers.append(service.answer(question.question, **keywords))
                 time.sleep(0)  # hand the GIL to the event loop between questions
             return BatchResponse(answers=answers)
 

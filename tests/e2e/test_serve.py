@@ -21,6 +21,7 @@ from serving.dto import MAX_BATCH
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 from stores import open_store
+from stores.tenant_keys import SqliteTenantKeys
 from tests.conftest import EXAMPLES
 from tests.e2e.conftest import Compiled
 
@@ -57,13 +58,32 @@ def settings(url: str, **changes: object) -> ServeSettings:
 
 
 @pytest.fixture
-async def client(store_url: str) -> AsyncIterator[Client]:
+def acme(store_url: str) -> dict[str, str]:
+    """Headers that speak for tenant ``acme``: its API key, issued in the store's file."""
+    keys = SqliteTenantKeys(store_url)
+    try:
+        return {"X-API-Key": keys.issue("acme", label="tests").key}
+    finally:
+        keys.close()
+
+
+@pytest.fixture
+async def client(store_url: str, acme: dict[str, str]) -> AsyncIterator[Client]:
+    """The service over a private store in which ``acme`` has a key (issued before it starts)."""
+    del acme
     async with AsyncTestClient(create_app(settings(store_url))) as test_client:
         yield test_client
 
 
-async def ask(client: Client | ConcurrentClient, question: str, **fields: object) -> dict[str, Any]:
-    response = await client.post("/v1/answer", json={"question": question, **fields})
+async def ask(
+    client: Client | ConcurrentClient,
+    question: str,
+    headers: dict[str, str] | None = None,
+    **fields: object,
+) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/answer", json={"question": question, **fields}, headers=headers
+    )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -105,10 +125,10 @@ async def test_each_layer_answers_with_its_entry_and_sources(client: Client) -> 
 
 
 async def test_an_unrelated_question_gets_safe_and_lands_in_the_miss_log(
-    client: Client,
+    client: Client, acme: dict[str, str]
 ) -> None:
     first = await ask(client, OFF_TOPIC)
-    await ask(client, OFF_TOPIC.upper() + "?", tenant="acme")
+    await ask(client, OFF_TOPIC.upper() + "?", acme)
 
     assert first["layer"] == "SAFE"
     assert first["sources"] == []
@@ -180,17 +200,17 @@ async def test_broken_bodies_are_refused(
 
 @pytest.mark.parametrize("question", [L1, L2, L3, OFF_TOPIC])
 async def test_the_fast_path_answers_exactly_as_the_handler_does(
-    client: Client, question: str
+    client: Client, question: str, acme: dict[str, str]
 ) -> None:
     """A plain JSON POST takes the route middleware; a session header sends it through the
     controller's handler. Both give the same body (the measured latency aside)."""
     body = {"question": question, "tenant": "acme"}
-    fast = await client.post("/v1/answer", json=body)
-    handled = await client.post("/v1/answer", json=body, headers={"X-Session-Id": "s-1"})
+    fast = await client.post("/v1/answer", json=body, headers=acme)
+    handled = await client.post("/v1/answer", json=body, headers={"X-Session-Id": "s-1", **acme})
     form = await client.post(
         "/v1/answer",
         content=json.dumps(body).encode(),
-        headers={"content-type": "application/json; charset=utf-8"},
+        headers={"content-type": "application/json; charset=utf-8", **acme},
     )
     assert fast.status_code == handled.status_code == form.status_code == 200
     assert fast.headers["content-type"] == handled.headers["content-type"]
@@ -323,19 +343,22 @@ async def test_a_surrogate_pair_escape_is_a_character(client: Client) -> None:
     assert response.status_code == 200, response.text
 
 
-async def _versions_seen(client: Client, sessions: range, **fields: object) -> list[str]:
+async def _versions_seen(
+    client: Client, sessions: range, headers: dict[str, str] | None = None
+) -> list[str]:
     seen: list[str] = []
     for start in range(sessions.start, sessions.stop, MAX_BATCH):
         chunk = range(start, min(start + MAX_BATCH, sessions.stop))
         response = await client.post(
             "/v1/answer/batch",
-            json={"questions": [{"question": L1, "session": f"s{i}", **fields} for i in chunk]},
+            json={"questions": [{"question": L1, "session": f"s{i}"} for i in chunk]},
+            headers=headers,
         )
         seen += [a["version"] for a in response.json()["answers"]]
     return seen
 
 
-async def test_canary_rollout_rollback_and_pins(client: Client) -> None:
+async def test_canary_rollout_rollback_and_pins(client: Client, acme: dict[str, str]) -> None:
     rollout = await client.post(
         "/v1/admin/rollout", json={"version": "v1", "percent": 10}, headers=ADMIN
     )
@@ -349,7 +372,7 @@ async def test_canary_rollout_rollback_and_pins(client: Client) -> None:
 
     seen = await _versions_seen(client, range(1000))
     again = await _versions_seen(client, range(1000))
-    pinned = await _versions_seen(client, range(200), tenant="acme")
+    pinned = await _versions_seen(client, range(200), acme)
 
     assert 0.06 < seen.count("v1") / len(seen) < 0.14
     assert seen == again
@@ -357,6 +380,47 @@ async def test_canary_rollout_rollback_and_pins(client: Client) -> None:
 
     await client.post("/v1/admin/rollback", headers=ADMIN)
     assert set(await _versions_seen(client, range(1000))) == {"v2"}
+
+
+async def test_a_tenant_is_whoever_holds_its_key(client: Client, acme: dict[str, str]) -> None:
+    await client.post("/v1/admin/pins", json={"tenant": "acme", "version": "v1"}, headers=ADMIN)
+    issued = await client.post("/v1/admin/tenant-keys", json={"tenant": "beta"}, headers=ADMIN)
+    beta = {"X-API-Key": issued.json()["key"]}
+
+    claimed = await client.post("/v1/answer", json={"question": L1, "tenant": "acme"})
+    forged = await client.post("/v1/answer", json={"question": L1}, headers={"X-API-Key": "x"})
+    other = await client.post("/v1/answer", json={"question": L1, "tenant": "acme"}, headers=beta)
+    batch = await client.post(
+        "/v1/answer/batch",
+        json={"questions": [{"question": L1}, {"question": L1, "tenant": "beta"}]},
+        headers=acme,
+    )
+    assert (claimed.status_code, forged.status_code, other.status_code) == (401, 401, 403)
+    assert "X-API-Key" in claimed.json()["hint"]
+    assert "not a live tenant key" in forged.json()["detail"]
+    assert batch.status_code == 403
+    # The key says who asks: acme's pin, without naming acme; anonymous callers get stable.
+    assert (await ask(client, L1, acme))["version"] == "v1"
+    assert (await ask(client, L1, acme, tenant="acme"))["version"] == "v1"
+    assert (await ask(client, L1, beta))["version"] == "v2"
+    assert (await ask(client, L1))["version"] == "v2"
+
+    listed = (await client.get("/v1/admin/tenant-keys?tenant=acme", headers=ADMIN)).json()
+    assert [k["tenant"] for k in listed["keys"]] == ["acme"]
+    assert "key" not in listed["keys"][0]
+    revoke = {"key_id": listed["keys"][0]["key_id"]}
+    assert (
+        await client.post("/v1/admin/tenant-keys/revoke", json=revoke, headers=ADMIN)
+    ).is_success
+    refused = await client.post("/v1/answer", json={"question": L1}, headers=acme)
+    assert refused.status_code == 401  # at once on the replica that revoked it
+
+
+async def test_with_tenant_auth_trust_the_request_names_its_tenant(store_url: str) -> None:
+    async with AsyncTestClient(create_app(settings(store_url, tenant_auth="trust"))) as client:
+        await client.post("/v1/admin/pins", json={"tenant": "acme", "version": "v1"}, headers=ADMIN)
+        assert (await ask(client, L1, tenant="acme"))["version"] == "v1"
+        assert (await ask(client, L1, {"X-API-Key": "ignored"}))["version"] == "v2"
 
 
 async def test_a_flip_by_another_process_is_seen_within_a_second(
@@ -400,11 +464,13 @@ async def test_an_in_flight_request_finishes_on_the_version_it_started_with(
     assert after["version"] == "v1"
 
 
-async def test_a_spent_llm_budget_skips_l3_but_not_l1_or_l2(store_url: str) -> None:
+async def test_a_spent_llm_budget_skips_l3_but_not_l1_or_l2(
+    store_url: str, acme: dict[str, str]
+) -> None:
     async with AsyncTestClient(create_app(settings(store_url, l3_budget=0))) as client:
-        composed = await ask(client, L3, tenant="acme")
-        exact = await ask(client, L1, tenant="acme")
-        routed = await ask(client, L2, tenant="acme")
+        composed = await ask(client, L3, acme)
+        exact = await ask(client, L1, acme)
+        routed = await ask(client, L2, acme)
     assert (composed["layer"], composed["faq_only"]) == ("SAFE", True)
     assert (exact["layer"], routed["layer"]) == ("L1", "L2")
     assert (exact["faq_only"], routed["faq_only"]) == (True, True)
@@ -436,7 +502,7 @@ class _ThreadedComposer(OfflineProvider):
 
 @pytest.mark.parametrize("composer", ["offline", "threaded"])
 async def test_concurrent_cold_questions_share_encoder_calls_and_get_the_same_answers(
-    store_url: str, composer: str
+    store_url: str, composer: str, acme: dict[str, str]
 ) -> None:
     """With the route memo off every routed question needs the encoder. Asked all at once,
     they are embedded together (one call: the batch is exactly as large as the questions
@@ -454,7 +520,7 @@ async def test_concurrent_cold_questions_share_encoder_calls_and_get_the_same_an
     async def answers(app: Litestar) -> tuple[list[dict[str, Any]], AnswerService]:
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar is ASGI
         async with app.lifespan(), ConcurrentClient(transport=transport, base_url=BASE) as client:
-            replies = await asyncio.gather(*(ask(client, q, tenant="acme") for q in questions))
+            replies = await asyncio.gather(*(ask(client, q, acme) for q in questions))
             service: AnswerService = app.state.service
         for reply in replies:
             assert reply.pop("latency_ms") >= 0

@@ -41,6 +41,7 @@ from stores.postgres import (
     PostgresAuditLog,
     PostgresChangeLedger,
     PostgresReviewQueue,
+    PostgresTenantKeys,
     PostgresVersionCatalog,
     current_revision,
     migrate,
@@ -49,6 +50,7 @@ from stores.postgres import (
     open_pool,
 )
 from stores.review import ReviewItem, ReviewQueue, SqliteReviewQueue
+from stores.tenant_keys import KEY_PREFIX, SqliteTenantKeys, TenantKeys, digest_key
 from stores.warm import WarmTier
 
 pytestmark = pytest.mark.integration
@@ -61,6 +63,7 @@ WARM_TABLES = {
     "audit_misses",
     "review_items",
     "webhook_deliveries",
+    "tenant_keys",
 }
 NOW = 1_790_000_000
 runner = CliRunner()
@@ -200,6 +203,7 @@ def test_components_share_an_injected_pool_and_leave_it_open(pool: Pool, dsn: st
         (SqliteAuditLog, PostgresAuditLog),
         (SqliteReviewQueue, PostgresReviewQueue),
         (SqliteChangeLedger, PostgresChangeLedger),
+        (SqliteTenantKeys, PostgresTenantKeys),
     ],
 )
 def test_public_methods_match_the_sqlite_twin(embedded: type[Any], warm: type[Any]) -> None:
@@ -534,6 +538,51 @@ def test_marking_checks_the_id_and_the_status(ledger: ChangeLedger) -> None:
     got = ledger.get("d")
     assert got is not None
     assert (got.status, got.detail) == ("done", "ok")
+
+
+# --- tenant keys, on both backends -----------------------------------------------------------
+
+
+@pytest.fixture
+def tenant_keys(warm: WarmTier) -> Iterator[TenantKeys]:
+    opened = warm.require(warm.tenant_keys(), "tenant keys")
+    yield opened
+    opened.close()
+
+
+def test_a_key_is_stored_only_as_its_digest_and_maps_to_its_tenant(
+    tenant_keys: TenantKeys,
+) -> None:
+    issued = tenant_keys.issue("acme", label="support widget")
+    other = tenant_keys.issue("beta")
+    assert issued.key.startswith(KEY_PREFIX)
+    assert issued.key != other.key
+    assert tenant_keys.live() == {digest_key(issued.key): "acme", digest_key(other.key): "beta"}
+    listed = tenant_keys.issued("acme")
+    assert [(k.key_id, k.tenant, k.label) for k in listed] == [
+        (issued.info.key_id, "acme", "support widget")
+    ]
+    assert issued.info.key_id == digest_key(issued.key)[:12]
+
+
+def test_a_revoked_key_leaves_the_live_map_and_stays_listed(tenant_keys: TenantKeys) -> None:
+    issued = tenant_keys.issue("acme")
+    first = tenant_keys.revoke(issued.info.key_id)
+    assert first.revoked_at is not None
+    assert tenant_keys.live() == {}
+    assert tenant_keys.revoke(issued.info.key_id).revoked_at == first.revoked_at
+    assert [k.revoked_at for k in tenant_keys.issued()] == [first.revoked_at]
+    with pytest.raises(InvalidInputError, match="no tenant key 'nope'"):
+        tenant_keys.revoke("nope")
+
+
+@pytest.mark.parametrize(("tenant", "label"), [("acme\n", ""), ("Acme", ""), ("acme", "a\nb")])
+def test_a_key_for_a_bad_tenant_or_label_is_refused(
+    tenant_keys: TenantKeys, tenant: str, label: str
+) -> None:
+    with pytest.raises(InvalidInputError):
+        tenant_keys.issue(tenant, label=label)
+    assert tenant_keys.issued() == []
 
 
 # --- version catalogue ----------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The answer service with the Postgres warm tier: audit, misses and the webhook ledger there."""
+"""The answer service with the Postgres warm tier: audit, misses, tenant keys and the webhook
+ledger there."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from serving.app import create_app
 from serving.settings import ServeSettings
 from serving.signatures import sign
 from stores import open_store
-from stores.postgres import PostgresAuditLog, PostgresChangeLedger
+from stores.postgres import PostgresAuditLog, PostgresChangeLedger, PostgresTenantKeys
 from tests.factories import make_snapshot
 
 pytestmark = pytest.mark.integration
@@ -32,10 +33,15 @@ async def test_misses_and_webhook_deliveries_go_to_postgres(dsn: str, tmp_path: 
     settings = ServeSettings(
         store=url, admin_token="t", webhook_secret="s3cret", warm_dsn=dsn, knowledge=None
     )
+    keys = PostgresTenantKeys(dsn)
+    acme = {"X-API-Key": keys.issue("acme").key}  # issued by another process, in Postgres
+    keys.close()
     app: Litestar = create_app(settings)
     async with AsyncTestClient(app) as client:
         answer = (
-            await client.post("/v1/answer", json={"question": "what is the meaning of life"})
+            await client.post(
+                "/v1/answer", json={"question": "what is the meaning of life"}, headers=acme
+            )
         ).json()
         assert answer["layer"] == "SAFE"
         body = b'{"changed": ["policies/refunds.md"]}'
@@ -52,6 +58,7 @@ async def test_misses_and_webhook_deliveries_go_to_postgres(dsn: str, tmp_path: 
         misses = (await client.get("/v1/misses", headers=ADMIN)).json()
 
     assert misses["misses"][0]["normalized"] == "what is the meaning of life"
+    assert misses["misses"][0]["tenants"] == ["acme"]  # the key's tenant, named by no one
     log = PostgresAuditLog(dsn)
     ledger = PostgresChangeLedger(dsn)
     try:

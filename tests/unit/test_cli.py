@@ -298,3 +298,22 @@ def test_review_list_says_why_an_answer_is_held(url: str, monkeypatch: pytest.Mo
     assert "duplicate question answered" in out
     code, out, _ = ragc("review", "list", "--store", url, "--json")
     assert json.loads(out)[0]["reason"] == "duplicate question answered differently"
+
+
+def test_tenant_keys_are_issued_once_listed_without_the_key_and_revoked(url: str) -> None:
+    code, out, _ = ragc("tenant-keys", "add", "acme", "--label", "widget", "--store", url)
+    key = out.split("\n")[1].strip()
+    assert code == 0
+    assert key.startswith("ragc_tk_")
+    code, out, _ = ragc("tenant-keys", "list", "--store", url, "--json")
+    listed = json.loads(out)
+    assert code == 0
+    assert [(k["tenant"], k["label"], k["revoked_at"]) for k in listed] == [
+        ("acme", "widget", None)
+    ]
+    assert key not in out
+    code, out, _ = ragc("tenant-keys", "revoke", listed[0]["key_id"], "--store", url)
+    assert (code, out.strip()) == (0, f"revoked key {listed[0]['key_id']} of tenant acme")
+    code, _, err = ragc("tenant-keys", "add", "Acme", "--store", url)
+    assert code == 1
+    assert "tenant id 'Acme' is not valid" in err

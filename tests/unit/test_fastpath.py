@@ -13,6 +13,8 @@ import pytest
 from schemas.errors import InvalidInputError
 from schemas.ladder import Answer
 from serving.fastpath import answer_fast_path
+from serving.tenants import TenantAuth
+from stores.tenant_keys import digest_key
 
 ANSWER = Answer(
     answer="30 days.",
@@ -29,6 +31,7 @@ ANSWER = Answer(
 class FakeService:
     def __init__(self, composer: str = "offline", error: Exception | None = None) -> None:
         self.composer = SimpleNamespace(name=composer)
+        self.tenants = TenantAuth("trust", None)
         self.error = error
         self.calls: list[dict[str, Any]] = []
 
@@ -146,3 +149,25 @@ def test_other_methods_pass_straight_through() -> None:
     handler, sent = _run(FakeService(), [b""], method="GET")
     assert handler.bodies == [b""]
     assert sent[0]["status"] == 418
+
+
+class _Keys:
+    def live(self) -> dict[str, str]:
+        return {digest_key("ragc_tk_acme"): "acme"}
+
+
+def test_the_api_key_header_names_the_tenant_and_a_bad_one_goes_to_the_handler() -> None:
+    service = FakeService()
+    service.tenants = TenantAuth("keys", _Keys())
+    body = json.dumps({"question": "What's your return window?"}).encode()
+    json_header = (b"content-type", b"application/json")
+
+    handler, _ = _run(service, [body], headers=[json_header, (b"x-api-key", b"ragc_tk_acme")])
+    assert handler.bodies == []
+    assert service.calls[-1]["tenant"] == "acme"
+
+    handler, sent = _run(service, [body], headers=[json_header, (b"x-api-key", b"forged")])
+    assert handler.bodies == [body]  # the handler answers 401, through the one mapping
+    assert sent[0]["status"] == 418
+    handler, _ = _run(service, [body], headers=[json_header, (b"x-api-key", b"k" * 300)])
+    assert handler.bodies == [body]  # too long for the fast path: the handler's 400

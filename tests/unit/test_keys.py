@@ -23,6 +23,7 @@ from schemas.keys import (
     unique_name,
 )
 from schemas.normalize import canonical_text
+from schemas.rollout import canary_bucket
 
 ROOT = Path(__file__).resolve().parents[2]
 versions = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,20}\Z")
@@ -160,3 +161,13 @@ def test_a_taken_name_gets_the_first_free_suffix() -> None:
         "setup-2",
         "setup-3",
     ]
+
+
+def test_a_seeded_canary_bucket_cannot_be_computed_without_the_seed() -> None:
+    plain = [canary_bucket("acme", f"s{i}") for i in range(200)]
+    seeded = [canary_bucket("acme", f"s{i}", "0" * 32) for i in range(200)]
+    other = [canary_bucket("acme", f"s{i}", "1" * 32) for i in range(200)]
+    assert seeded == [canary_bucket("acme", f"s{i}", "0" * 32) for i in range(200)]
+    assert sum(a == b for a, b in zip(plain, seeded, strict=True)) < 3
+    assert sum(a == b for a, b in zip(seeded, other, strict=True)) < 3
+    assert all(0 <= b < 100 for b in seeded)

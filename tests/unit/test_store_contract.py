@@ -138,6 +138,27 @@ def test_canary_serves_its_share_of_sessions_stably(store: SnapshotStore) -> Non
     assert again == chosen
 
 
+def test_a_canary_draws_a_secret_seed_and_keeps_it_while_its_share_grows(
+    store: SnapshotStore,
+) -> None:
+    store.publish(make_snapshot("v1"), activate=True)
+    store.publish(make_snapshot("v2"))
+    store.publish(make_snapshot("v3"))
+
+    first = store.rollout("v2", 10).seed
+    state = store.pointers()
+    sessions = [f"s{i}" for i in range(2000)]
+    early = {s for s in sessions if choose_version(state, session=s) == "v2"}
+    grown = store.rollout("v2", 40)
+    later = {s for s in sessions if choose_version(store.pointers(), session=s) == "v2"}
+
+    assert len(first) == 32
+    assert grown.seed == first
+    assert early < later  # nobody already in the canary leaves it as the share grows
+    assert store.rollout("v3", 10).seed not in ("", first)  # a new canary, a new cohort
+    assert "seed" not in msgspec.to_builtins(grown.public())
+
+
 def test_rollback_during_a_canary_ends_the_canary(store: SnapshotStore) -> None:
     store.publish(make_snapshot("v1"), activate=True)
     store.publish(make_snapshot("v2"))
