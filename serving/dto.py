@@ -78,9 +78,14 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
+    """``/healthz`` and ``/readyz``: ``status`` is ``ok`` (alive), ``ready``, ``degraded``
+    (answering from the versions loaded, but the pointers cannot be read: ``detail`` says why)
+    or ``not ready``."""
+
     status: str
     version: str | None = None
     canary: str | None = None
+    detail: str | None = None
 
 
 class VersionsResponse(msgspec.Struct, frozen=True, kw_only=True):

@@ -3,6 +3,12 @@
 A background thread re-reads the rollout record and pins every ``interval`` seconds; requests
 read the last state from memory. A request that has picked its version keeps it to the end, so
 in-flight requests finish on the version they started with.
+
+When the store cannot be read, or reads as having lost its pointers (a Redis flushed, or
+restarted without its data: a stable version, once set, is never unset by any operation), the
+watcher keeps the last state it read, so a replica goes on serving the versions it has loaded.
+Its :attr:`PointerWatcher.health` says so (readiness reports "degraded"), each change of it is
+logged once, and the first good read restores it.
 """
 
 from __future__ import annotations
@@ -10,13 +16,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Literal, Protocol
 
 from schemas.errors import RagcError
 from schemas.rollout import PointerState, RolloutRecord
 from stores.base import PointerNotifier
 
-__all__ = ["PointerSource", "PointerWatcher"]
+__all__ = ["PointerHealth", "PointerSource", "PointerWatcher"]
+
+PointerHealth = Literal["ok", "unreachable", "lost"]
+"""``ok``: the last read worked; ``unreachable``: the store did not answer; ``lost``: it answered
+with no stable version after having one."""
+_DEGRADED: Final[dict[str, str]] = {
+    "unreachable": "the version pointers cannot be read",
+    "lost": "the store has lost its version pointers (flushed or restarted empty)",
+}
 
 
 class PointerSource(Protocol):
@@ -44,6 +58,9 @@ class PointerWatcher:
         self.on_change = on_change
         """Called (from the watcher thread) with the new state whenever the pointers move."""
         self.state = PointerState(rollout=RolloutRecord())
+        self.health: PointerHealth = "ok"
+        self.problem: str | None = None
+        """Why the health is not ``ok`` (the store's error), for readiness and logs."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -55,12 +72,37 @@ class PointerWatcher:
         with self._refresh_lock:  # the poller and the subscriber may both call it
             return self._refresh()
 
+    @property
+    def degraded(self) -> str | None:
+        """What is wrong with the pointers the replica serves by, or ``None``."""
+        if self.health == "ok":
+            return None
+        return f"{_DEGRADED[self.health]}; serving the versions last read ({self.problem})"
+
+    def _health(self, health: PointerHealth, problem: str | None = None) -> None:
+        """Record the health of the last read; log each change once."""
+        if health != self.health:
+            if health == "ok":
+                logger.info("version pointers readable again (was: %s)", self.health)
+            else:
+                logger.warning(
+                    "%s, serving the versions last read (%s): %s",
+                    _DEGRADED[health],
+                    ", ".join(sorted(self.state.in_use)) or "none",
+                    problem,
+                )
+        self.health, self.problem = health, problem
+
     def _refresh(self) -> PointerState:
         try:
             state = self.store.pointers()
         except RagcError as exc:  # keep serving the last known state
-            logger.warning("cannot read version pointers: %s", exc)
+            self._health("unreachable", exc.message)
             return self.state
+        if state.rollout.stable is None and self.state.rollout.stable is not None:
+            self._health("lost", f"stable was {self.state.rollout.stable}, now none")
+            return self.state
+        self._health("ok")
         if state != self.state and self.on_change is not None:
             try:
                 self.on_change(state)  # e.g. load the new versions before requests need them

@@ -24,16 +24,19 @@ class HealthController(Controller):
 
     @get("/readyz", operation_id="readyz", sync_to_thread=False)
     def readyz(self, service: NamedDependency[AnswerService]) -> Response[Health]:
-        """Ready only when an active version is loaded."""
+        """Ready (200) while the active version is loaded; ``degraded`` (still 200: it answers)
+        when the pointers cannot be read and the replica serves the versions it read last."""
         rollout = service.rollout
-        ready = service.ready
+        degraded = service.pointers.degraded
+        if not service.ready:
+            status, detail = "not ready", "no active version loaded"
+        elif degraded is not None:
+            status, detail = "degraded", degraded
+        else:
+            status, detail = "ready", None
         return Response(
-            Health(
-                status="ready" if ready else "not ready: no active version loaded",
-                version=rollout.stable,
-                canary=rollout.canary,
-            ),
-            status_code=HTTP_200_OK if ready else HTTP_503_SERVICE_UNAVAILABLE,
+            Health(status=status, version=rollout.stable, canary=rollout.canary, detail=detail),
+            status_code=HTTP_503_SERVICE_UNAVAILABLE if status == "not ready" else HTTP_200_OK,
         )
 
     @get("/metrics", operation_id="metrics", sync_to_thread=False, media_type=MediaType.TEXT)

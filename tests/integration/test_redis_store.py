@@ -17,13 +17,18 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
 
+import anyio.to_thread
 import msgspec
 import pytest
 import redis
+from litestar.testing import AsyncTestClient
 
 from schemas.errors import PermanentError, StoreUnavailableError, VersionNotFoundError
 from schemas.keys import ACTIVE_KEY, ROLLOUT_KEY, exact_key, pin_key
 from schemas.rollout import RolloutRecord
+from serving.app import create_app
+from serving.service import AnswerService
+from serving.settings import ServeSettings
 from stores import open_store
 from stores.redis import RedisStore, parse_redis_url
 from tests.conftest import REDIS_URL, ROOT, drop_redis_prefix, require_redis
@@ -268,3 +273,30 @@ def test_an_unreachable_redis_is_a_retryable_error_naming_the_url() -> None:
     with pytest.raises(StoreUnavailableError, match=r"redis://127\.0\.0\.1:1/0") as caught:
         open_store("redis://127.0.0.1:1/0")
     assert "redis-server" in str(caught.value)
+
+
+async def test_a_replica_keeps_answering_when_its_redis_loses_every_key(url: str) -> None:
+    """A flushed (or restarted, empty) Redis: the replica answers from the versions it loaded,
+    reports degraded readiness, and is ready again once a version is published again."""
+    store = open_store(url)
+    store.publish(make_snapshot("v1"), activate=True)
+    settings = ServeSettings(store=url, pointer_poll_s=0.02, audit=False)
+    async with AsyncTestClient(create_app(settings)) as http:
+        assert (await http.get("/readyz")).json()["status"] == "ready"
+        drop_redis_prefix(url)  # every key of this store, gone
+        service: AnswerService = http.app.state.service
+        await anyio.to_thread.run_sync(service.pointers.refresh)
+        ready = await http.get("/readyz")
+        answer = await http.post("/v1/answer", json={"question": QUESTION})
+        assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
+        assert "lost its version pointers" in ready.json()["detail"]
+        assert (answer.status_code, answer.json()["version"]) == (200, "v1")
+
+        store.publish(make_snapshot("v2"), activate=True)
+        await anyio.to_thread.run_sync(service.pointers.refresh)
+        ready = await http.get("/readyz")
+        assert (ready.json()["status"], ready.json()["version"]) == ("ready", "v2")
+        assert (await http.post("/v1/answer", json={"question": QUESTION})).json()[
+            "version"
+        ] == "v2"
+    store.close()

@@ -3,6 +3,7 @@ audit writer (the e2e tests reach them through HTTP)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -164,6 +165,46 @@ def test_the_watcher_reports_moves_and_keeps_the_last_state_through_an_outage() 
     store.down = False
     assert watcher.refresh().rollout.stable == "v2"
     assert seen == ["v1", "v2"]
+
+
+def test_lost_pointers_keep_the_last_state_degraded_and_are_logged_once_per_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = _FlakyPointers()
+    store.state = PointerState(
+        rollout=RolloutRecord(stable="v1", canary="v2", percent=5), pins={"acme": "v3"}
+    )
+    seen: list[PointerState] = []
+    watcher = PointerWatcher(store, on_change=seen.append)
+    kept = watcher.state
+    assert (watcher.health, watcher.degraded) == ("ok", None)
+
+    with caplog.at_level(logging.INFO, logger="serving.pointer"):
+        store.state = PointerState(rollout=RolloutRecord())  # Redis flushed: every key gone
+        for _ in range(3):
+            assert watcher.refresh() == kept
+        assert watcher.health == "lost"
+        assert "lost its version pointers" in (watcher.degraded or "")
+        store.down = True
+        watcher.refresh()
+        assert (watcher.health, watcher.state) == ("unreachable", kept)
+        store.down = False
+        store.state = PointerState(rollout=RolloutRecord(stable="v4"))  # republished
+        assert watcher.refresh().rollout.stable == "v4"
+    assert watcher.health == "ok"
+    assert [s.rollout.stable for s in seen] == ["v1", "v4"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3  # lost, unreachable, readable again: once each
+    assert "lost its version pointers" in messages[0]
+    assert "v1, v2, v3" in messages[0]
+    assert "readable again" in messages[2]
+
+
+def test_a_store_that_never_had_a_stable_version_is_not_degraded() -> None:
+    store = _FlakyPointers()
+    store.state = PointerState(rollout=RolloutRecord())
+    watcher = PointerWatcher(store)
+    assert (watcher.refresh().rollout.stable, watcher.health) == (None, "ok")
 
 
 def test_a_failing_change_handler_does_not_stop_the_move() -> None:
