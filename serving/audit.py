@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Final, Protocol
 
+from schemas.errors import RagcError
 from stores.audit import AuditEvent
 
 __all__ = ["CAPACITY", "AuditSink", "AuditWriter"]
@@ -59,6 +60,7 @@ class AuditWriter:
         """Events dropped since start because the queue was full."""
         self._on_drop = on_drop
         self._dropping = False
+        self._failing = False
         self._drop_lock = threading.Lock()
         self._queue: deque[AuditEvent] = deque(maxlen=self.capacity)
         self._wake = threading.Event()
@@ -97,15 +99,29 @@ class AuditWriter:
                 events = [self._queue.popleft() for _ in range(min(self.chunk, len(self._queue)))]
                 try:
                     self.sink.record(events)
-                except Exception:  # the answer path must not fail because the log did
-                    logger.exception("audit write failed; %d events re-queued", len(events))
+                except Exception as exc:  # noqa: BLE001 - a failed log must not fail an answer
+                    self._failed(exc)
                     self._requeue(events)
                     return written
+                if self._failing:
+                    self._failing = False
+                    logger.warning("audit log writable again; writing the queued answers")
                 written += len(events)
                 if self._dropping and not self._queue:
                     self._dropping = False
                     logger.warning("audit queue drained: %d events were dropped", self.dropped)
             return written
+
+    def _failed(self, exc: Exception) -> None:
+        """Log a failed write once per outage (a ragc error in one line, anything else with
+        its traceback); the writer retries every ``interval`` meanwhile."""
+        if self._failing:
+            return
+        self._failing = True
+        if isinstance(exc, RagcError):
+            logger.error("audit writes failing, answers queued until they work: %s", exc)
+        else:
+            logger.exception("audit writes failing, answers queued until they work")
 
     def _requeue(self, events: list[AuditEvent]) -> None:
         """Put failed events back in front; what no longer fits (the oldest) is dropped."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import msgspec
 import psycopg
@@ -22,18 +24,22 @@ from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool.base import AttemptWithBackoff
 
 from schemas.errors import InvalidInputError, RagcError, StoreConfigError, StoreUnavailableError
 from schemas.redact import redact
 from stores._sql import POSTGRES, Run, SqlTables
 
 __all__ = [
+    "BREAKER_S",
     "SCHEMA",
+    "Breaker",
     "Migration",
     "NotMigratedError",
     "PgComponent",
     "PgTables",
     "Pool",
+    "WarmPool",
     "connect",
     "expected_revision",
     "migrations",
@@ -49,8 +55,15 @@ Pool: TypeAlias = "ConnectionPool[psycopg.Connection[TupleRow]]"
 SCHEMA: Final = "ragc"
 """The Postgres schema every warm-tier table lives in."""
 
-CONNECT_TIMEOUT: Final = 5
+CONNECT_TIMEOUT: Final = 3
 """Seconds to wait for a new connection, unless the DSN sets ``connect_timeout`` itself."""
+POOL_TIMEOUT: Final = 3.0
+"""Seconds a call waits for a pooled connection before it fails (psycopg's default is 30)."""
+RECONNECT_S: Final = 1.0
+"""Longest pause between a pool's attempts to reconnect to a server that went away."""
+BREAKER_S: Final = 1.0
+"""After a call finds the server unreachable, calls on the same pool fail at once for this
+long; then the next one tries again."""
 
 START_HINT: Final = (
     "is PostgreSQL running there? Start it (e.g. `pg_ctlcluster 15 main start`, "
@@ -144,21 +157,78 @@ def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[TupleRow
         return psycopg.connect(conninfo, autocommit=autocommit)
 
 
+class Breaker:
+    """Fails calls at once while their server is known to be away (a circuit breaker).
+
+    A call that finds the server unreachable trips it for :data:`BREAKER_S`; calls in that
+    window fail with the same error at once, instead of each waiting for a connection; the
+    first call after it tries again, and a success closes it.
+    """
+
+    def __init__(self, hold: float = BREAKER_S) -> None:
+        self.hold = hold
+        self._tripped = 0.0
+        self._error: StoreUnavailableError | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raise the last error while the breaker is open."""
+        with self._lock:
+            error, tripped = self._error, self._tripped
+        if error is not None and time.monotonic() < tripped + self.hold:
+            raise StoreUnavailableError(
+                f"{error.message} (failing fast; the next call within {self.hold:g} s tries again)",
+                hint=error.hint,
+            )
+
+    def trip(self, error: StoreUnavailableError) -> None:
+        with self._lock:
+            self._error, self._tripped = error, time.monotonic()
+
+    def reset(self) -> None:
+        if self._error is not None:
+            with self._lock:
+                self._error, self._tripped = None, 0.0
+
+
+class _Reconnect(AttemptWithBackoff):
+    """psycopg's reconnect attempt, its backoff capped at :data:`RECONNECT_S` (uncapped it
+    doubles to a minute and more, so a pool came back that long after its server did)."""
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, RECONNECT_S)
+
+
+class WarmPool(ConnectionPool[psycopg.Connection[TupleRow]]):
+    """psycopg's connection pool, reconnecting at least every second while its server is away,
+    with the :class:`Breaker` its components share."""
+
+    def __init__(self, conninfo: str, **kwargs: Any) -> None:
+        super().__init__(conninfo, **kwargs)
+        self.breaker = Breaker()
+
+    def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        attempt = attempt or _Reconnect(timeout=self.reconnect_timeout)
+        super()._add_connection(attempt, growing)
+
+
 def open_pool(
     dsn: str,
     *,
     min_size: int = 1,
     max_size: int = 8,
-    timeout: float = 10.0,
+    timeout: float = POOL_TIMEOUT,
     name: str = "ragc-warm",
 ) -> Pool:
     """Open a connection pool and wait for its first connection. Whoever opens it closes it.
 
     ``timeout`` bounds both the wait for the pool to fill and, later, each wait for a free
-    connection (a dead server then fails a call in ``timeout`` seconds, not the default 30).
+    connection: a dead server fails a call in ``timeout`` seconds (then, for a second, at
+    once: :class:`Breaker`), and the pool reconnects within a second of its return.
     """
     connect(dsn).close()  # fail fast, with the server's own reason, before any worker starts
-    pool: Pool = ConnectionPool(
+    pool: Pool = WarmPool(
         _conninfo(dsn),
         min_size=min_size,
         max_size=max(min_size, max_size),
@@ -252,6 +322,7 @@ class PgComponent:
         else:
             self._owns_pool = False
         self._pool = pool
+        self._breaker: Breaker = pool.breaker if isinstance(pool, WarmPool) else Breaker()
         self.dsn = dsn or (pool.conninfo if isinstance(pool.conninfo, str) else f"<{pool.name}>")
         try:
             self._require_revision()
@@ -265,9 +336,16 @@ class PgComponent:
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[TupleRow]]:
-        """A pooled connection in a transaction: committed on success, rolled back on error."""
-        with translate_errors(self.dsn), self._pool.connection() as conn:
-            yield conn
+        """A pooled connection in a transaction: committed on success, rolled back on error.
+        An unreachable server fails it at once while the pool's :class:`Breaker` is open."""
+        self._breaker.check()
+        try:
+            with translate_errors(self.dsn), self._pool.connection() as conn:
+                yield conn
+        except StoreUnavailableError as exc:
+            self._breaker.trip(exc)
+            raise
+        self._breaker.reset()
 
     def _require_revision(self) -> None:
         expected = expected_revision()

@@ -68,6 +68,10 @@ class _Unset(enum.Enum):
     UNSET = enum.auto()
 
 
+CONNECT_TIMEOUT_S: Final = 3.0
+SOCKET_TIMEOUT_S: Final = 10.0
+"""Longest wait for one reply (a large snapshot's pipeline included)."""
+
 UNSET: Final = _Unset.UNSET
 """``activate(expected=UNSET)``: activate whatever the current stable version is."""
 
@@ -79,7 +83,15 @@ class RedisStore:
         self.url = url
         client_url, prefix = parse_redis_url(url)
         self._owned = client is None
-        self._client = client or redis.Redis.from_url(client_url, decode_responses=False)
+        # Bounded waits (a URL's own socket_timeout=... wins): a Redis that stops answering
+        # fails a call in seconds, and the pointer thread is never stuck on a dead socket.
+        self._client = client or redis.Redis.from_url(
+            client_url,
+            decode_responses=False,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
         if self._client.connection_pool.connection_kwargs.get("decode_responses"):
             raise StoreConfigError(
                 "the Redis client decodes responses", hint="pass decode_responses=False"

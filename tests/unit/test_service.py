@@ -263,17 +263,22 @@ def _event(n: int) -> AuditEvent:
     )
 
 
-def test_the_writer_writes_in_chunks_and_keeps_events_a_failed_write_refused() -> None:
+def test_the_writer_writes_in_chunks_and_keeps_events_a_failed_write_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     sink = _Sink()
     writer = AuditWriter(sink, interval=3600.0, chunk=2)
     try:
         sink.failing = True
         for n in range(5):
             writer.record(_event(n))
-        assert writer.flush() == 0
+        for _ in range(3):
+            assert writer.flush() == 0
         assert sink.written == []
+        assert sum("audit writes failing" in r.message for r in caplog.records) == 1
         sink.failing = False
         assert writer.flush() == 5
+        assert sum("writable again" in r.message for r in caplog.records) == 1
         assert [e.question for e in sink.written] == [f"q{n}" for n in range(5)]
     finally:
         writer.close()
