@@ -11,7 +11,7 @@ from schemas.ladder import Answer
 from schemas.rollout import Rollout, VersionInfo
 from serving.dispatch import DispatchMode
 from stores.audit import MissSummary
-from stores.base import GcReport
+from stores.base import PARTIAL_GRACE_S, GcReport
 from stores.ledger import DeliveryStatus
 from stores.tenant_keys import MAX_LABEL, IssuedKey, TenantKey
 
@@ -126,6 +126,8 @@ class KeysResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 class GcRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     keep: Annotated[int, msgspec.Meta(ge=1)] = 3
+    partial_grace_s: Annotated[float, msgspec.Meta(ge=0)] = PARTIAL_GRACE_S
+    """Seconds a partial load's publisher must have been silent (0: remove partials at once)."""
 
 
 class MissesResponse(msgspec.Struct, frozen=True, kw_only=True):

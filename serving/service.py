@@ -34,7 +34,7 @@ from serving.runtime import AskOptions, LoadedVersion, VersionCache
 from serving.settings import ServeSettings
 from serving.tenants import TenantAuth
 from stores.audit import AuditEvent, AuditLog, MissSummary
-from stores.base import GcReport, SnapshotStore
+from stores.base import PARTIAL_GRACE_S, GcReport, SnapshotStore
 from stores.tenant_keys import IssuedKey, TenantKey, TenantKeys
 from stores.warm import WarmTier
 
@@ -158,9 +158,9 @@ class AnswerService:
     def _keys(self) -> TenantKeys:
         return WarmTier.require(self.tenant_keys, "tenant keys")
 
-    def collect_garbage(self, keep: int) -> GcReport:
-        """Delete old versions (never one in use) and dead partial loads."""
-        return self.store.gc(keep)
+    def collect_garbage(self, keep: int, partial_grace_s: float = PARTIAL_GRACE_S) -> GcReport:
+        """Delete old versions (never one in use) and dead publishers' partial loads."""
+        return self.store.gc(keep, partial_grace_s=partial_grace_s)
 
     def misses(
         self, *, tenant: str | None = None, since: float = 0.0, limit: int = 50

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["BEGIN", "FINALIZE", "MOVE", "PIN", "RETIRE", "SCRIPTS", "SEAL"]
+__all__ = ["BEAT", "BEGIN", "FINALIZE", "MOVE", "PIN", "RETIRE", "SCRIPTS", "SEAL"]
 
 BEGIN: Final = """
 -- Reserve a version for loading. KEYS: states, started, versions, seq, active.
@@ -28,6 +28,16 @@ redis.call('ZADD', KEYS[3], n, ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], 'loading')
 redis.call('HSET', KEYS[2], ARGV[1], now[1] .. '.' .. string.format('%06d', now[2]))
 return {'ok', active}
+"""
+
+BEAT: Final = """
+-- A publisher's heartbeat: refresh a loading version's time (server clock), so GC can tell a
+-- live load from a dead publisher's. KEYS: states, started. ARGV: version.
+-- Returns 1, or 0 when the version is no longer loading (GC collected it).
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'loading' then return 0 end
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[2], ARGV[1], now[1] .. '.' .. string.format('%06d', now[2]))
+return 1
 """
 
 SEAL: Final = """
@@ -127,6 +137,7 @@ return 1
 
 SCRIPTS: Final = {
     "BEGIN": BEGIN,
+    "BEAT": BEAT,
     "SEAL": SEAL,
     "MOVE": MOVE,
     "PIN": PIN,

@@ -25,6 +25,8 @@ __all__ = [
     "FALLBACKS",
     "INTENT",
     "MANIFEST",
+    "PARTIAL_GRACE_S",
+    "PARTIAL_HINT",
     "ROLLOUT",
     "TOPIC",
     "GcReport",
@@ -45,6 +47,14 @@ TOPIC: Final = msgspec.json.Decoder(TopicBlock)
 MANIFEST: Final = msgspec.json.Decoder(Manifest)
 FALLBACKS: Final = msgspec.json.Decoder(tuple[FallbackAnswer, ...])
 ROLLOUT: Final = msgspec.json.Decoder(RolloutRecord)
+PARTIAL_GRACE_S: Final = 60.0
+"""A partial load whose publisher has not written for this long is a dead publisher's: a
+live one refreshes its load's heartbeat with every batch it writes (a batch takes well
+under a second)."""
+PARTIAL_HINT: Final = (
+    "another publisher is loading it, or one died: `ragc gc` removes a load whose publisher "
+    "has written nothing for 60 s (`--partial-grace 0` at once, when you know none is running)"
+)
 """The record decoders every backend reads its rows with."""
 
 
@@ -107,8 +117,9 @@ class SnapshotStore(Protocol):
         """A whole published version, verified against its manifest."""
         ...
 
-    def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
-        """Delete all but the newest ``keep`` versions (never one in use) and stale partials."""
+    def gc(self, keep: int, *, partial_grace_s: float = PARTIAL_GRACE_S) -> GcReport:
+        """Delete all but the newest ``keep`` versions (never one in use) and the partial loads
+        whose publisher has been silent for ``partial_grace_s`` seconds (a dead one)."""
         ...
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ compare-and-set on the stable version, flips the pointers. All pointer changes a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections.abc import Callable
 from typing import Final
@@ -48,6 +49,8 @@ from stores.base import (
     EXACT,
     INTENT,
     MANIFEST,
+    PARTIAL_GRACE_S,
+    PARTIAL_HINT,
     ROLLOUT,
     TOPIC,
     GcReport,
@@ -68,6 +71,8 @@ class _Unset(enum.Enum):
     UNSET = enum.auto()
 
 
+_ANY_TIME: Final = "1e300"
+"""A RETIRE cutoff later than any heartbeat."""
 CONNECT_TIMEOUT_S: Final = 3.0
 SOCKET_TIMEOUT_S: Final = 10.0
 """Longest wait for one reply (a large snapshot's pipeline included)."""
@@ -145,11 +150,25 @@ class RedisStore:
         if state != "ok":
             raise PermanentError(
                 f"a partial load of version {version!r} is in the store ({state})",
-                hint="another publisher is loading it, or one died: run `ragc gc`",
+                hint=PARTIAL_HINT,
             )
-        self._load(snapshot, rows)
-        self._seal(snapshot, len(rows), activate=activate, expected_stable=stable)
+        try:
+            self._load(snapshot, rows)
+            self._seal(snapshot, len(rows), activate=activate, expected_stable=stable)
+        except BaseException:
+            # A publisher that fails removes its own partial load (one that is killed leaves
+            # it to `gc`, once its heartbeat is old); the active version is untouched.
+            with contextlib.suppress(Exception):
+                self._abandon(version)
+            raise
         return self._info(version)
+
+    def _abandon(self, version: str) -> None:
+        """Delete this publisher's load if it is still ``loading`` (never a sealed version)."""
+        k = self._k
+        keys = [k.states, k.started, k.rollout, k.pins, k.history]
+        if self._run("RETIRE", keys, [version, "partial", _ANY_TIME]) == ["1"]:
+            self._drop(version)
 
     def _load(self, snapshot: Snapshot, rows: list[tuple[str, str, bytes]]) -> None:
         """Write every row under the (still ``loading``) version, one round trip per batch."""
@@ -160,10 +179,12 @@ class RedisStore:
         if snapshot.blobs:
             blobs: list[EncodableT] = [x for item in snapshot.blobs.items() for x in item]
             pipe.hset(f"{ns}_blobs", items=blobs)
+        beat = self._lua["BEAT"]
         for start in range(0, len(rows), _BATCH):
             batch = rows[start : start + _BATCH]
             pipe.mset({self._k.row(key): data for _, key, data in batch})
             pipe.zadd(f"{ns}_index", {key: start + i for i, (_, key, _) in enumerate(batch)})
+            beat(keys=[self._k.states, self._k.started], args=[snapshot.version], client=pipe)
             pipe.execute()
         if len(pipe):
             pipe.execute()
@@ -177,7 +198,7 @@ class RedisStore:
         if written != expected:
             raise CorruptSnapshotError(
                 f"version {version!r}: {written} rows written, {expected} expected",
-                hint="the load was interrupted; run `ragc gc` and publish again",
+                hint="the load was interrupted and has been removed; publish again",
             )
         stored = self._read(version, require_ready=False)
         if stored.manifest.checksum != snapshot.manifest.checksum:
@@ -412,7 +433,7 @@ class RedisStore:
     # -- collection ---------------------------------------------------------------------
 
     @guarded
-    def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
+    def gc(self, keep: int, *, partial_grace_s: float = PARTIAL_GRACE_S) -> GcReport:
         state = self.pointers()
         protected = state.in_use
         pipe = self._pipe()

@@ -9,6 +9,7 @@ Triggers make published rows read-only, so immutability holds even against direc
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -35,6 +36,8 @@ from stores.base import (
     EXACT,
     INTENT,
     MANIFEST,
+    PARTIAL_GRACE_S,
+    PARTIAL_HINT,
     ROLLOUT,
     TOPIC,
     GcReport,
@@ -54,7 +57,7 @@ CREATE TABLE IF NOT EXISTS versions (
     seq        INTEGER PRIMARY KEY AUTOINCREMENT,
     version    TEXT NOT NULL UNIQUE,
     state      TEXT NOT NULL CHECK (state IN ('loading', 'ready')),
-    started_at REAL NOT NULL,
+    started_at REAL NOT NULL,  -- the load's heartbeat: refreshed with every batch written
     manifest   BLOB NOT NULL,
     fallbacks  BLOB NOT NULL,
     expected   INTEGER NOT NULL
@@ -204,14 +207,38 @@ class SqliteStore:
 
     def publish(self, snapshot: Snapshot, *, activate: bool = False) -> VersionInfo:
         snapshot.verify()
-        expected = self._load(snapshot)
-        self._seal(snapshot.version, expected, activate=activate)
+        rows = list(snapshot.keyed())
+        self._reserve(snapshot, len(rows))
+        try:
+            self._load(snapshot, rows)
+            self._seal(snapshot.version, len(rows), activate=activate)
+        except BaseException:
+            # A publisher that fails removes its own partial load (one that is killed leaves
+            # it to `gc`, once its heartbeat is old); the active version is untouched.
+            with contextlib.suppress(Exception):
+                self._abandon(snapshot.version)
+            raise
         return self._info(snapshot.version)
 
-    def _load(self, snapshot: Snapshot) -> int:
-        """Write every row of ``snapshot`` under a ``loading`` version; return the row count."""
+    def _abandon(self, version: str) -> None:
+        """Delete a load that is still ``loading`` (nothing else)."""
+        with self._tx() as db:
+            found = db.execute(
+                "SELECT state FROM versions WHERE version = ?", (version,)
+            ).fetchone()
+        if found is not None and found[0] == "loading":
+            self._delete(version)
+
+    def _delete(self, version: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM entries WHERE version = ?", (version,))
+            db.execute("DELETE FROM blobs WHERE version = ?", (version,))
+            db.execute("DELETE FROM history WHERE version = ?", (version,))
+            db.execute("DELETE FROM versions WHERE version = ?", (version,))
+
+    def _reserve(self, snapshot: Snapshot, expected: int) -> None:
+        """Record ``snapshot``'s version as ``loading`` (refused if the label is taken)."""
         version = snapshot.version
-        rows = list(snapshot.keyed())
         with self._tx() as db:
             found = db.execute(
                 "SELECT state FROM versions WHERE version = ?", (version,)
@@ -220,8 +247,7 @@ class SqliteStore:
                 raise ImmutableVersionError(version)
             if found:
                 raise PermanentError(
-                    f"a partial load of version {version!r} is in the store",
-                    hint="another publisher is loading it, or one died: run `ragc gc`",
+                    f"a partial load of version {version!r} is in the store", hint=PARTIAL_HINT
                 )
             db.execute(
                 "INSERT INTO versions (version, state, started_at, manifest, fallbacks, expected)"
@@ -231,9 +257,13 @@ class SqliteStore:
                     time.time(),
                     msgspec.json.encode(snapshot.manifest),
                     msgspec.json.encode(snapshot.fallbacks),
-                    len(rows),
+                    expected,
                 ),
             )
+
+    def _load(self, snapshot: Snapshot, rows: list[tuple[str, str, bytes]]) -> None:
+        """Write every row of ``snapshot`` under its ``loading`` version."""
+        version = snapshot.version
         for start in range(0, len(rows), _BATCH):
             with self._tx() as db:
                 db.executemany(
@@ -243,12 +273,16 @@ class SqliteStore:
                         for kind, key, data in rows[start : start + _BATCH]
                     ],
                 )
+                # The heartbeat: a load whose publisher stops writing is collectable.
+                db.execute(
+                    "UPDATE versions SET started_at = ? WHERE version = ? AND state = 'loading'",
+                    (time.time(), version),
+                )
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO blobs (version, name, data) VALUES (?, ?, ?)",
                 [(version, name, data) for name, data in snapshot.blobs.items()],
             )
-        return len(rows)
 
     def _seal(self, version: str, expected: int, *, activate: bool) -> None:
         """Check the load is whole, mark it ready and flip the pointer: one transaction."""
@@ -259,7 +293,7 @@ class SqliteStore:
             if written != expected:
                 raise CorruptSnapshotError(
                     f"version {version!r}: {written} rows written, {expected} expected",
-                    hint="the load was interrupted; run `ragc gc` and publish again",
+                    hint="the load was interrupted and has been removed; publish again",
                 )
             db.execute("UPDATE versions SET state = 'ready' WHERE version = ?", (version,))
             if activate:
@@ -390,7 +424,7 @@ class SqliteStore:
 
     # -- collection ---------------------------------------------------------------------
 
-    def gc(self, keep: int, *, partial_grace_s: float = 600.0) -> GcReport:
+    def gc(self, keep: int, *, partial_grace_s: float = PARTIAL_GRACE_S) -> GcReport:
         state = self.pointers()
         protected = state.in_use
         ready = [
@@ -406,11 +440,7 @@ class SqliteStore:
             )
         )
         for version in (*removed, *partial):
-            with self._tx() as db:
-                db.execute("DELETE FROM entries WHERE version = ?", (version,))
-                db.execute("DELETE FROM blobs WHERE version = ?", (version,))
-                db.execute("DELETE FROM history WHERE version = ?", (version,))
-                db.execute("DELETE FROM versions WHERE version = ?", (version,))
+            self._delete(version)
         return GcReport(removed=removed, kept=kept, partial_removed=partial)
 
     def close(self) -> None:

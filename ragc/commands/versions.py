@@ -20,6 +20,7 @@ from ragc.commands._base import (
     opened_store,
 )
 from stores import read_snapshot
+from stores.base import PARTIAL_GRACE_S
 
 
 @app.command()
@@ -127,11 +128,20 @@ def pin(
 @fails_cleanly
 def gc(
     keep: Annotated[int, typer.Option("--keep", min=1, help="Newest versions to keep.")] = 3,
+    partial_grace: Annotated[
+        float,
+        typer.Option(
+            "--partial-grace",
+            min=0,
+            help="Seconds a partial load's publisher must have been silent for the load to be "
+            "removed (0: at once; only when no publisher is running).",
+        ),
+    ] = PARTIAL_GRACE_S,
     store: StoreOpt = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Delete old versions (never the stable, canary or a pinned one) and dead partial loads."""
     with opened_store(store) as s:
-        report = s.gc(keep)
+        report = s.gc(keep, partial_grace_s=partial_grace)
     removed = ", ".join((*report.removed, *report.partial_removed)) or "nothing"
     emit(report, as_json, f"removed {removed}; kept {', '.join(report.kept) or 'nothing'}")

@@ -96,7 +96,7 @@ class AdminController(Controller):
     @_command("/admin/gc", "gc")
     def gc(self, data: JSONBody[GcRequest], service: NamedDependency[AnswerService]) -> GcReport:
         """Delete old versions (never one in use) and dead partial loads."""
-        return service.collect_garbage(data.keep)
+        return service.collect_garbage(data.keep, data.partial_grace_s)
 
     @get("/misses", operation_id="list_misses", sync_to_thread=True)
     def misses(

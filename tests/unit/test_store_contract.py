@@ -271,15 +271,38 @@ def test_a_publisher_killed_before_the_flip_leaves_no_torn_version(store_url: st
         assert _records(store).exact(exact_key("v2", QUESTION)) is None
         with pytest.raises(VersionNotFoundError):
             store.activate("v2")
-        with pytest.raises(PermanentError, match="partial load"):
+        with pytest.raises(PermanentError, match="partial load") as refused:
             store.publish(make_snapshot("v2"))
-        assert store.gc(keep=5).partial_removed == ()  # still inside the grace period
-        report = store.gc(keep=5, partial_grace_s=0)
+        assert "written nothing for 60 s" in (refused.value.hint or "")
+        assert store.gc(keep=5).partial_removed == ()  # its heartbeat is a moment old
+        # The dead publisher's heartbeat ages; a short grace removes its load once it has.
+        report = store.gc(keep=5, partial_grace_s=0.05)
+        while not report.partial_removed:
+            report = store.gc(keep=5, partial_grace_s=0.05)
         assert report.partial_removed == ("v2",)
         store.publish(make_snapshot("v2"), activate=True)
         assert store.active_version() == "v2"
     finally:
         store.close()
+
+
+def test_a_publisher_that_fails_removes_its_own_partial_load(
+    store: SnapshotStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.publish(make_snapshot("v1"), activate=True)
+
+    def torn(*_args: object, **_kwargs: object) -> None:
+        raise CorruptSnapshotError("version 'v2': 1 rows written, 2 expected")
+
+    monkeypatch.setattr(store, "_seal", torn)
+    with pytest.raises(CorruptSnapshotError):
+        store.publish(make_snapshot("v2"), activate=True)
+    monkeypatch.undo()
+
+    assert store.active_version() == "v1"
+    assert store.gc(keep=5).partial_removed == ()  # nothing left to collect
+    store.publish(make_snapshot("v2"), activate=True)  # at once, no `gc` needed
+    assert store.active_version() == "v2"
 
 
 def test_load_returns_a_snapshot_that_verifies(store: SnapshotStore) -> None:
