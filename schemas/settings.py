@@ -75,6 +75,12 @@ class Environment(BaseSettings):
         allow_inf_nan=False,
         description="seconds between pointer reads, above 0",
     )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a client has to send a request body (then 408), above 0",
+    )
     audit: bool = Field(default=True, description="audit every answer: on or off")
     route_cache: int = Field(
         default=10_000,

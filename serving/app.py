@@ -20,6 +20,7 @@ from serving.controllers.admin import AdminController
 from serving.controllers.answer import AnswerController
 from serving.controllers.health import HealthController
 from serving.controllers.webhooks import WebhookController
+from serving.deadlines import ReadDeadlines
 from serving.dependencies import (
     bounded_body,
     provide_dispatcher,
@@ -84,6 +85,7 @@ def create_app(
             service.start()
             app.state.service = service
             app.state.batches = anyio.CapacityLimiter(1)  # one batch at a time per process
+            app.state.deadlines = ReadDeadlines(config.body_timeout_s)  # on this loop
             dispatcher = None
             if config.webhook_secret:
                 ledger = WarmTier.require(warm.ledger(), "the knowledge-changed webhook")

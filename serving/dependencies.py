@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 from typing import Any, Final
@@ -14,7 +15,9 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 
 from schemas.errors import InvalidInputError
+from serving.deadlines import ReadDeadlines
 from serving.dispatch import Dispatcher
+from serving.errors import BodyTimeoutError
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 
@@ -24,6 +27,7 @@ __all__ = [
     "provide_dispatcher",
     "provide_service",
     "provide_settings",
+    "read_body",
     "strict_body",
 ]
 
@@ -101,14 +105,33 @@ def _shape(annotation: Any) -> str:
     return "{" + ", ".join(f'"{name}": ...' for name in required) + "}"
 
 
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
+    """The request body, or :class:`~serving.errors.BodyTimeoutError` (408) when it has not
+    arrived within ``RAGC_BODY_TIMEOUT_S``."""
+    deadlines: ReadDeadlines | None = request.app.state.get("deadlines")
+    if deadlines is None:
+        return await request.body()
+    task = deadlines.arm()
+    try:
+        body = await request.body()
+    except asyncio.CancelledError:
+        if deadlines.expired(task):
+            raise BodyTimeoutError(deadlines.timeout) from None
+        raise
+    finally:
+        deadlines.disarm(task)
+    return body
+
+
 async def bounded_body(request: Request[Any, Any, Any]) -> None:
-    """Refuse, before anything decodes it, a body that is empty where one is needed, nests
+    """Refuse, before anything decodes it, a body that does not arrive in time (408), is empty
+    where one is needed, nests
     deeper than :data:`MAX_JSON_DEPTH`, or escapes half a surrogate pair, each with a message
     that says so (the decoders would say ``'data'``, fail with a RecursionError, or report
     "Input data was truncated")."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return
-    body = await request.body()
+    body = await read_body(request)
     field = request.route_handler.parsed_fn_signature.parameters.get("data")
     if field is not None and not body.strip():
         raise InvalidInputError(

@@ -12,6 +12,7 @@ from litestar.status_codes import (
     HTTP_401_UNAUTHORIZED,
     HTTP_403_FORBIDDEN,
     HTTP_404_NOT_FOUND,
+    HTTP_408_REQUEST_TIMEOUT,
     HTTP_409_CONFLICT,
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
@@ -19,6 +20,7 @@ from litestar.status_codes import (
 
 from schemas.errors import (
     InvalidInputError,
+    PermanentError,
     RagcError,
     RetryableError,
     VersionNotFoundError,
@@ -26,7 +28,7 @@ from schemas.errors import (
 from serving.dto import ErrorBody
 from serving.tenants import TenantCredentialsError, TenantForbiddenError
 
-__all__ = ["NotReadyError", "exception_handlers"]
+__all__ = ["BodyTimeoutError", "NotReadyError", "exception_handlers"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,19 @@ class NotReadyError(RetryableError):
         )
 
 
+class BodyTimeoutError(PermanentError):
+    """The request body did not arrive in time (HTTP 408; the connection is closed)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within {seconds:g} s",
+            hint="send the whole body at once, with a Content-Length that matches it",
+        )
+
+
 _STATUSES: Final[tuple[tuple[type[RagcError], int], ...]] = (
     (InvalidInputError, HTTP_400_BAD_REQUEST),
+    (BodyTimeoutError, HTTP_408_REQUEST_TIMEOUT),
     (TenantCredentialsError, HTTP_401_UNAUTHORIZED),
     (TenantForbiddenError, HTTP_403_FORBIDDEN),
     (VersionNotFoundError, HTTP_404_NOT_FOUND),
@@ -62,6 +75,8 @@ def _ragc_error(_: Request[Any, Any, Any], exc: RagcError) -> Response[ErrorBody
         ErrorBody(status_code=status, detail=exc.message, hint=exc.hint),
         status_code=status,
         media_type=MediaType.JSON,
+        # the rest of a body that never came must not be read as the next request
+        headers={"connection": "close"} if isinstance(exc, BodyTimeoutError) else None,
     )
 
 

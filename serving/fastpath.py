@@ -15,13 +15,16 @@ same bytes whichever way it went (``latency_ms`` aside).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPRequestEvent, Receive, ReceiveMessage, Scope, Send
 
-from serving.dto import AnswerRequest
+from serving.deadlines import ReadDeadlines
+from serving.dto import AnswerRequest, ErrorBody
+from serving.errors import BodyTimeoutError
 from serving.service import AnswerService, Asked
 
 __all__ = ["MAX_KEY", "answer_fast_path", "asked"]
@@ -38,6 +41,12 @@ _decoder = msgspec.json.Decoder(AnswerRequest)
 _encoder = msgspec.json.Encoder()
 
 
+def _timed_out(seconds: float) -> bytes:
+    """The 408 body, as the one exception mapping (``serving.errors``) writes it."""
+    error = BodyTimeoutError(seconds)
+    return _encoder.encode(ErrorBody(status_code=408, detail=error.message, hint=error.hint))
+
+
 def answer_fast_path(app: ASGIApp) -> ASGIApp:
     """Wrap the answer handler's ASGI app ``app`` (Litestar route middleware)."""
 
@@ -46,23 +55,24 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
         if not plain:
             await app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # a disconnect: let the handler see it
-                await app(scope, _replay(chunks, receive, message), send)
-                return
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > _MAX_FAST_BODY:
-                await app(scope, _replay(chunks, receive, None, more=more), send)
-                return
+        state = scope["app"].state
+        deadlines: ReadDeadlines | None = state.get("deadlines")
+        task = deadlines.arm() if deadlines is not None else None
+        try:
+            chunks, last, more = await _read(receive)
+        except asyncio.CancelledError:
+            if deadlines is None or not deadlines.expired(task):
+                raise
+            await _respond(send, 408, _timed_out(deadlines.timeout), close=True)
+            return
+        finally:
+            if deadlines is not None:
+                deadlines.disarm(task)
+        if last is not None or more:  # a disconnect, or a body too large for the fast path
+            await app(scope, _replay(chunks, receive, last, more=more), send)
+            return
         body = b"".join(chunks)
-        service: AnswerService | None = scope["app"].state.get("service")
+        service: AnswerService | None = state.get("service")
         if service is None or service.composer.name != "offline":
             await app(scope, _replay([body], receive, None), send)
             return
@@ -72,20 +82,36 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
         except Exception:  # noqa: BLE001 - the handler reports it, through the one mapping
             await app(scope, _replay([body], receive, None), send)
             return
-        encoded = _encoder.encode(answer)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", _JSON),
-                    (b"content-length", str(len(encoded)).encode("ascii")),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": encoded, "more_body": False})
+        await _respond(send, 200, _encoder.encode(answer))
 
     return middleware
+
+
+async def _read(receive: Receive) -> tuple[list[bytes], ReceiveMessage | None, bool]:
+    """The body's chunks, read until the last one, a disconnect (returned as the second item),
+    or more than the fast path takes (the third item: more is to come)."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return chunks, message, False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+        if size > _MAX_FAST_BODY:
+            return chunks, None, more
+    return chunks, None, False
+
+
+async def _respond(send: Send, status: int, body: bytes, *, close: bool = False) -> None:
+    headers = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode("ascii"))]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def asked(

@@ -36,6 +36,8 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """L3 answers a tenant may get per calendar month; none: unlimited."""
     pointer_poll_s: float = _default("pointer_poll_s")
     """Seconds between reads of the version pointers."""
+    body_timeout_s: float = _default("body_timeout_s")
+    """Seconds a client has to send a request's body; then 408 and the connection is closed."""
     knowledge: str | None = None
     """Knowledge folder the webhook recompiles in embedded mode."""
     audit: bool = _default("audit")

@@ -23,7 +23,10 @@ from schemas.settings import Environment
 from stores import open_store
 
 HEADER_READ_TIMEOUT_MS = 10_000
-"""A client has this long to send a request's headers (granian's default is 30 s)."""
+"""A client has this long to send a request's headers (granian's default is 30 s); its body:
+``RAGC_BODY_TIMEOUT_S`` (10 s)."""
+BACKPRESSURE = 512
+"""Requests a worker handles at once; more wait in the listen backlog (1,024)."""
 
 
 @app.command()
@@ -59,6 +62,8 @@ def serve(
         log_access=False,
         respawn_failed_workers=True,  # a worker that dies is replaced; the others keep serving
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_READ_TIMEOUT_MS),
+        backlog=1024,
+        backpressure=BACKPRESSURE,
     ).serve()
 
 

@@ -335,6 +335,28 @@ async def test_a_bad_body_is_named_with_its_fix(client: Client) -> None:
         assert hint in response.json()["hint"], body
 
 
+async def test_a_body_that_stops_arriving_gets_a_408_on_either_path(store_url: str) -> None:
+    app = create_app(settings(store_url, body_timeout_s=0.2))
+
+    async def half_a_body() -> AsyncIterator[bytes]:
+        yield b'{"question": "What'
+        await asyncio.Event().wait()  # and the rest never comes
+
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar is ASGI
+    async with app.lifespan(), ConcurrentClient(transport=transport, base_url=BASE) as client:
+        json_type = {"content-type": "application/json"}
+        fast = await client.post("/v1/answer", content=half_a_body(), headers=json_type)
+        handled = await client.post(
+            "/v1/answer", content=half_a_body(), headers={**json_type, "X-Session-Id": "s"}
+        )
+        after = await client.post("/v1/answer", json={"question": L1})
+    for response in (fast, handled):
+        assert response.status_code == 408, response.text
+        assert response.headers["connection"] == "close"
+        assert "did not arrive within 0.2 s" in response.json()["detail"]
+    assert after.json()["layer"] == "L1"
+
+
 async def test_a_surrogate_pair_escape_is_a_character(client: Client) -> None:
     body = b'{"question": "What\'s your return window? \\ud83d\\ude00"}'
     response = await client.post(

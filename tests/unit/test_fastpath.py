@@ -12,6 +12,7 @@ import pytest
 
 from schemas.errors import InvalidInputError
 from schemas.ladder import Answer
+from serving.deadlines import ReadDeadlines
 from serving.fastpath import answer_fast_path
 from serving.tenants import TenantAuth
 from stores.tenant_keys import digest_key
@@ -171,3 +172,62 @@ def test_the_api_key_header_names_the_tenant_and_a_bad_one_goes_to_the_handler()
     assert sent[0]["status"] == 418
     handler, _ = _run(service, [body], headers=[json_header, (b"x-api-key", b"k" * 300)])
     assert handler.bodies == [body]  # too long for the fast path: the handler's 400
+
+
+def test_a_body_that_never_arrives_gets_a_408_and_the_connection_closed() -> None:
+    handler = Handler()
+    app = answer_fast_path(handler)
+    deadlines = ReadDeadlines(0.05, tick=0.01)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/answer",
+        "headers": [(b"content-type", b"application/json")],
+        "app": SimpleNamespace(state={"service": FakeService(), "deadlines": deadlines}),
+    }
+    sent: list[dict[str, Any]] = []
+    first = True
+
+    async def receive() -> dict[str, Any]:
+        nonlocal first
+        if first:  # half the body, then nothing
+            first = False
+            return {"type": "http.request", "body": b'{"question": "Wh', "more_body": True}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        await asyncio.wait_for(app(scope, receive, send), timeout=60)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert handler.bodies == []
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert b"did not arrive within 0.05 s" in sent[1]["body"]
+
+
+def test_a_real_cancellation_of_a_read_is_not_taken_for_a_deadline() -> None:
+    deadlines = ReadDeadlines(3600)
+
+    async def read() -> None:
+        task = deadlines.arm()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            assert not deadlines.expired(task)
+            raise
+        finally:
+            deadlines.disarm(task)
+
+    async def main() -> bool:
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        return reader.cancelled()
+
+    assert asyncio.run(main())
