@@ -82,6 +82,10 @@ class Environment(BaseSettings):
         description="seconds a client has to send a request body (then 408), above 0",
     )
     audit: bool = Field(default=True, description="audit every answer: on or off")
+    access_log: bool = Field(default=False, description="one log line per request: on or off")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text (for people) or json (one object per line)"
+    )
     route_cache: int = Field(
         default=10_000,
         ge=0,

@@ -29,6 +29,7 @@ from serving.dependencies import (
 )
 from serving.dispatch import Dispatcher, RecompileCommand, recompile_command
 from serving.errors import exception_handlers
+from serving.observe import configure_logging, observe_requests
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 from stores import SnapshotStore, open_store
@@ -86,6 +87,7 @@ def create_app(
             app.state.service = service
             app.state.batches = anyio.CapacityLimiter(1)  # one batch at a time per process
             app.state.deadlines = ReadDeadlines(config.body_timeout_s)  # on this loop
+            app.state.access_log = config.access_log
             dispatcher = None
             if config.webhook_secret:
                 ledger = WarmTier.require(warm.ledger(), "the knowledge-changed webhook")
@@ -111,6 +113,7 @@ def create_app(
         },
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         before_request=bounded_body,
+        middleware=[observe_requests],
         lifespan=[lifespan],
         state=State({"settings": config}),
         openapi_config=OpenAPIConfig(
@@ -121,9 +124,13 @@ def create_app(
         ),
         request_max_body_size=MAX_BODY,
         debug=False,
+        logging_config=None,  # logging is the process's (configure_logging), not the app's
     )
 
 
 def create_app_from_env() -> Litestar:
-    """Factory for ASGI servers: everything from ``RAGC_*`` environment variables."""
-    return create_app(ServeSettings.from_env())
+    """Factory for ASGI servers: everything from ``RAGC_*`` environment variables, and the
+    process's logging set up as ``RAGC_LOG_FORMAT`` says."""
+    settings = ServeSettings.from_env()
+    configure_logging(settings.log_format)
+    return create_app(settings)

@@ -52,10 +52,14 @@ class PointerWatcher:
         *,
         interval: float = 0.25,
         on_change: Callable[[PointerState], None] | None = None,
+        on_health: Callable[[bool], None] | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
         self.on_change = on_change
+        self.on_health = on_health
+        """Called with ``True`` when the pointers become unreadable or lost, ``False`` when
+        they are read again."""
         """Called (from the watcher thread) with the new state whenever the pointers move."""
         self.state = PointerState(rollout=RolloutRecord())
         self.health: PointerHealth = "ok"
@@ -82,6 +86,8 @@ class PointerWatcher:
     def _health(self, health: PointerHealth, problem: str | None = None) -> None:
         """Record the health of the last read; log each change once."""
         if health != self.health:
+            if self.on_health is not None:
+                self.on_health(health != "ok")
             if health == "ok":
                 logger.info("version pointers readable again (was: %s)", self.health)
             else:

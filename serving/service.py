@@ -69,7 +69,10 @@ class AnswerService:
         self.metrics = Metrics()
         # Reading the pointers loads the versions they name (now, and after every flip).
         self.pointers = PointerWatcher(
-            store, interval=settings.pointer_poll_s, on_change=self._load_versions
+            store,
+            interval=settings.pointer_poll_s,
+            on_change=self._load_versions,
+            on_health=self.metrics.set_degraded,
         )
         self.composer: Provider = provider or make_provider(settings.provider)
         self.audit_log = audit_log

@@ -42,6 +42,10 @@ class ServeSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Knowledge folder the webhook recompiles in embedded mode."""
     audit: bool = _default("audit")
     """Record every answer in the audit log."""
+    access_log: bool = _default("access_log")
+    """Log one ``ragc.access`` line per request."""
+    log_format: Literal["text", "json"] = _default("log_format")
+    """How ``ragc serve`` writes its logs: for people, or one JSON object per line."""
     route_cache: int = _default("route_cache")
     """Distinct question texts per loaded version whose router verdict is remembered (0 turns
     the memo off)."""

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -38,10 +43,6 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
     """Serve the active snapshot over HTTP (Litestar on granian, uvloop)."""
-    from granian import Granian  # noqa: PLC0415 - the server only when serving
-    from granian.constants import Interfaces, Loops  # noqa: PLC0415
-    from granian.http import HTTP1Settings  # noqa: PLC0415
-
     from serving.settings import ServeSettings  # noqa: PLC0415
 
     os.environ["RAGC_STORE"] = store or Environment.read().store
@@ -51,6 +52,37 @@ def serve(
     err.print(
         f"ragc serving {redact(os.environ['RAGC_STORE'])} on http://{host}:{port}", highlight=False
     )
+    with _metrics_folder():
+        _granian(host, port, workers)
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """Prometheus's multiprocess folder for the workers (set before any of them imports
+    prometheus_client), so a scrape sums every worker: ``PROMETHEUS_MULTIPROC_DIR`` if given
+    (its old files wiped, as prometheus_client requires), else a temporary one, removed after."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="ragc-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def _granian(host: str, port: int, workers: int) -> None:
+    from granian import Granian  # noqa: PLC0415 - the server only when serving
+    from granian.constants import Interfaces, Loops  # noqa: PLC0415
+    from granian.http import HTTP1Settings  # noqa: PLC0415
+
     Granian(
         "serving.app:create_app_from_env",
         address=host,

@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from serving.dto import Health
+from serving.metrics import CONTENT_TYPE
 from serving.service import AnswerService
 
 __all__ = ["HealthController"]
@@ -39,10 +40,12 @@ class HealthController(Controller):
             status_code=HTTP_503_SERVICE_UNAVAILABLE if status == "not ready" else HTTP_200_OK,
         )
 
-    @get("/metrics", operation_id="metrics", sync_to_thread=False, media_type=MediaType.TEXT)
+    @get("/metrics", operation_id="metrics", sync_to_thread=True, media_type=MediaType.TEXT)
     def metrics(self, service: NamedDependency[AnswerService]) -> Response[bytes]:
-        """Prometheus metrics: answers and latency per layer, misses, active version."""
-        return Response(
+        """Prometheus metrics: answers and latency per layer, HTTP requests, misses, the active
+        version, pointer health, process figures (of every worker, with several)."""
+        return Response(  # the header as given: Litestar would add a second charset
             service.metrics.render(),
-            media_type="text/plain; version=0.0.4; charset=utf-8",
+            media_type=MediaType.TEXT,
+            headers={"content-type": CONTENT_TYPE},
         )

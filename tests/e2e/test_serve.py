@@ -251,14 +251,24 @@ async def test_health_readiness_metrics_and_openapi(client: Client) -> None:
         "status": "ok",
         "version": None,
         "canary": None,
+        "detail": None,
     }
     ready = await client.get("/readyz")
-    assert ready.status_code == 200
-    metrics = (await client.get("/metrics")).text
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+    scraped = await client.get("/metrics", headers={"X-Request-Id": "scrape-1"})
+    metrics = scraped.text
+    assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert scraped.headers["x-request-id"] == "scrape-1"
     assert 'ragc_answers_total{layer="L1"} 1.0' in metrics
     assert "ragc_audit_dropped_total 0.0" in metrics
     assert "ragc_misses_total 1.0" in metrics
     assert f'ragc_active_version{{version="{ready.json()["version"]}"}} 1.0' in metrics
+    assert "ragc_pointers_degraded 0.0" in metrics
+    assert 'ragc_http_requests_total{method="POST",route="/v1/answer",status="200"} 2.0' in metrics
+    assert 'ragc_http_request_duration_seconds_count{route="/v1/answer"} 2.0' in metrics
+    assert "process_resident_memory_bytes" in metrics
+    drawn = (await client.get("/healthz", headers={"X-Request-Id": "bad id\n"})).headers
+    assert len(drawn["x-request-id"]) == 16  # not a plain token: one of ours instead
     paths = (await client.get("/schema/openapi.json")).json()["paths"]
     assert {"/v1/answer", "/v1/answer/batch", "/v1/admin/rollout", "/v1/misses"} <= set(paths)
 

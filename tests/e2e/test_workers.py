@@ -1,9 +1,12 @@
 """``ragc serve --workers 2`` outlives a worker: one killed with SIGKILL is replaced, and the
-other goes on answering meanwhile."""
+other goes on answering meanwhile; its metrics are the sum over its workers, whichever of them
+serves the scrape."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +33,27 @@ def _ready(port: int) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _answered(port: int) -> float:
+    """``ragc_http_requests_total`` of ``POST /v1/answer`` 200s, from one scrape."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(
+        r'ragc_http_requests_total\{method="POST",route="/v1/answer",status="200"\} (\S+)', text
+    )
+    return float(found[1]) if found else 0.0
+
+
+def _ask(port: int) -> None:
+    body = json.dumps({"question": "What's your return window?"}).encode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/answer",
+        data=body,
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
 
 
 def _until(condition: object, process: subprocess.Popen[bytes], what: str) -> None:
@@ -65,6 +89,9 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(
 
     try:
         _until(lambda: started() == 2 and _ready(port), process, "two workers")
+        for _ in range(40):  # spread over both workers by the kernel's accept queue
+            _ask(port)
+        assert {_answered(port) for _ in range(10)} == {40.0}  # every scrape: both workers
         first = _workers(process.pid)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
@@ -72,6 +99,8 @@ def test_a_killed_worker_is_respawned_and_the_server_keeps_answering(
         assert process.poll() is None
         assert victim not in _workers(process.pid)
         assert len(_workers(process.pid) - first) == 1  # a new process took the dead one's place
+        _ask(port)
+        assert _answered(port) == 41.0  # the dead worker's requests still count
     finally:
         process.terminate()
         try:
