@@ -30,8 +30,10 @@ from stores.base import SnapshotStore
 
 __all__ = ["AskOptions", "LoadedVersion", "RouteMemo", "VersionCache"]
 
-MAX_VERSIONS: Final = 4
-"""Versions held in memory at once, unless more are in use (those are always held)."""
+SPARE_VERSIONS: Final = 0
+"""Versions held beside the ones in use. None: memory follows the pointers exactly (a
+rollback reloads the version it returns to, in the pointer thread, while requests go on
+being answered by the version they were routed to)."""
 ROUTE_CACHE: Final = 10_000
 """Distinct question texts whose router verdict a loaded version remembers."""
 
@@ -164,15 +166,16 @@ class VersionCache:
     """Loaded versions by label (thread-safe).
 
     It holds every version the pointers name (:meth:`retain`: stable, canary, every pinned
-    version), however many, and never evicts one of those; beside them it keeps the most
-    recently loaded others up to ``size`` in all.
+    version), however many, and never evicts one of those; beside them it keeps the ``spare``
+    most recently loaded others (:data:`SPARE_VERSIONS`). So its memory follows what the
+    pointers use: a replica that flips all day holds one version, not one per flip.
     """
 
     def __init__(
-        self, store: SnapshotStore, *, size: int = MAX_VERSIONS, route_cache: int = ROUTE_CACHE
+        self, store: SnapshotStore, *, spare: int = SPARE_VERSIONS, route_cache: int = ROUTE_CACHE
     ) -> None:
         self.store = store
-        self.size = size
+        self.spare = spare
         self.route_cache = route_cache
         self._versions: dict[str, LoadedVersion] = {}
         self._retained: frozenset[str] = frozenset()
@@ -185,13 +188,11 @@ class VersionCache:
             self._evict()
 
     def _evict(self) -> None:
-        """Drop the oldest versions not retained until at most ``size`` are held (or only
-        retained ones are left). Call with the lock held."""
-        for label in list(self._versions):
-            if len(self._versions) <= self.size:
-                return
-            if label not in self._retained:
-                del self._versions[label]
+        """Drop the oldest versions not retained until at most ``spare`` others are held.
+        Call with the lock held."""
+        others = [label for label in self._versions if label not in self._retained]
+        for label in others[: max(0, len(others) - self.spare)]:
+            del self._versions[label]
 
     def __contains__(self, version: object) -> bool:
         with self._lock:

@@ -346,6 +346,27 @@ def test_a_store_that_pushes_changes_is_followed_by_them_not_only_polled() -> No
     assert store.listeners == []
 
 
+def test_a_replica_that_flips_holds_only_the_versions_in_use(tmp_path: Path) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'flips.db'}")
+    store.publish(make_snapshot("v1"), activate=True)
+    service = AnswerService(ServeSettings(store=store.url, pointer_poll_s=3600.0), store)
+    try:
+        for n in range(2, 8):
+            store.publish(make_snapshot(f"v{n}"), activate=True)
+            service.pointers.refresh()
+            assert service.answer(QUESTION).version == f"v{n}"
+            assert set(service.versions._versions) == {f"v{n}"}
+        store.pin("acme", "v2")  # in use again: loaded beside the stable
+        service.pointers.refresh()
+        assert set(service.versions._versions) == {"v2", "v7"}
+        assert service.roll_back().stable == "v6"  # a rollback loads what it returns to
+        assert set(service.versions._versions) == {"v2", "v6"}
+        assert service.answer(QUESTION).version == "v6"
+    finally:
+        service.close()
+        store.close()
+
+
 def test_every_version_in_use_stays_loaded_however_many(tmp_path: Path) -> None:
     store = SqliteStore(f"sqlite:///{tmp_path / 'many.db'}")
     labels = [f"v{i}" for i in range(1, 7)]
