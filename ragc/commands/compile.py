@@ -28,6 +28,7 @@ from ragc.commands._base import (
     err,
     fails_cleanly,
 )
+from ragc.prefect_server import temporary_prefect_server
 from schemas.errors import InvalidInputError
 from schemas.policies import AutoFaqPolicy, ReviewPolicy, RouterPolicy
 from schemas.settings import Environment
@@ -149,7 +150,7 @@ def compile_(
         )
     except ValidationError as exc:
         raise _bad_option("compile", exc) from exc
-    with _compile_progress(enabled=not as_json):
+    with temporary_prefect_server(), _compile_progress(enabled=not as_json):
         result = compile_knowledge(params)
     if as_json:
         emit(result, True, "")
@@ -246,7 +247,7 @@ def eval_(
         )
     except ValidationError as exc:
         raise _bad_option("eval", exc) from exc
-    with _compile_progress(enabled=not as_json):
+    with temporary_prefect_server(), _compile_progress(enabled=not as_json):
         result = run_eval(
             queries,
             knowledge,
