@@ -85,16 +85,26 @@ BODY_HINT: Final = (
 )
 
 
+_HINTS: Final[dict[int, str]] = {
+    HTTP_400_BAD_REQUEST: BODY_HINT,
+    401: "send the credential the detail names",
+    403: "the detail says what enables this route",
+    404: "the routes are listed in the OpenAPI document at /schema/openapi.json",
+    405: "the routes and their methods are listed in the OpenAPI document at /schema/openapi.json",
+    413: "send at most 1 MiB; split a large batch into several requests",
+    415: "send the body as application/json",
+}
+"""Hints of the framework's own errors (a ragc error brings its own)."""
+
+
 def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
     detail = exc.detail
-    hint = None
     if isinstance(exc, ValidationException) and exc.extra:
         problems = exc.extra if isinstance(exc.extra, list) else [exc.extra]
         detail = f"{exc.detail}: " + "; ".join(_problem(p) for p in problems)
     if isinstance(exc.__cause__, SerializationException):  # the body did not decode as JSON
         detail = f"the request body is not valid JSON: {exc.detail}"
-    if exc.status_code == HTTP_400_BAD_REQUEST:
-        hint = BODY_HINT
+    hint = _HINTS.get(exc.status_code)
     return Response(
         ErrorBody(status_code=exc.status_code, detail=detail, hint=hint),
         status_code=exc.status_code,
