@@ -43,7 +43,7 @@ import httpx
 import redis
 
 from bench._backends import HOST, PostgresServer, RedisServer, wait_for
-from bench._load import PythonLoad, Target, console
+from bench._load import PythonLoad, Target, console, measure_servers
 from bench._server import ROOT, compile_examples
 from bench._service import Service, relabel
 from schemas.manifest import Snapshot
@@ -137,52 +137,43 @@ class _Bodies(Target):
         return [json.dumps(p).encode() for p in self.payloads]
 
 
-def _throughput(service: Service, target: Target, count: int) -> float:
-    load = PythonLoad(service.port)
-    load.run(target, max(200, count // 10), 16, 60)  # warm
-    result = load.run(target, count, 16, 120)
-    if result.errors:
-        raise RuntimeError(f"{result.errors} of {result.requests} requests failed")
-    return result.rps
-
-
 def scenario_versions(run: Run) -> Row:
     """Six versions in use at once (stable, a 50 % canary, four pinned tenants) under load,
-    against the same load on one version; readiness throughout."""
-    store_url = run.fresh_store("versions")
-    store = open_store(store_url)
+    against one version in use: two services side by side, their load rounds interleaved (so a
+    burst of other work hits both), the median round of each compared."""
+    one_url, six_url = run.fresh_store("one-version"), run.fresh_store("six-versions")
+    store = open_store(six_url)
     base = store.load(store.active_version() or "")
     labels = [f"m{i}" for i in range(2, 7)]
     for label in labels:
         store.publish(relabel(base, label))
-    env = {"RAGC_AUDIT": "0", "RAGC_TENANT_AUTH": "trust"}  # pins by the body's tenant
-    service = run.service(store_url, "versions", env=env)
     tenants = ("t1", "t2", "t3", "t4")
+    store.rollout(labels[0], 50)
+    for tenant, label in zip(tenants, labels[1:], strict=True):
+        store.pin(tenant, label)
+    store.close()
+    env = {"RAGC_AUDIT": "0", "RAGC_TENANT_AUTH": "trust"}  # pins by the body's tenant
     mixed = tuple(
         {"question": L1, "session": f"s{i}"} if i % 5 == 4 else {"question": L1, "tenant": t}
         for i, t in enumerate(tenants * 5)
     )
-    with service.running():
-        one = _throughput(service, _Bodies("one", "/v1/answer", L1, payloads=mixed), run.requests)
-        store.rollout(labels[0], 50)
-        for tenant, label in zip(tenants, labels[1:], strict=True):
-            store.pin(tenant, label)
-        wait_for(
-            lambda: service.ask(L1, tenant="t4").json()["version"] == labels[-1],
-            timeout=60,
-            what="the pins served",
-        )
-        six = _throughput(service, _Bodies("six", "/v1/answer", L1, payloads=mixed), run.requests)
-        with httpx.Client(base_url=service.base, timeout=30) as client:
+    target = _Bodies("mixed", "/v1/answer", L1, payloads=mixed)
+    one = run.service(one_url, "one-version", env=env)
+    six = run.service(six_url, "six-versions", env=env)
+    with one.running(), six.running():
+        loads = {"one": PythonLoad(one.port), "six": PythonLoad(six.port)}
+        results = measure_servers(loads, [target], run.requests, 16, 120, rounds=3)
+        with httpx.Client(base_url=six.base, timeout=30) as client:
             seen = {client.post("/v1/answer", json=p).json()["version"] for p in mixed}
-        ready = service.get("/readyz")
-    store.close()
-    ratio = six / one
-    ok = ratio >= 0.8 and ready.status_code == 200 and len(seen) >= 5
+        ready = six.get("/readyz")
+    rps_one, rps_six = results["one"]["mixed"].rps, results["six"]["mixed"].rps
+    errors = results["one"]["mixed"].errors + results["six"]["mixed"].errors
+    ratio = rps_six / rps_one
+    ok = ratio >= 0.8 and ready.status_code == 200 and len(seen) == 6 and errors == 0
     return Row(
         "versions",
-        f"{one:,.0f} -> {six:,.0f} req/s ({ratio:.2f}x), {len(seen)} versions answering, "
-        f"/readyz {ready.status_code}",
+        f"{rps_one:,.0f} -> {rps_six:,.0f} req/s ({ratio:.2f}x, median of 3 interleaved "
+        f"rounds), {len(seen)} versions answering, {errors} errors, /readyz {ready.status_code}",
         ">= 0.80x, /readyz 200",
         ok,
     )
