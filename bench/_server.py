@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -55,8 +56,47 @@ def _free_port() -> int:
         return port
 
 
+class ServerProcess:
+    """A server in a subprocess of its own process group (its subclasses start it and say when
+    it is ready): its log, its stop, and a with-block that runs it."""
+
+    process: subprocess.Popen[bytes] | None
+    log_path: Path
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """SIGINT, then SIGKILL to the whole process group if it has not stopped in 30 s."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        try:
+            self.start()
+            self.wait_ready()
+            yield self
+        finally:
+            self.stop()
+
+
 @dataclasses.dataclass
-class Server:
+class Server(ServerProcess):
     """granian serving the bench app in its own process group."""
 
     store_url: str
@@ -145,30 +185,6 @@ class Server:
                     last = f"{response.status_code} {response.text}"
                 time.sleep(0.2)
         raise RuntimeError(f"/readyz not 200 after {timeout:.0f} s (last: {last}):\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text("utf-8", errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Server]:
-        try:
-            self.start()
-            self.wait_ready()
-            yield self
-        finally:
-            self.stop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,10 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import httpx
 import msgspec
 
 from bench._backends import HOST, free_port, wait_for
+from bench._server import ServerProcess
 from schemas.manifest import Snapshot
 
 __all__ = ["Service", "relabel"]
@@ -30,7 +30,7 @@ def relabel(snapshot: Snapshot, version: str) -> Snapshot:
 
 
 @dataclasses.dataclass
-class Service:
+class Service(ServerProcess):
     """``python -m ragc serve`` on a free port, in its own process group."""
 
     store: str
@@ -95,7 +95,7 @@ class Service:
             response = self.get("/readyz")
         except httpx.HTTPError:
             return None
-        return response.json() if response.status_code == 200 else None  # type: ignore[no-any-return]
+        return response.json() if response.status_code == 200 else None
 
     def wait_ready(self, version: str | None = None, timeout: float = 120) -> None:
         def done() -> bool:
@@ -130,27 +130,3 @@ class Service:
             if line.startswith(name) and line[len(name) : len(name) + 1] in ("{", " "):
                 total += float(line.rsplit(" ", 1)[1])
         return total
-
-    def log(self) -> str:
-        return self.log_path.read_text("utf-8", errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[Service]:
-        try:
-            self.start()
-            self.wait_ready()
-            yield self
-        finally:
-            self.stop()

@@ -130,7 +130,7 @@ def scenario_flips(run: Run) -> Row:
 class _Bodies(Target):
     """A load target whose requests cycle through given JSON bodies."""
 
-    payloads: tuple[dict[str, object], ...] = ()
+    payloads: tuple[dict[str, str], ...] = ()
 
     @property
     def bodies(self) -> list[bytes]:
@@ -385,57 +385,38 @@ def scenario_publisher(run: Run) -> Row:
     )
 
 
+BadInput = tuple[str, str, str, dict[str, str], bytes]
+"""Name, method, path, headers, body."""
 _JSON = {"content-type": "application/json"}
 _ADMIN = {"Authorization": "Bearer faults", **_JSON}
-BAD_INPUTS: tuple[tuple[str, str, str, dict[str, str], bytes], ...] = (
-    ("empty body", "POST", "/v1/answer", _JSON, b""),
-    ("not JSON", "POST", "/v1/answer", _JSON, b"question=hi"),
-    ("truncated JSON", "POST", "/v1/answer", _JSON, b'{"question": '),
-    ("invalid UTF-8", "POST", "/v1/answer", _JSON, b'{"question": "caf\xe9"}'),
-    ("lone surrogate", "POST", "/v1/answer", _JSON, b'{"question": "\\ud800"}'),
-    (
-        "1,000 nested arrays",
-        "POST",
-        "/v1/answer",
-        _JSON,
-        b'{"question": "hi", "slots": {"a": ' + b"[" * 1000 + b"]" * 1000 + b"}}",
-    ),
-    (
-        "question of 2,001",
-        "POST",
-        "/v1/answer",
-        _JSON,
-        json.dumps({"question": "x" * 2001}).encode(),
-    ),
-    ("empty question", "POST", "/v1/answer", _JSON, b'{"question": ""}'),
-    ("question a number", "POST", "/v1/answer", _JSON, b'{"question": 42}'),
-    ("unknown field", "POST", "/v1/answer", _JSON, b'{"question": "hi", "x": 1}'),
-    (
-        "tenant with newline",
-        "POST",
-        "/v1/answer",
-        _JSON,
-        b'{"question": "hi", "tenant": "acme\\n"}',
-    ),
-    ("tenant without key", "POST", "/v1/answer", _JSON, b'{"question": "hi", "tenant": "acme"}'),
-    (
-        "forged key",
-        "POST",
-        "/v1/answer",
-        {**_JSON, "X-API-Key": "ragc_tk_forged"},
-        b'{"question": "hi"}',
-    ),
-    ("bad language", "POST", "/v1/answer", _JSON, b'{"question": "hi", "language": "klingon!"}'),
-    ("nested slot", "POST", "/v1/answer", _JSON, b'{"question": "hi", "slots": {"a": [1]}}'),
-    ("text/plain body", "POST", "/v1/answer", {"content-type": "text/plain"}, b"hi"),
-    ("2 MiB body", "POST", "/v1/answer", _JSON, b'{"question": "' + b"x" * (2 << 20) + b'"}'),
-    (
-        "101 questions",
-        "POST",
-        "/v1/answer/batch",
-        _JSON,
-        json.dumps({"questions": [{"question": "hi"}] * 101}).encode(),
-    ),
+NESTED = b"[" * 1000 + b"]" * 1000
+BATCH_101 = json.dumps({"questions": [{"question": "hi"}] * 101}).encode()
+
+
+def _answer(name: str, body: bytes, headers: dict[str, str] | None = None) -> BadInput:
+    """A bad ``POST /v1/answer``."""
+    return (name, "POST", "/v1/answer", _JSON if headers is None else headers, body)
+
+
+BAD_INPUTS: tuple[BadInput, ...] = (
+    _answer("empty body", b""),
+    _answer("not JSON", b"question=hi"),
+    _answer("truncated JSON", b'{"question": '),
+    _answer("invalid UTF-8", b'{"question": "caf\xe9"}'),
+    _answer("lone surrogate", b'{"question": "\\ud800"}'),
+    _answer("1,000 nested arrays", b'{"question": "hi", "slots": {"a": %s}}' % NESTED),
+    _answer("question of 2,001", json.dumps({"question": "x" * 2001}).encode()),
+    _answer("empty question", b'{"question": ""}'),
+    _answer("question a number", b'{"question": 42}'),
+    _answer("unknown field", b'{"question": "hi", "x": 1}'),
+    _answer("tenant with newline", b'{"question": "hi", "tenant": "acme\\n"}'),
+    _answer("tenant without key", b'{"question": "hi", "tenant": "acme"}'),
+    _answer("forged key", b'{"question": "hi"}', {**_JSON, "X-API-Key": "ragc_tk_forged"}),
+    _answer("bad language", b'{"question": "hi", "language": "klingon!"}'),
+    _answer("nested slot", b'{"question": "hi", "slots": {"a": [1]}}'),
+    _answer("text/plain body", b"hi", {"content-type": "text/plain"}),
+    _answer("2 MiB body", b'{"question": "%s"}' % (b"x" * (2 << 20))),
+    ("101 questions", "POST", "/v1/answer/batch", _JSON, BATCH_101),
     ("admin without token", "GET", "/v1/admin/versions", {}, b""),
     ("admin, wrong token", "POST", "/v1/admin/rollback", {"Authorization": "Bearer guess"}, b""),
     ("percent as text", "POST", "/v1/admin/rollout", _ADMIN, b'{"version": "v1", "percent": "5"}'),

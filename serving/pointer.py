@@ -53,11 +53,14 @@ class PointerWatcher:
         interval: float = 0.25,
         on_change: Callable[[PointerState], None] | None = None,
         on_health: Callable[[bool], None] | None = None,
+        on_switch: Callable[[PointerState], None] | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
         self.on_change = on_change
         self.on_health = on_health
+        self.on_switch = on_switch
+        """Called (from the watcher thread) right after requests start using a new state."""
         """Called with ``True`` when the pointers become unreadable or lost, ``False`` when
         they are read again."""
         """Called (from the watcher thread) with the new state whenever the pointers move."""
@@ -109,12 +112,15 @@ class PointerWatcher:
             self._health("lost", f"stable was {self.state.rollout.stable}, now none")
             return self.state
         self._health("ok")
-        if state != self.state and self.on_change is not None:
+        changed = state != self.state
+        if changed and self.on_change is not None:
             try:
                 self.on_change(state)  # e.g. load the new versions before requests need them
             except RagcError as exc:
                 logger.warning("cannot prepare versions of the new pointers: %s", exc)
         self.state = state
+        if changed and self.on_switch is not None:
+            self.on_switch(state)  # e.g. release what only the previous pointers named
         return self.state
 
     def start(self) -> None:

@@ -181,6 +181,11 @@ class VersionCache:
         self._retained: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
+    @property
+    def retained(self) -> frozenset[str]:
+        """The versions :meth:`retain` was last given."""
+        return self._retained
+
     def retain(self, versions: Iterable[str]) -> None:
         """Keep ``versions`` (the ones in use) loaded from now on; release the ones before."""
         with self._lock:

@@ -72,6 +72,7 @@ class AnswerService:
             store,
             interval=settings.pointer_poll_s,
             on_change=self._load_versions,
+            on_switch=self._switched,
             on_health=self.metrics.set_degraded,
         )
         self.composer: Provider = provider or make_provider(settings.provider)
@@ -94,11 +95,15 @@ class AnswerService:
         self._closed = threading.Event()
 
     def _load_versions(self, state: PointerState) -> None:
-        """Load every version the pointers name (stable, canary, pins): at start-up and on each
-        flip, so a replica is ready for the new version before a request asks for it."""
-        self.versions.retain(state.in_use)
+        """Load every version the new pointers name (stable, canary, pins) before requests are
+        routed by them, keeping the ones requests are routed to until then."""
+        self.versions.retain(state.in_use | self.versions.retained)
         for version in state.in_use:
             self.versions.get(version)
+
+    def _switched(self, state: PointerState) -> None:
+        """Requests now go by ``state``: release the versions only the previous pointers named."""
+        self.versions.retain(state.in_use)
         self.metrics.set_active(state.rollout.stable)
 
     def start(self) -> None:

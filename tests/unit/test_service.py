@@ -17,6 +17,7 @@ from serving.audit import AuditWriter
 from serving.budget import LLMBudget
 from serving.errors import NotReadyError
 from serving.pointer import PointerWatcher
+from serving.runtime import LoadedVersion
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 from stores import SqliteStore
@@ -362,6 +363,32 @@ def test_a_replica_that_flips_holds_only_the_versions_in_use(tmp_path: Path) -> 
         assert service.roll_back().stable == "v6"  # a rollback loads what it returns to
         assert set(service.versions._versions) == {"v2", "v6"}
         assert service.answer(QUESTION).version == "v6"
+    finally:
+        service.close()
+        store.close()
+
+
+def test_the_version_requests_use_stays_loaded_while_the_next_one_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(f"sqlite:///{tmp_path / 'flip.db'}")
+    store.publish(make_snapshot("v1"), activate=True)
+    store.publish(make_snapshot("v2"))
+    service = AnswerService(ServeSettings(store=store.url, pointer_poll_s=3600.0), store)
+    during: list[tuple[bool, str]] = []
+    load = service.versions.get
+
+    def watched(version: str) -> LoadedVersion:
+        if version == "v2" and "v2" not in service.versions:  # the flip's load
+            during.append((service.ready, service.answer(QUESTION).version))
+        return load(version)
+
+    monkeypatch.setattr(service.versions, "get", watched)
+    try:
+        store.activate("v2")
+        service.pointers.refresh()
+        assert during == [(True, "v1")]  # ready, and answered by v1, while v2 loads
+        assert set(service.versions._versions) == {"v2"}  # then v1 is released
     finally:
         service.close()
         store.close()
