@@ -14,6 +14,8 @@ question that needs its vector, which the service then has embedded in a batch (
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import threading
 from collections import OrderedDict
@@ -162,6 +164,26 @@ class LoadedVersion:
             return None
 
 
+def _give_back_memory() -> None:
+    """After a version is released: collect it (its records hold cycles) and hand the freed
+    heap back to the system (glibc keeps it otherwise, and a replica's RSS would climb by the
+    high-water mark of each flip, when two versions are briefly loaded)."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+_LIBC: Final = _libc()
+
+
 class VersionCache:
     """Loaded versions by label (thread-safe).
 
@@ -190,14 +212,18 @@ class VersionCache:
         """Keep ``versions`` (the ones in use) loaded from now on; release the ones before."""
         with self._lock:
             self._retained = frozenset(versions)
-            self._evict()
+            released = self._evict()
+        if released:
+            _give_back_memory()
 
-    def _evict(self) -> None:
-        """Drop the oldest versions not retained until at most ``spare`` others are held.
-        Call with the lock held."""
+    def _evict(self) -> int:
+        """Drop the oldest versions not retained until at most ``spare`` others are held; how
+        many were dropped. Call with the lock held."""
         others = [label for label in self._versions if label not in self._retained]
-        for label in others[: max(0, len(others) - self.spare)]:
+        dropped = others[: max(0, len(others) - self.spare)]
+        for label in dropped:
             del self._versions[label]
+        return len(dropped)
 
     def __contains__(self, version: object) -> bool:
         with self._lock:
