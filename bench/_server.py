@@ -69,6 +69,18 @@ class ServerProcess:
     def wait_ready(self) -> None:
         raise NotImplementedError
 
+    def _spawn(self, command: list[str], env: dict[str, str]) -> None:
+        """Start ``command`` in a process group of its own, its output in the log."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     def log(self) -> str:
         return self.log_path.read_text("utf-8", errors="replace")[-4000:]
 
@@ -157,15 +169,7 @@ class Server(ServerProcess):
             "--working-dir",
             str(ROOT),
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._spawn(command, env)
 
     def wait_ready(self, timeout: float = 90) -> None:
         assert self.process is not None

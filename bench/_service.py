@@ -64,15 +64,7 @@ class Service(ServerProcess):
             "--workers",
             str(self.workers),
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._spawn(command, env)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         with httpx.Client(base_url=self.base, timeout=30) as client:
