@@ -57,7 +57,7 @@ def respond(request: RecordedRequest) -> str:
     raise AssertionError(f"unexpected instructions: {instructions[:60]}")
 
 
-@pytest.fixture(params=["anthropic", "openai"])
+@pytest.fixture(params=["anthropic", pytest.param("openai", marks=pytest.mark.slow)])
 def stub(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedAPI]:
     """The provider's API stub, answering every stage; the provider configured by env only."""
     server: ScriptedAPI

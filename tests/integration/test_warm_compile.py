@@ -12,7 +12,12 @@ from stores.postgres import PostgresReviewQueue, PostgresVersionCatalog
 from tasks.review import ReviewPolicy
 from tests.conftest import EXAMPLES
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+# Slow: two full compiles of the examples (about 50 s); it runs in CI's second step.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_harness"),
+]
 
 
 def test_held_answers_and_published_versions_go_to_postgres(
