@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import Final
+from collections.abc import Awaitable
+from typing import Final, TypeVar
+
+from serving.errors import BodyTimeoutError
 
 __all__ = ["TICK_S", "ReadDeadlines"]
+
+T = TypeVar("T")
 
 TICK_S: Final = 0.5
 """How often the watcher looks for expired reads (a read may outlive its deadline by this)."""
@@ -22,9 +27,10 @@ TICK_S: Final = 0.5
 class ReadDeadlines:
     """Deadlines of the body reads in flight on one event loop.
 
-    ``arm`` before reading, ``disarm`` right after, with no ``await`` between the last read and
-    ``disarm``; a read cancelled by the watcher raises ``CancelledError`` in its task, and
-    :meth:`expired` (true once, for that task) tells it from a real cancellation.
+    :meth:`within` runs a read under its deadline. Underneath: ``arm`` before reading,
+    ``disarm`` right after, with no ``await`` between the last read and ``disarm``; a read
+    cancelled by the watcher raises ``CancelledError`` in its task, and :meth:`expired` (true
+    once, for that task) tells it from a real cancellation.
     """
 
     def __init__(self, timeout: float, *, tick: float = TICK_S) -> None:
@@ -33,6 +39,19 @@ class ReadDeadlines:
         self._armed: dict[asyncio.Task[object], float] = {}
         self._expired: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
         self._watcher: asyncio.Task[None] | None = None
+
+    async def within(self, reading: Awaitable[T]) -> T:
+        """Await ``reading`` (a body read) under the deadline; past it, raise
+        :class:`~serving.errors.BodyTimeoutError` (a 408)."""
+        task = self.arm()
+        try:
+            return await reading
+        except asyncio.CancelledError:
+            if self.expired(task):
+                raise BodyTimeoutError(self.timeout) from None
+            raise
+        finally:
+            self.disarm(task)
 
     def arm(self) -> asyncio.Task[object] | None:
         """Start the deadline of the current task's read (``None`` outside a task)."""

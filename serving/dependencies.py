@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import re
 from typing import Any, Final
@@ -17,7 +16,6 @@ from litestar.handlers.base import BaseRouteHandler
 from schemas.errors import InvalidInputError
 from serving.deadlines import ReadDeadlines
 from serving.dispatch import Dispatcher
-from serving.errors import BodyTimeoutError
 from serving.service import AnswerService
 from serving.settings import ServeSettings
 
@@ -111,16 +109,7 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
     deadlines: ReadDeadlines | None = request.app.state.get("deadlines")
     if deadlines is None:
         return await request.body()
-    task = deadlines.arm()
-    try:
-        body = await request.body()
-    except asyncio.CancelledError:
-        if deadlines.expired(task):
-            raise BodyTimeoutError(deadlines.timeout) from None
-        raise
-    finally:
-        deadlines.disarm(task)
-    return body
+    return await deadlines.within(request.body())
 
 
 async def bounded_body(request: Request[Any, Any, Any]) -> None:

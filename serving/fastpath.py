@@ -15,7 +15,6 @@ same bytes whichever way it went (``latency_ms`` aside).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 import msgspec
@@ -41,9 +40,8 @@ _decoder = msgspec.json.Decoder(AnswerRequest)
 _encoder = msgspec.json.Encoder()
 
 
-def _timed_out(seconds: float) -> bytes:
+def _timed_out(error: BodyTimeoutError) -> bytes:
     """The 408 body, as the one exception mapping (``serving.errors``) writes it."""
-    error = BodyTimeoutError(seconds)
     return _encoder.encode(ErrorBody(status_code=408, detail=error.message, hint=error.hint))
 
 
@@ -57,17 +55,12 @@ def answer_fast_path(app: ASGIApp) -> ASGIApp:
             return
         state = scope["app"].state
         deadlines: ReadDeadlines | None = state.get("deadlines")
-        task = deadlines.arm() if deadlines is not None else None
         try:
-            chunks, last, more = await _read(receive)
-        except asyncio.CancelledError:
-            if deadlines is None or not deadlines.expired(task):
-                raise
-            await _respond(send, 408, _timed_out(deadlines.timeout), close=True)
+            reading = _read(receive)
+            chunks, last, more = await (deadlines.within(reading) if deadlines else reading)
+        except BodyTimeoutError as exc:
+            await _respond(send, 408, _timed_out(exc), close=True)
             return
-        finally:
-            if deadlines is not None:
-                deadlines.disarm(task)
         if last is not None or more:  # a disconnect, or a body too large for the fast path
             await app(scope, _replay(chunks, receive, last, more=more), send)
             return

@@ -58,12 +58,13 @@ class PointerWatcher:
         self.store = store
         self.interval = interval
         self.on_change = on_change
-        self.on_health = on_health
+        """Called (from the watcher thread) with the new state whenever the pointers move,
+        before requests use it."""
         self.on_switch = on_switch
         """Called (from the watcher thread) right after requests start using a new state."""
+        self.on_health = on_health
         """Called with ``True`` when the pointers become unreadable or lost, ``False`` when
         they are read again."""
-        """Called (from the watcher thread) with the new state whenever the pointers move."""
         self.state = PointerState(rollout=RolloutRecord())
         self.health: PointerHealth = "ok"
         self.problem: str | None = None

@@ -15,7 +15,6 @@ question that needs its vector, which the service then has embedded in a batch (
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import threading
 from collections import OrderedDict
@@ -32,10 +31,6 @@ from stores.base import SnapshotStore
 
 __all__ = ["AskOptions", "LoadedVersion", "RouteMemo", "VersionCache"]
 
-SPARE_VERSIONS: Final = 0
-"""Versions held beside the ones in use. None: memory follows the pointers exactly (a
-rollback reloads the version it returns to, in the pointer thread, while requests go on
-being answered by the version they were routed to)."""
 ROUTE_CACHE: Final = 10_000
 """Distinct question texts whose router verdict a loaded version remembers."""
 
@@ -169,35 +164,27 @@ def _give_back_memory() -> None:
     heap back to the system (glibc keeps it otherwise, and a replica's RSS would climb by the
     high-water mark of each flip, when two versions are briefly loaded)."""
     gc.collect()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    return libc if hasattr(libc, "malloc_trim") else None  # glibc only
-
-
-_LIBC: Final = _libc()
+_LIBC: Final = ctypes.CDLL(None)
+"""The C library this process already runs on (``malloc_trim`` is glibc's; elsewhere none)."""
 
 
 class VersionCache:
     """Loaded versions by label (thread-safe).
 
     It holds every version the pointers name (:meth:`retain`: stable, canary, every pinned
-    version), however many, and never evicts one of those; beside them it keeps the ``spare``
-    most recently loaded others (:data:`SPARE_VERSIONS`). So its memory follows what the
-    pointers use: a replica that flips all day holds one version, not one per flip.
+    version), however many, and no other. So its memory follows what the pointers use: a
+    replica that flips all day holds one version, not one per flip (a rollback reloads the
+    version it returns to, in the pointer thread, while requests go on being answered by the
+    version they were routed to).
     """
 
-    def __init__(
-        self, store: SnapshotStore, *, spare: int = SPARE_VERSIONS, route_cache: int = ROUTE_CACHE
-    ) -> None:
+    def __init__(self, store: SnapshotStore, *, route_cache: int = ROUTE_CACHE) -> None:
         self.store = store
-        self.spare = spare
         self.route_cache = route_cache
         self._versions: dict[str, LoadedVersion] = {}
         self._retained: frozenset[str] = frozenset()
@@ -217,10 +204,8 @@ class VersionCache:
             _give_back_memory()
 
     def _evict(self) -> int:
-        """Drop the oldest versions not retained until at most ``spare`` others are held; how
-        many were dropped. Call with the lock held."""
-        others = [label for label in self._versions if label not in self._retained]
-        dropped = others[: max(0, len(others) - self.spare)]
+        """Drop every version not retained; how many were dropped. Call with the lock held."""
+        dropped = [label for label in self._versions if label not in self._retained]
         for label in dropped:
             del self._versions[label]
         return len(dropped)
@@ -243,7 +228,6 @@ class VersionCache:
         ready = LoadedVersion(loaded, embedder, route_cache=self.route_cache)
         gc.collect()  # a new version is long-lived: keep it out of later collections
         gc.freeze()
-        with self._lock:
+        with self._lock:  # one asked for outside the pointers stays until the next retain
             self._versions[version] = ready
-            self._evict()
         return ready

@@ -79,11 +79,6 @@ class TenantAuth:
             )
         self.refresh()
 
-    @property
-    def keys_loaded(self) -> int:
-        """Live keys held now."""
-        return len(self._digests)
-
     def refresh(self) -> bool:
         """Read the live keys now; on failure keep the last ones (logged once per outage)."""
         if self.mode != "keys" or self.source is None:

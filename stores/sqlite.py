@@ -123,6 +123,14 @@ def connect(url: str, schema: str = "") -> sqlite3.Connection:
     return db
 
 
+def _delete(db: sqlite3.Connection, version: str) -> None:
+    """Every row of ``version`` (inside the caller's transaction)."""
+    db.execute("DELETE FROM entries WHERE version = ?", (version,))
+    db.execute("DELETE FROM blobs WHERE version = ?", (version,))
+    db.execute("DELETE FROM history WHERE version = ?", (version,))
+    db.execute("DELETE FROM versions WHERE version = ?", (version,))
+
+
 class SqliteStore:
     """:class:`stores.base.SnapshotStore` on one SQLite file."""
 
@@ -221,20 +229,13 @@ class SqliteStore:
         return self._info(snapshot.version)
 
     def _abandon(self, version: str) -> None:
-        """Delete a load that is still ``loading`` (nothing else)."""
+        """Delete a load that is still ``loading`` (nothing else), in one transaction."""
         with self._tx() as db:
             found = db.execute(
                 "SELECT state FROM versions WHERE version = ?", (version,)
             ).fetchone()
-        if found is not None and found[0] == "loading":
-            self._delete(version)
-
-    def _delete(self, version: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM entries WHERE version = ?", (version,))
-            db.execute("DELETE FROM blobs WHERE version = ?", (version,))
-            db.execute("DELETE FROM history WHERE version = ?", (version,))
-            db.execute("DELETE FROM versions WHERE version = ?", (version,))
+            if found is not None and found[0] == "loading":
+                _delete(db, version)
 
     def _reserve(self, snapshot: Snapshot, expected: int) -> None:
         """Record ``snapshot``'s version as ``loading`` (refused if the label is taken)."""
@@ -440,7 +441,8 @@ class SqliteStore:
             )
         )
         for version in (*removed, *partial):
-            self._delete(version)
+            with self._tx() as db:
+                _delete(db, version)
         return GcReport(removed=removed, kept=kept, partial_removed=partial)
 
     def close(self) -> None:

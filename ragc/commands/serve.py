@@ -56,12 +56,17 @@ def serve(
         _granian(host, port, workers)
 
 
+_MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+"""serving.metrics.MULTIPROC_ENV, spelled here: importing that module would load
+prometheus_client in this process before the variable is set."""
+
+
 @contextlib.contextmanager
 def _metrics_folder() -> Iterator[None]:
     """Prometheus's multiprocess folder for the workers (set before any of them imports
     prometheus_client), so a scrape sums every worker: ``PROMETHEUS_MULTIPROC_DIR`` if given
     (its old files wiped, as prometheus_client requires), else a temporary one, removed after."""
-    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    given = os.environ.get(_MULTIPROC)
     if given:
         folder = Path(given)
         folder.mkdir(parents=True, exist_ok=True)
@@ -70,11 +75,11 @@ def _metrics_folder() -> Iterator[None]:
         yield
         return
     made = tempfile.mkdtemp(prefix="ragc-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = made
+    os.environ[_MULTIPROC] = made
     try:
         yield
     finally:
-        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        del os.environ[_MULTIPROC]
         shutil.rmtree(made, ignore_errors=True)
 
 
