@@ -195,8 +195,9 @@ class RouterModel:
             )
         elif self.documents:
             parts.append(
-                "document entries: section texts asked as questions and left-out headings "
-                "(no user phrasings: stand-ins harder than real questions)"
+                "document entries: section texts asked as questions, alone and after their "
+                "headings, and left-out headings (no user phrasings: stand-ins that bracket "
+                "real questions)"
             )
         return "; ".join(parts)
 

@@ -133,7 +133,7 @@ def topic_blocks(
     return blocks
 
 
-ROUTER_VERSION: Final = "10"
+ROUTER_VERSION: Final = "11"
 """Bump when router features or training change, so cached routers are retrained."""
 ARTIFACTS_VERSION: Final = "4"
 """Bump when the artifacts built from the same inputs change (e.g. what a topic block holds)."""

@@ -12,10 +12,12 @@ Both are tuned on stand-ins for real questions:
 * **positives**, which must come nearest to their own entry: where a language model wrote the
   phrasings (``model_phrasings``), each phrasing asked with itself left out of the anchors, so
   it must find its entry through the others, as a user's rephrasing would; otherwise, and for
-  an entry left with one phrasing, the section's own text asked as if it were the question (an
-  answer shares less wording with its heading than a user's rephrasing does, so the estimate
-  errs on the safe side). Offline phrasings are templates of the heading, which find each
-  other at any threshold, so they are never positives;
+  an entry left with one phrasing, two stand-ins that bracket a user's question: the section's
+  own text asked as if it were the question (harder than a user's question: an answer shares
+  less wording with its heading than a rephrasing does, and where pages overlap it lands
+  nearest another page's heading) and the heading followed by the text (easier: it holds the
+  heading's words), half an entry's weight each. Offline phrasings are templates of the
+  heading, which find each other at any threshold, so they are never positives;
 * **negatives**: each entry's phrasings (only its heading when they are templates) asked of
   the *other* entries (the entry left out: a question about a section the knowledge does not
   hold, in the knowledge's own style), and the known out-of-scope questions.
@@ -45,6 +47,7 @@ __all__ = [
     "MARGIN_GRID",
     "Anchors",
     "DocumentRule",
+    "bracketed",
     "curated_only",
     "document_anchors",
     "nearest_two",
@@ -127,7 +130,7 @@ def _positives(
     truth: list[int] = []
     own: list[int] = []
     weights: list[float] = []
-    for index, _, text in documents:
+    for index, _, texts in documents:
         rows = np.flatnonzero(labels == index) if model_phrasings else np.array([], np.int64)
         if len(rows) >= 2:
             vectors.extend(anchors[rows])
@@ -135,10 +138,11 @@ def _positives(
             own.extend(int(r) for r in rows)
             weights.extend([1.0 / len(rows)] * len(rows))
         else:
-            vectors.append(text)
-            truth.append(index)
-            own.append(-1)
-            weights.append(1.0)
+            stand_ins = np.atleast_2d(texts)
+            vectors.extend(stand_ins)
+            truth.extend([index] * len(stand_ins))
+            own.extend([-1] * len(stand_ins))
+            weights.extend([1.0 / len(stand_ins)] * len(stand_ins))
     return _StandIns(
         np.stack(vectors).astype(np.float32),
         np.array(truth, np.int64),
@@ -159,8 +163,9 @@ def tune_document_rule(
     model_phrasings: bool = False,
 ) -> DocumentRule:
     """Tune the rule for the document classes whose anchors are ``anchors`` (rows, labelled by
-    class index), given per document class ``(index, heading vector, section-text vector)``
-    and the known out-of-scope questions' vectors; ``model_phrasings``: the anchors other than
+    class index), given per document class ``(index, heading vector, stand-in vectors)`` (one
+    row, or a ``(k, dim)`` block of rows that share the entry's weight) and the known
+    out-of-scope questions' vectors; ``model_phrasings``: the anchors other than
     the headings were written by a language model, so they stand in for real questions."""
     positives = _positives(anchors, labels, documents, model_phrasings=model_phrasings)
     found, top, second = nearest_two(
@@ -256,6 +261,11 @@ def document_anchors(
     return np.ascontiguousarray(vectors[rows]), labels
 
 
+def bracketed(heading: str, text: str) -> str:
+    """The easier of a section's two stand-in questions: its heading, then its text."""
+    return f"{heading}\n{text}"
+
+
 def tune_documents(
     everything: Sequence[tuple[str, str]],
     vectors: Floats,
@@ -266,15 +276,22 @@ def tune_documents(
     *,
     model_phrasings: bool,
 ) -> DocumentRule:
-    """The document rule tuned on held-out model phrasings or section texts, and on left-out
-    entries (see :mod:`tasks.document_rule`)."""
+    """The document rule tuned on held-out model phrasings or each section's two stand-ins,
+    and on left-out entries (see :mod:`tasks.document_rule`)."""
     classes = sorted({c for _, c in everything})
     first: dict[str, int] = {}
     for i, (_, c) in enumerate(everything):
         first.setdefault(c, i)
     names = sorted(documents)
-    texts = encoder([documents[c] for c in names])
-    stand_ins = [(classes.index(c), vectors[first[c]], texts[k]) for k, c in enumerate(names)]
+    headings = [everything[first[c]][0] for c in names]
+    texts = encoder(
+        [documents[c] for c in names]
+        + [bracketed(h, documents[c]) for h, c in zip(headings, names, strict=True)]
+    )
+    n = len(names)
+    stand_ins = [
+        (classes.index(c), vectors[first[c]], texts[[k, n + k]]) for k, c in enumerate(names)
+    ]
     outside = [i for i, (_, c) in enumerate(everything) if c == OUT_OF_SCOPE]
     return tune_document_rule(
         *anchors,

@@ -136,7 +136,7 @@ def test_held_out_model_phrasings_are_the_positives_instead_of_section_texts() -
     ) == (1.0, 0.0)
 
     assert model.metrics["document_positives"] == classes * per
-    assert templates.metrics["document_positives"] == classes
+    assert templates.metrics["document_positives"] == classes  # one stand-in row each here
     assert model.metrics["document_negatives"] == classes * per  # every phrasing, left out
     assert templates.metrics["document_negatives"] == classes  # the headings
     # the texts are poor stand-ins here; the phrasings find their entry through each other
@@ -146,6 +146,43 @@ def test_held_out_model_phrasings_are_the_positives_instead_of_section_texts() -
     )
     served = (found == labels) & (top >= model.threshold) & (top - second >= model.margin)
     assert served.mean() == pytest.approx(model.metrics["document_coverage"], abs=1e-4)
+
+
+def test_two_stand_ins_share_an_entrys_weight_and_the_easier_one_opens_the_rule() -> None:
+    rng = np.random.default_rng(11)
+    dim, classes = 32, 12
+    headings = _unit(rng.normal(size=(classes, dim)).astype(np.float32))
+    # Section texts far from their headings (as where pages overlap), and the heading followed
+    # by its text, much nearer: a real question lies between the two.
+    texts = _unit(headings + 1.5 * rng.normal(size=(classes, dim)).astype(np.float32))
+    after = _unit(headings + 0.3 * rng.normal(size=(classes, dim)).astype(np.float32))
+
+    def tuned(documents: list[tuple[int, np.ndarray, np.ndarray]]) -> DocumentRule:
+        return tune_document_rule(
+            headings,
+            np.arange(classes),
+            classes,
+            documents=documents,
+            out_of_scope=np.zeros((0, dim), np.float32),
+            wrong_target=0.05,
+            oos_share=0.05,
+        )
+
+    alone = tuned([(k, headings[k], texts[k]) for k in range(classes)])
+    both = tuned([(k, headings[k], np.stack([texts[k], after[k]])) for k in range(classes)])
+    assert both.metrics["document_positives"] == 2 * classes
+    # The hard rows alone find no feasible rule: the strictest, serving nothing.
+    assert alone.metrics["document_coverage"] == 0.0
+    assert alone.threshold == pytest.approx(0.95)
+    # With both, an entry's rows weigh a half each: the coverage counts the easy rows served.
+    found, top, second = nearest_two(after, headings, np.arange(classes), classes)
+    easy = (found == np.arange(classes)) & (top >= both.threshold) & (top - second >= both.margin)
+    found, top, second = nearest_two(texts, headings, np.arange(classes), classes)
+    hard = (found == np.arange(classes)) & (top >= both.threshold) & (top - second >= both.margin)
+    assert easy.sum() > 0
+    assert both.metrics["document_coverage"] == pytest.approx(
+        (easy.sum() + hard.sum()) / (2 * classes), abs=1e-4
+    )
 
 
 def test_an_entry_left_with_one_phrasing_is_tried_with_its_section_text() -> None:
@@ -276,7 +313,10 @@ def test_corrupt_anchors_are_refused() -> None:
 
 @pytest.mark.parametrize(
     ("model_phrasings", "basis"),
-    [(True, "the model's questions held out"), (False, "section texts asked as questions")],
+    [
+        (True, "the model's questions held out"),
+        (False, "section texts asked as questions, alone and after"),
+    ],
 )
 def test_the_risk_estimate_says_what_stood_in_for_document_questions(
     model_phrasings: bool, basis: str
@@ -291,4 +331,5 @@ def test_the_risk_estimate_says_what_stood_in_for_document_questions(
         model_phrasings=model_phrasings,
     )
     assert basis in router.estimate_basis
-    assert router.header.metrics["document_positives"] == (6 if model_phrasings else 3)
+    # the model's two questions per entry, or the section's two stand-ins (text; heading + text)
+    assert router.header.metrics["document_positives"] == 6
