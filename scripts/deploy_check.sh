@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Check prefect.yaml end to end against a throwaway, fully local Prefect server:
 #
-#   1. start `prefect server start` (no UI, no scheduler, analytics off) on a free 127.0.0.1
-#      port, with a temporary PREFECT_HOME (its own SQLite database and profiles) and
-#      PREFECT_API_URL pointing at it; wait for /api/health;
+#   1. start `prefect server start` (no UI, analytics off, the scheduler on, looping every 5 s)
+#      on a free 127.0.0.1 port, with a temporary PREFECT_HOME (its own SQLite database and
+#      profiles) and PREFECT_API_URL pointing at it; wait for /api/health;
 #   2. create the process work pool `ragc-process`; run `prefect --no-prompt deploy --all` with
 #      the Prefect variables ragc_anthropic_api_key / ragc_store absent, then set them (to a fake
 #      key) and deploy again; after each deploy check the three deployments, their crons, the pull
 #      step, the `env` job variables and the one trigger automation on the server;
 #   3. run `collect-versions/daily` on a scratch store through a `--run-once` process worker and
 #      check the flow run reached COMPLETED;
+#   3b. wait for the scheduler to create the cron runs of `compile-knowledge/weekly` (auto-
+#      scheduled, each at a Sunday 03:00 UTC), move the first one's start to now, run it through
+#      a `--run-once` worker and check it COMPLETED and published a version to the store;
 #   4. emit a burst of three `ragc.knowledge.changed` events and check the trigger created exactly
 #      one `recompile-knowledge/on-change` run — scheduled 60 s ahead, not executed — whose
 #      `params.changed` is the payload of one event of the burst (the one that fired the trigger).
@@ -18,7 +21,7 @@
 # every exit, and the temporary folder is removed. Exit status: 0 on success; 3 when the Prefect
 # server cannot start (an environment problem: no .venv, no free port, sandbox); 1 on any other
 # failure, with a line on stderr naming the step (and the tail of the server and worker logs).
-# Takes about a minute.
+# Takes about two minutes (the weekly run compiles the examples).
 #
 # Usage: bash scripts/deploy_check.sh        (from anywhere; needs .venv — run `make install`)
 # Environment: DEPLOY_CHECK_KEEP=1 keeps the temporary folder (logs, databases) for inspection;
@@ -125,9 +128,11 @@ s.close()')" || env_fail "could not find a free port on 127.0.0.1"
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 
 # --- 1. server ------------------------------------------------------------------------------
-# No scheduler: the weekly and daily cron runs must not be created (or picked up by the worker).
+# The scheduler runs as it does for users (it creates the cron runs ahead of time; a worker only
+# starts runs that are due), looping every 5 s instead of 60 so that step 3b need not wait long.
 say "starting a Prefect server at $PREFECT_API_URL (PREFECT_HOME=$PREFECT_HOME)"
-setsid "$PREFECT" server start --host 127.0.0.1 --port "$PORT" --no-ui --no-scheduler \
+PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS=5 \
+    setsid "$PREFECT" server start --host 127.0.0.1 --port "$PORT" --no-ui \
     --analytics-off --no-background >"$WORK/server.log" 2>&1 </dev/null 3>&- &
 SERVER_PID=$!
 
@@ -254,6 +259,86 @@ asyncio.run(main())
 EOF
 say "collect-versions/daily completed through the ragc-process worker"
 
+# --- 3b. a run the scheduler created, of the weekly compile ------------------------------------
+failed="the scheduler did not create the weekly compile's cron runs"
+RUN_ID="$(bounded 120 "$PYTHON" - <<'EOF'
+import asyncio
+import sys
+import time
+from datetime import datetime, timezone
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import Scheduled
+
+
+async def main() -> None:
+    async with get_client() as client:
+        weekly = DeploymentFilter(name=DeploymentFilterName(any_=["weekly"]))
+        deadline = time.monotonic() + 90
+        runs = []
+        while time.monotonic() < deadline and not runs:
+            runs = await client.read_flow_runs(
+                deployment_filter=weekly, sort=FlowRunSort.EXPECTED_START_TIME_ASC
+            )
+            if not runs:
+                await asyncio.sleep(1)
+        assert runs, "no run of compile-knowledge/weekly within 90s: is the scheduler failing?"
+        for run in runs:
+            start = run.expected_start_time
+            assert run.auto_scheduled, (run.name, "not created by the scheduler")
+            assert run.state is not None and run.state.is_scheduled(), (run.name, run.state)
+            when = start.astimezone(timezone.utc) if start else None
+            assert when and (when.weekday(), when.hour, when.minute) == (6, 3, 0), (run.name, when)
+        first = runs[0]
+        print(f"scheduler created {len(runs)} weekly run(s); first {first.name} at "
+              f"{first.expected_start_time}", file=sys.stderr)
+        # Due now instead of next Sunday: the same run, still the scheduler's.
+        now = Scheduled(scheduled_time=datetime.now(timezone.utc))
+        result = await client.set_flow_run_state(first.id, now, force=True)
+        assert result.state is not None and result.state.is_scheduled(), result
+        print(first.id)
+
+
+asyncio.run(main())
+EOF
+)" || fail "$failed"
+[[ -n "$RUN_ID" ]] || fail "$failed"
+say "the scheduler's first weekly run $RUN_ID moved to now; starting a --run-once worker"
+
+worker_status=0
+bounded 600 env PREFECT_LOGGING_LEVEL=INFO "$PREFECT" worker start --pool ragc-process \
+    --type process --run-once >"$WORK/worker.log" 2>&1 </dev/null || worker_status=$?
+[[ $worker_status -ne 124 ]] || run_failed "the worker did not finish within 600s"
+[[ $worker_status -eq 0 ]] || run_failed "the worker exited with status $worker_status"
+
+failed="the scheduled weekly run $RUN_ID did not complete and publish"
+bounded 60 "$PYTHON" - "$RUN_ID" "$STORE" <<'EOF' || run_failed "$failed"
+import asyncio
+import sys
+
+from prefect.client.orchestration import get_client
+
+from stores import open_store
+
+
+async def main() -> None:
+    async with get_client() as client:
+        run = await client.read_flow_run(sys.argv[1])
+        state = run.state
+        print(f"flow run {run.name}: {state.type.value if state else None}"
+              f" {state.message if state and state.message else ''}".rstrip())
+        assert run.auto_scheduled, run
+        assert state is not None and state.is_completed(), state
+    store = open_store(sys.argv[2])
+    assert store.active_version() is not None, "nothing published to the store"
+
+
+asyncio.run(main())
+EOF
+say "compile-knowledge/weekly: a run the scheduler created completed and published"
+
 # --- 4. the recompile trigger -----------------------------------------------------------------
 failed="the ragc.knowledge.changed trigger did not behave as configured"
 bounded 120 "$PYTHON" - <<'EOF' || fail "$failed"
@@ -306,4 +391,4 @@ asyncio.run(main())
 EOF
 say "a burst of 3 ragc.knowledge.changed events created 1 recompile run, scheduled 60s ahead"
 
-say "OK: deploy --all, the GC run and the recompile trigger all work"
+say "OK: deploy --all, the GC run, a scheduled weekly compile and the recompile trigger all work"

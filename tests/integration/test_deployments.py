@@ -1,8 +1,9 @@
 """prefect.yaml: its shape, checked in-process, and a real deploy on a throwaway Prefect server.
 
-The last test runs ``scripts/deploy_check.sh`` (about a minute): a local server, the process work
-pool, ``prefect deploy --all`` (with the secret-feeding Prefect variables absent, then present), one
-GC run through a ``--run-once`` worker and a burst of ``ragc.knowledge.changed`` events.
+The last test runs ``scripts/deploy_check.sh`` (about two minutes): a local server with its
+scheduler on, the process work pool, ``prefect deploy --all`` (with the secret-feeding Prefect
+variables absent, then present), one GC run through a ``--run-once`` worker, a weekly compile run
+the scheduler created, run by a worker, and a burst of ``ragc.knowledge.changed`` events.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ REFERENCE = re.compile(r"^\{\{\s*(prefect\.(variables|blocks)\.[\w.\-]+|\$\w+)\s
 # What API keys and credentials look like when pasted in by mistake.
 LITERAL_SECRET = re.compile(r"sk-ant-|sk-[A-Za-z0-9]{20,}|://[^/\s:@]+:[^/\s@]+@")
 
-DEPLOY_CHECK_TIMEOUT = 300
+DEPLOY_CHECK_TIMEOUT = 900
 ENVIRONMENT_FAILURE = 3  # deploy_check.sh: the Prefect server could not start
 
 
@@ -189,7 +190,7 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow  # a server, a worker and three flow runs: a minute and a half
+@pytest.mark.slow  # a server, workers and four flow runs (one a compile): two minutes
 def test_deploy_check_script_deploys_and_runs_on_a_local_server(tmp_path: Path) -> None:
     process = subprocess.Popen(
         ["bash", str(DEPLOY_CHECK)],
@@ -220,4 +221,5 @@ def test_deploy_check_script_deploys_and_runs_on_a_local_server(tmp_path: Path) 
         pytest.skip(f"no local Prefect server here: {reason.strip()}")
     assert process.returncode == 0, report
     assert "collect-versions/daily completed" in stdout, report
+    assert "a run the scheduler created completed and published" in stdout, report
     assert "1 recompile run" in stdout, report
