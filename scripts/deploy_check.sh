@@ -231,19 +231,25 @@ run_failed() {
     bounded 60 "$PREFECT" flow-run logs "$RUN_ID" >&2 </dev/null || true
     fail "$1"
 }
+# One polling pass of a process worker, bounded by $1 seconds: it starts the runs that are due.
 # The worker (and the flow run it starts) logs at INFO, for its log and `prefect flow-run logs`.
-worker_status=0
-bounded 240 env PREFECT_LOGGING_LEVEL=INFO "$PREFECT" worker start --pool ragc-process \
-    --type process --run-once >"$WORK/worker.log" 2>&1 </dev/null || worker_status=$?
-[[ $worker_status -ne 124 ]] || run_failed "the worker did not finish within 240s"
-[[ $worker_status -eq 0 ]] || run_failed "the worker exited with status $worker_status"
-
-failed="flow run $RUN_ID of collect-versions/daily did not complete"
-bounded 60 "$PYTHON" - "$RUN_ID" <<'EOF' || run_failed "$failed"
+run_worker_once() {
+    local seconds="$1" status=0
+    bounded "$seconds" env PREFECT_LOGGING_LEVEL=INFO "$PREFECT" worker start \
+        --pool ragc-process --type process --run-once >"$WORK/worker.log" 2>&1 </dev/null ||
+        status=$?
+    [[ $status -ne 124 ]] || run_failed "the worker did not finish within ${seconds}s"
+    [[ $status -eq 0 ]] || run_failed "the worker exited with status $status"
+}
+# Flow run $1 COMPLETED; with a store URL as $2, that store has an active version too.
+check_completed() {
+    bounded 60 "$PYTHON" - "$@" <<'EOF' || run_failed "$failed"
 import asyncio
 import sys
 
 from prefect.client.orchestration import get_client
+
+from stores import open_store
 
 
 async def main() -> None:
@@ -253,10 +259,17 @@ async def main() -> None:
         print(f"flow run {run.name}: {state.type.value if state else None}"
               f" {state.message if state and state.message else ''}".rstrip())
         assert state is not None and state.is_completed(), state
+    if len(sys.argv) > 2:
+        store = open_store(sys.argv[2])
+        assert store.active_version() is not None, "nothing published to the store"
 
 
 asyncio.run(main())
 EOF
+}
+run_worker_once 240
+failed="flow run $RUN_ID of collect-versions/daily did not complete"
+check_completed "$RUN_ID"
 say "collect-versions/daily completed through the ragc-process worker"
 
 # --- 3b. a run the scheduler created, of the weekly compile ------------------------------------
@@ -307,36 +320,9 @@ EOF
 [[ -n "$RUN_ID" ]] || fail "$failed"
 say "the scheduler's first weekly run $RUN_ID moved to now; starting a --run-once worker"
 
-worker_status=0
-bounded 600 env PREFECT_LOGGING_LEVEL=INFO "$PREFECT" worker start --pool ragc-process \
-    --type process --run-once >"$WORK/worker.log" 2>&1 </dev/null || worker_status=$?
-[[ $worker_status -ne 124 ]] || run_failed "the worker did not finish within 600s"
-[[ $worker_status -eq 0 ]] || run_failed "the worker exited with status $worker_status"
-
+run_worker_once 600
 failed="the scheduled weekly run $RUN_ID did not complete and publish"
-bounded 60 "$PYTHON" - "$RUN_ID" "$STORE" <<'EOF' || run_failed "$failed"
-import asyncio
-import sys
-
-from prefect.client.orchestration import get_client
-
-from stores import open_store
-
-
-async def main() -> None:
-    async with get_client() as client:
-        run = await client.read_flow_run(sys.argv[1])
-        state = run.state
-        print(f"flow run {run.name}: {state.type.value if state else None}"
-              f" {state.message if state and state.message else ''}".rstrip())
-        assert run.auto_scheduled, run
-        assert state is not None and state.is_completed(), state
-    store = open_store(sys.argv[2])
-    assert store.active_version() is not None, "nothing published to the store"
-
-
-asyncio.run(main())
-EOF
+check_completed "$RUN_ID" "$STORE"
 say "compile-knowledge/weekly: a run the scheduler created completed and published"
 
 # --- 4. the recompile trigger -----------------------------------------------------------------
