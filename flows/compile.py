@@ -1,7 +1,10 @@
 """The ``compile-knowledge`` flow: a knowledge folder in, a gated snapshot (maybe published) out.
 
-Stages run as Prefect tasks in order; the flow only wires them together and times them. A failed
-gate raises before the publish task, so a failed compile never changes what is served.
+Stages run as Prefect tasks in order; the flow only wires them together and times them. Each gate
+then runs as its own task (``gate-regression``, ...), Failed when the snapshot fails it; the gates
+table (and a failed regression's cases) becomes the run's ``compile-gates`` artifact, and a failed
+gate fails the flow run before the publish task, so a failed compile never changes what is
+served. A compile that ends writes its summary as the ``compile-summary`` artifact.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import msgspec
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows._artifacts import publish_gates, publish_summary
 from flows._defaults import store_url
 from schemas.build import Entry, SkippedSource, Usage
 from schemas.errors import InvalidInputError
@@ -34,7 +38,7 @@ from tasks.artifacts import SnapshotInputs
 from tasks.auto_faq import AutoFaqPolicy, draft_miss_questions
 from tasks.chunk import chunk_documents
 from tasks.duplicates import detect_duplicates
-from tasks.gates import check_gates, gate_snapshot, load_cases
+from tasks.gates import check_gates, enforce_gate, gate_snapshot, load_cases
 from tasks.index import index_chunks
 from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
 from tasks.publish import compile_artifacts, open_resources, publish_snapshot
@@ -252,6 +256,9 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             snapshot, manifest=msgspec.structs.replace(snapshot.manifest, gates=tuple(gates))
         )
         folder = Path(params.build_dir) / "snapshots" / res.version
+        for gate in gates:  # each gate its own task run, Failed when the snapshot fails it
+            enforce_gate(gate, return_state=True)
+        publish_gates(res.version, gates)
         check_gates(gates)
         published = _run(
             times,
@@ -264,7 +271,7 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             statuses[entry.status] = statuses.get(entry.status, 0) + 1
             if entry.origin == "miss":
                 drafted[entry.status] = drafted.get(entry.status, 0) + 1
-        return CompileResult(
+        result = CompileResult(
             version=res.version,
             published=published,
             snapshot_dir=str(folder),
@@ -280,3 +287,5 @@ def compile_knowledge(params: CompileParams) -> CompileResult:
             auto_faq=drafted,
             seconds=round(time.perf_counter() - started, 3),
         )
+        publish_summary(result)
+        return result

@@ -13,10 +13,12 @@ from schemas.keys import exact_key, intent_key, topic_key, validate_tenant, vali
 from schemas.records import ExactAnswer, FallbackAnswer, IntentTemplate, Source, TopicBlock
 
 __all__ = [
+    "FAILING_KEPT",
     "SCHEMA_VERSION",
     "DuplicateGroup",
     "DuplicateMember",
     "DuplicateVerdict",
+    "FailingCase",
     "GateResult",
     "Manifest",
     "MemberStatus",
@@ -38,6 +40,18 @@ class SourceFingerprint(msgspec.Struct, frozen=True, kw_only=True):
     bytes: int = 0
 
 
+class FailingCase(msgspec.Struct, frozen=True, kw_only=True):
+    """A labelled question a gate's ladder run got wrong."""
+
+    question: str
+    expected: str
+    """What would have been right: ``entry`` ids, ``doc/section`` targets, or "the fallback"."""
+    got: str
+    """The layer and entry served."""
+    why: str = ""
+    """The answer's own explanation (the router's reason, a threshold missed)."""
+
+
 class GateResult(msgspec.Struct, frozen=True, kw_only=True):
     """The outcome of one quality gate."""
 
@@ -46,6 +60,13 @@ class GateResult(msgspec.Struct, frozen=True, kw_only=True):
     detail: str = ""
     value: float | None = None
     target: float | None = None
+    failing: tuple[FailingCase, ...] = ()
+    """The regression gate's failing cases (at most :data:`FAILING_KEPT`; ``detail`` names the
+    first few)."""
+
+
+FAILING_KEPT: Final = 200
+"""Failing cases a gate result keeps (the manifest stays small; the count is in ``detail``)."""
 
 
 DuplicateVerdict = Literal["same", "conflict"]

@@ -13,6 +13,9 @@
 #   3b. wait for the scheduler to create the cron runs of `compile-knowledge/weekly` (auto-
 #      scheduled, each at a Sunday 03:00 UTC), move the first one's start to now, run it through
 #      a `--run-once` worker and check it COMPLETED and published a version to the store;
+#   3c. run the weekly compile on a copy of the examples with a regression suite it cannot pass:
+#      the run must end FAILED, its one failed task `gate-regression`, with the `compile-gates`
+#      artifact on the run;
 #   4. emit a burst of three `ragc.knowledge.changed` events and check the trigger created exactly
 #      one `recompile-knowledge/on-change` run — scheduled 60 s ahead, not executed — whose
 #      `params.changed` is the payload of one event of the burst (the one that fired the trigger).
@@ -325,6 +328,65 @@ failed="the scheduled weekly run $RUN_ID did not complete and publish"
 check_completed "$RUN_ID" "$STORE"
 say "compile-knowledge/weekly: a run the scheduler created completed and published"
 
+# --- 3c. a compile whose gate fails -------------------------------------------------------------
+# The examples with a regression suite no snapshot can pass: the run must end Failed, with the
+# failed task the gate, the gates artifact on the run, and no version published by it.
+BAD="$WORK/bad-knowledge"
+cp -r "$ROOT/examples" "$BAD"
+"$PYTHON" - "$BAD/regression.jsonl" <<'EOF' || fail "could not write the failing regression suite"
+import json
+import sys
+
+with open(sys.argv[1], "w", encoding="utf-8") as out:
+    for i in range(5):
+        case = {"query": f"what is the airspeed of swallow {i}", "accept": [{"entry_id": "refund.window"}]}
+        out.write(json.dumps(case) + "\n")
+EOF
+PARAMS="{\"params\": {\"knowledge\": \"$BAD\", \"publish\": true, \"build_dir\": \"$WORK/bad-build\"}}"
+bounded 60 "$PREFECT" deployment run compile-knowledge/weekly --params "$PARAMS" \
+    >"$WORK/run.log" 2>&1 ||
+    { cat "$WORK/run.log" >&2; fail "'prefect deployment run compile-knowledge/weekly' failed"; }
+RUN_ID="$(grep -oE "$UUID" "$WORK/run.log" | tail -n 1 || true)"
+[[ -n "$RUN_ID" ]] || { cat "$WORK/run.log" >&2; fail "no flow run id for the failing compile"; }
+say "compile run $RUN_ID with a failing regression gate created; starting a --run-once worker"
+run_worker_once 600
+failed="the compile with a failing gate did not end as a Failed run failed by its gate"
+bounded 60 "$PYTHON" - "$RUN_ID" <<'EOF' || run_failed "$failed"
+import asyncio
+import sys
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+
+
+async def main() -> None:
+    async with get_client() as client:
+        run = await client.read_flow_run(sys.argv[1])
+        assert run.state is not None and run.state.is_failed(), run.state
+        print(f"flow run {run.name}: {run.state.type.value} {run.state.message}")
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        tasks = await client.read_task_runs(flow_run_filter=this_run)
+        failed = [t.name for t in tasks if t.state is not None and t.state.is_failed()]
+        assert failed == ["gate-regression"], failed
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["compile-gates"])),
+            flow_run_filter=this_run,
+        )
+        assert len(artifacts) == 1, artifacts
+        table = str(artifacts[0].data)
+        assert "| regression | **FAIL** |" in table, table
+        assert "what is the airspeed of swallow 0" in table, table
+
+
+asyncio.run(main())
+EOF
+say "a failing gate: Failed run, failed task gate-regression, the compile-gates artifact"
+
 # --- 4. the recompile trigger -----------------------------------------------------------------
 failed="the ragc.knowledge.changed trigger did not behave as configured"
 bounded 120 "$PYTHON" - <<'EOF' || fail "$failed"
@@ -377,4 +439,4 @@ asyncio.run(main())
 EOF
 say "a burst of 3 ragc.knowledge.changed events created 1 recompile run, scheduled 60s ahead"
 
-say "OK: deploy --all, the GC run, a scheduled weekly compile and the recompile trigger all work"
+say "OK: deploy --all, the GC run, a scheduled weekly compile, a failing gate and the recompile trigger all work"

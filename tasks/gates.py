@@ -14,13 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from expectations.gate import run_expectations
 from providers.embedders import Embedder
 from schemas.build import Entry, RegressionCase
 from schemas.errors import GateFailedError, InvalidInputError
 from schemas.evaluation import EvalReport, Outcome, evaluate, summarize
 from schemas.ladder import Composer, LoadedSnapshot, Route, answer_question, route_of
-from schemas.manifest import GateResult, Snapshot
+from schemas.manifest import FAILING_KEPT, FailingCase, GateResult, Snapshot
 from schemas.router import RouterModel
 from tasks._policies import stage_task
 from tasks._warm import logged_misses
@@ -28,10 +31,12 @@ from tasks._warm import logged_misses
 __all__ = [
     "REGRESSION_TARGET",
     "check_gates",
+    "enforce_gate",
     "evaluate_cases",
     "load_cases",
     "miss_coverage",
     "run_gates",
+    "verdict",
 ]
 
 REGRESSION_TARGET: Final = 0.99
@@ -85,16 +90,29 @@ FAILING_SHOWN: Final = 10
 """Failing regression cases a gate's detail lists (the rest are counted)."""
 
 
-def failing_cases(outcomes: Sequence[Outcome]) -> str:
-    """The failing cases of a regression run, one per line: question, expected, got, why."""
-    failed = [o for o in outcomes if not o.correct]
-    lines = []
-    for o in failed[:FAILING_SHOWN]:
-        expected = ", ".join("/".join(t.values()) for t in o.expected) or "the fallback"
-        got = f"{o.layer} {o.entry_id}" if o.entry_id else o.layer
-        lines.append(f"\n  - {o.query!r}: expected {expected}, got {got} ({o.explanation})")
-    if len(failed) > FAILING_SHOWN:
-        lines.append(f"\n  ... and {len(failed) - FAILING_SHOWN} more")
+def failing_cases(outcomes: Sequence[Outcome]) -> tuple[FailingCase, ...]:
+    """The failing cases of a regression run: question, expected, got, why."""
+    return tuple(
+        FailingCase(
+            question=o.query,
+            expected=", ".join("/".join(t.values()) for t in o.expected) or "the fallback",
+            got=f"{o.layer} {o.entry_id}" if o.entry_id else o.layer,
+            why=o.explanation,
+        )
+        for o in outcomes
+        if not o.correct
+    )
+
+
+def listed(failing: Sequence[FailingCase], total: int | None = None) -> str:
+    """The first :data:`FAILING_SHOWN` failing cases, one per line, for a gate's detail."""
+    lines = [
+        f"\n  - {c.question!r}: expected {c.expected}, got {c.got} ({c.why})"
+        for c in failing[:FAILING_SHOWN]
+    ]
+    hidden = (len(failing) if total is None else total) - FAILING_SHOWN
+    if hidden > 0:
+        lines.append(f"\n  ... and {hidden} more")
     return "; failing:" + "".join(lines) if lines else ""
 
 
@@ -172,6 +190,7 @@ def run_gates(
     route = route_of(loaded.router, embedder.embed if embedder is not None else None)
     outcomes = evaluate(loaded, suite, composer=composer, route=route)
     report = summarize(outcomes)
+    failing = failing_cases(outcomes)
     pending = sum(e.status == "pending" for e in entries)
     waiting = (
         f"; {pending} answers wait in the review queue (`ragc review list`)" if pending else ""
@@ -185,8 +204,9 @@ def run_gates(
             detail=(
                 f"{round(report.pass_rate * report.queries)}/{report.queries} right "
                 f"({len(cases)} labelled + {report.queries - len(cases)} canonical); "
-                f"wrong-answer rate {report.wrong_rate:.1%}{waiting}" + failing_cases(outcomes)
+                f"wrong-answer rate {report.wrong_rate:.1%}{waiting}" + listed(failing)
             ),
+            failing=failing[:FAILING_KEPT],
         )
     )
     results.append(risk_estimate(loaded.router))
@@ -194,11 +214,29 @@ def run_gates(
     return results
 
 
+def verdict(result: GateResult) -> str:
+    """Why a gate failed, its figure against its threshold first."""
+    figure = (
+        f"{result.value:.4g} against a threshold of {result.target:.4g}: "
+        if result.value is not None and result.target is not None
+        else ""
+    )
+    return figure + result.detail
+
+
 def check_gates(results: Sequence[GateResult]) -> None:
     """Raise :class:`GateFailedError` for the first failed gate."""
     for result in results:
         if not result.passed:
-            raise GateFailedError(result.name, result.detail)
+            raise GateFailedError(result.name, verdict(result))
+
+
+@task(name="gate", retries=0, cache_policy=NO_CACHE, task_run_name="gate-{result.name}")
+def enforce_gate(result: GateResult) -> GateResult:
+    """One gate as its own task run (``gate-regression``, ...): Failed, saying why, when the
+    snapshot does not pass it."""
+    check_gates([result])
+    return result
 
 
 @stage_task(retries=0)

@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.sorting import FlowRunSort
 
+from flows._artifacts import GATES_KEY, SUMMARY_KEY
 from schemas.errors import GateFailedError, InvalidInputError
 from serving.runtime import VersionCache
 from stores import open_store, read_snapshot
@@ -74,6 +83,14 @@ def test_the_examples_compile_pass_every_gate_and_publish(compiled: Compiled) ->
     assert cited
     assert "faq.jsonl" not in cited
     assert all("faq.jsonl" not in block.context for block in snapshot.topics)
+    # The run's summary and gates are artifacts in Prefect.
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[SUMMARY_KEY, GATES_KEY]))
+        )
+    shown = "\n".join(str(a.data) for a in found)
+    assert f"# Compile of {result.version}" in shown
+    assert f"All {len(result.gates)} gates passed." in shown
 
 
 def test_a_recompile_of_unchanged_knowledge_makes_no_provider_calls(compiled: Compiled) -> None:
@@ -171,12 +188,36 @@ def test_a_failed_gate_publishes_nothing_and_the_active_version_keeps_serving(
         )
     )
 
-    with pytest.raises(GateFailedError, match="regression"):
+    with pytest.raises(GateFailedError, match="regression") as raised:
         compiled.compile(regression=str(impossible))
+    # The error (what the CLI prints) names the figure, its threshold and the failing cases.
+    assert "against a threshold of 0.99" in str(raised.value)
+    assert "'what is the airspeed of swallow 0': expected refund.window" in str(raised.value)
 
     store = open_store(compiled.url)
     assert (store.active_version(), [v.version for v in store.versions()]) == before
     store.close()
+
+    # In Prefect: a Failed flow run whose failed task is the gate, and the gates artifact.
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+        assert run.state is not None
+        assert run.state.is_failed(), run.state
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+        failed = sorted(t.name for t in tasks if t.state is not None and t.state.is_failed())
+        assert failed == ["gate-regression"]
+        gates = {t.name for t in tasks if t.name.startswith("gate-")}
+        assert {"gate-regression", "gate-groundedness", "gate-expectations:l1_exact"} <= gates
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[GATES_KEY])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])),
+        )
+    table = str(artifact.data)
+    assert "| regression | **FAIL** |" in table
+    assert "## Failing cases of regression" in table
+    assert "| what is the airspeed of swallow 4 | refund.window |" in table
 
 
 def test_a_folder_with_nothing_to_compile_is_refused(compiled: Compiled, tmp_path: Path) -> None:

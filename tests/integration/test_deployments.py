@@ -3,7 +3,8 @@
 The last test runs ``scripts/deploy_check.sh`` (about two minutes): a local server with its
 scheduler on, the process work pool, ``prefect deploy --all`` (with the secret-feeding Prefect
 variables absent, then present), one GC run through a ``--run-once`` worker, a weekly compile run
-the scheduler created, run by a worker, and a burst of ``ragc.knowledge.changed`` events.
+the scheduler created, run by a worker, a compile failed by its regression gate (the failed task
+and the gates artifact checked on the server), and a burst of ``ragc.knowledge.changed`` events.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.mark.integration
-@pytest.mark.slow  # a server, workers and four flow runs (one a compile): two minutes
+@pytest.mark.slow  # a server, workers and five flow runs (two compiles): two minutes
 def test_deploy_check_script_deploys_and_runs_on_a_local_server(tmp_path: Path) -> None:
     process = subprocess.Popen(
         ["bash", str(DEPLOY_CHECK)],
@@ -222,4 +223,5 @@ def test_deploy_check_script_deploys_and_runs_on_a_local_server(tmp_path: Path) 
     assert process.returncode == 0, report
     assert "collect-versions/daily completed" in stdout, report
     assert "a run the scheduler created completed and published" in stdout, report
+    assert "a failing gate: Failed run, failed task gate-regression" in stdout, report
     assert "1 recompile run" in stdout, report
