@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import great_expectations as gx
 import msgspec
 import pandas as pd
-from great_expectations.data_context.types.base import ProgressBarsConfig
 
-from expectations.suites import SUITES
 from schemas.manifest import GateResult, Snapshot
+
+if TYPE_CHECKING:
+    from great_expectations.data_context import AbstractDataContext
 
 __all__ = ["artifact_frames", "run_expectations"]
 
@@ -41,13 +42,25 @@ def artifact_frames(snapshot: Snapshot) -> dict[str, pd.DataFrame]:
     }
 
 
+def _context() -> AbstractDataContext:
+    """An ephemeral Great Expectations context without progress bars (Great Expectations is
+    imported here, by the gates stage only: it takes seconds)."""
+    import great_expectations as gx  # noqa: PLC0415 - heavy, for this stage only
+    from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: PLC0415
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
 def run_expectations(snapshot: Snapshot) -> list[GateResult]:
     """One gate result per suite; a family with no records passes with a note."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     for name in ("great_expectations", "great_expectations.data_context.types.base"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    context = _context()
+    from expectations.suites import SUITES  # noqa: PLC0415 - imports Great Expectations
+
     source = context.data_sources.add_pandas("ragc_snapshot")
     results: list[GateResult] = []
     for family, frame in artifact_frames(snapshot).items():

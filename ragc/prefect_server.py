@@ -23,7 +23,7 @@ from typing import Final
 
 from schemas.errors import RetryableError
 
-__all__ = ["temporary_prefect_server"]
+__all__ = ["PrefectServer", "temporary_prefect_server"]
 
 _PR_SET_PDEATHSIG: Final = 1
 STARTUP_S: Final = 60.0
@@ -53,11 +53,38 @@ def _healthy(url: str) -> bool:
         return False
 
 
+class PrefectServer:
+    """A temporary server that is starting: :meth:`ready` waits until it answers."""
+
+    def __init__(self, url: str, process: subprocess.Popen[bytes]) -> None:
+        self.url = url
+        self._process = process
+        self._ready = False
+
+    def ready(self) -> None:
+        """Wait until the server is healthy (at most :data:`STARTUP_S`); at once when it is."""
+        deadline = time.monotonic() + STARTUP_S
+        while not self._ready:
+            self._ready = _healthy(self.url)
+            if self._ready:
+                break
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                raise RetryableError(
+                    "the temporary Prefect server did not start "
+                    f"(exit status {self._process.poll()})",
+                    hint="set PREFECT_API_URL to a running Prefect server, or run again",
+                )
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def temporary_prefect_server() -> Iterator[str | None]:
-    """Run the block against a Prefect server of its own (its API URL is yielded), unless
+def temporary_prefect_server() -> Iterator[PrefectServer | None]:
+    """Start a Prefect server of the block's own and point Prefect's client at it, unless
     ``PREFECT_API_URL`` names one (then ``None``: that server is used) or this is not Linux
-    (Prefect's own temporary server then)."""
+    (Prefect's own temporary server then).
+
+    The server starts in the background: the block may import the compiler meanwhile (they
+    take about as long) and calls :meth:`PrefectServer.ready` before the first flow run."""
     from prefect.settings import (  # noqa: PLC0415 - Prefect only for the commands that run flows
         PREFECT_API_URL,
         get_current_settings,
@@ -97,26 +124,18 @@ def temporary_prefect_server() -> Iterator[str | None]:
     ]
     parent = os.getpid()
     # preexec_fn runs between fork and exec; it only arms the death signal.
-    server = subprocess.Popen(  # noqa: S603 - a fixed command line
+    process = subprocess.Popen(  # noqa: S603 - a fixed command line
         command,
         env=env,
         preexec_fn=lambda: _dies_with(parent),  # noqa: PLW1509
     )
     try:
-        deadline = time.monotonic() + STARTUP_S
-        while not _healthy(url):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RetryableError(
-                    f"the temporary Prefect server did not start (exit status {server.poll()})",
-                    hint="set PREFECT_API_URL to a running Prefect server, or run again",
-                )
-            time.sleep(0.1)
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+            yield PrefectServer(url, process)
     finally:
-        server.terminate()
+        process.terminate()
         try:
-            server.wait(timeout=10)
+            process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            process.kill()
+            process.wait()

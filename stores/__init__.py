@@ -19,18 +19,25 @@ __all__ = [
     "plan_gc",
     "read_snapshot",
     "rollback_target",
+    "store_scheme",
     "write_snapshot",
 ]
 
 
+def store_scheme(url: str) -> str:
+    """The store URL's scheme (``sqlite``, ``redis`` or ``rediss``); raises
+    :class:`StoreConfigError` for any other, before anything is opened."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in {"sqlite", "redis", "rediss"}:
+        raise StoreConfigError(
+            f"unknown store URL scheme {scheme or url!r} in {url!r}",
+            hint="use sqlite:///path/to/knowledge.db or redis[s]://host:6379/0[?prefix=name]",
+        )
+    return scheme
+
+
 def open_store(url: str) -> SnapshotStore:
     """Open the store a URL names. The caller owns it and closes it."""
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "sqlite":
+    if store_scheme(url) == "sqlite":
         return SqliteStore(url)
-    if scheme in {"redis", "rediss"}:
-        return RedisStore(url)
-    raise StoreConfigError(
-        f"unknown store URL scheme {scheme or url!r} in {url!r}",
-        hint="use sqlite:///path/to/knowledge.db or redis[s]://host:6379/0[?prefix=name]",
-    )
+    return RedisStore(url)

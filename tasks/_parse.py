@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
-from pdfminer.high_level import extract_text
-from unstructured.documents.elements import Element, Title
-from unstructured.partition.docx import partition_docx
-from unstructured.partition.html import partition_html
-from unstructured.partition.md import partition_md
 
 from schemas.build import SourceKind
 from schemas.errors import InvalidInputError
-from tasks._nlp import use_packaged_spacy_model
+
+if TYPE_CHECKING:
+    from unstructured.documents.elements import Element
 
 __all__ = ["ParsedSection", "parse_document", "text_to_markdown"]
 
@@ -72,6 +69,15 @@ def text_to_markdown(text: str) -> str:
 
 
 def _elements(path: Path, kind: SourceKind) -> list[Element]:
+    # unstructured, spaCy and pdfminer load here, when a document is parsed (not on import:
+    # they take seconds, and a recompile answered from the build cache parses nothing).
+    from pdfminer.high_level import extract_text  # noqa: PLC0415
+    from unstructured.partition.docx import partition_docx  # noqa: PLC0415
+    from unstructured.partition.html import partition_html  # noqa: PLC0415
+    from unstructured.partition.md import partition_md  # noqa: PLC0415
+
+    from tasks._nlp import use_packaged_spacy_model  # noqa: PLC0415
+
     use_packaged_spacy_model()
     if kind == "markdown":
         return list(partition_md(filename=str(path)))
@@ -88,6 +94,8 @@ def _elements(path: Path, kind: SourceKind) -> list[Element]:
 
 def parse_document(path: Path, kind: SourceKind) -> list[ParsedSection]:
     """The document's sections in order; text before the first heading gets an empty path."""
+    from unstructured.documents.elements import Title  # noqa: PLC0415 - see _elements
+
     sections: list[ParsedSection] = []
     stack: list[tuple[int, str]] = []
     body: list[str] = []

@@ -14,7 +14,6 @@ from importlib import metadata
 from typing import Any, Final
 
 import msgspec
-from llama_index.core.utils import get_tokenizer
 
 from schemas.build import Chunk, Entry, IngestReport, SourceDoc, Topic
 from schemas.keys import content_hash
@@ -50,6 +49,8 @@ TOPIC_TOKENS: Final = 1500
 
 @cache
 def _tokenizer() -> object:
+    from llama_index.core.utils import get_tokenizer  # noqa: PLC0415 - heavy import
+
     return get_tokenizer()
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-from llama_index.core.node_parser import SentenceSplitter
 
 from schemas.build import Chunk, IngestReport, SourceDoc
 from schemas.keys import content_hash, unique_name
@@ -64,6 +63,8 @@ def _anchors(sections: Sequence[ParsedSection], fallback: str) -> list[tuple[str
 def chunk_source(root: Path, source: SourceDoc, *, chunk_tokens: int = CHUNK_TOKENS) -> list[Chunk]:
     """Parse one document and cut it into chunks."""
     sections = parse_document(root / source.path, source.kind)
+    from llama_index.core.node_parser import SentenceSplitter  # noqa: PLC0415 - heavy import
+
     splitter = SentenceSplitter(chunk_size=chunk_tokens, chunk_overlap=CHUNK_OVERLAP)
     title = next((s.heading_path[0] for s in sections if s.heading_path), source.doc_id)
     chunks: list[Chunk] = []

@@ -29,8 +29,6 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 
 from schemas.arrays import Floats
 from schemas.features import hashed_features
@@ -125,6 +123,10 @@ def _fit_head(
     width = features.shape[1]
     if classes == 1:
         return np.zeros((width, 1), dtype=np.float32), np.zeros(1, dtype=np.float32)
+    # scikit-learn loads when a router is fitted, not on import (a cached router needs none).
+    from sklearn.exceptions import ConvergenceWarning  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
     model = LogisticRegression(C=c, max_iter=max_iter, warm_start=initial is not None)
     if initial is not None:
         model.coef_, model.intercept_ = initial

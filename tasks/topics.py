@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering
 
 from providers._text import content_words
 from schemas.build import Chunk, Topic
@@ -57,6 +56,8 @@ def find_topics(
         labels = np.zeros(1, dtype=int)
     else:
         vectors = np.stack([index.vectors[c.id] for c in chunks])
+        from sklearn.cluster import AgglomerativeClustering  # noqa: PLC0415 - heavy import
+
         labels = AgglomerativeClustering(
             n_clusters=None, metric="cosine", linkage="average", distance_threshold=distance
         ).fit_predict(vectors)

@@ -32,6 +32,7 @@ from ragc.prefect_server import temporary_prefect_server
 from schemas.errors import InvalidInputError
 from schemas.policies import AutoFaqPolicy, ReviewPolicy, RouterPolicy
 from schemas.settings import Environment
+from stores import store_scheme
 
 if TYPE_CHECKING:
     from schemas.evaluation import EvalReport
@@ -129,29 +130,34 @@ def compile_(
 ) -> None:
     """Compile a knowledge folder into a gated snapshot (and publish it with --publish)."""
     _prefect_defaults()
-    from flows.compile import CompileParams, compile_knowledge  # noqa: PLC0415 - heavy
+    store_scheme(store or Environment.read().store)  # a bad URL fails now, not after the imports
+    with temporary_prefect_server() as server:
+        # Imported while the server starts: the two take about as long.
+        from flows.compile import CompileParams, compile_knowledge  # noqa: PLC0415 - heavy
 
-    try:
-        params = CompileParams(
-            knowledge=str(knowledge),
-            store=store or Environment.read().store,
-            version=version,
-            publish=publish,
-            provider=provider,  # type: ignore[arg-type]
-            model=model,
-            review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
-            auto_faq=AutoFaqPolicy(min_asked=auto_faq),
-            router=RouterPolicy(
-                wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
-            ),
-            build_dir=str(build_dir),
-            regression=str(regression) if regression else None,
-            archive=archive or None,
-        )
-    except ValidationError as exc:
-        raise _bad_option("compile", exc) from exc
-    with temporary_prefect_server(), _compile_progress(enabled=not as_json):
-        result = compile_knowledge(params)
+        try:
+            params = CompileParams(
+                knowledge=str(knowledge),
+                store=store or Environment.read().store,
+                version=version,
+                publish=publish,
+                provider=provider,  # type: ignore[arg-type]
+                model=model,
+                review=ReviewPolicy(mode=review, threshold=threshold),  # type: ignore[arg-type]
+                auto_faq=AutoFaqPolicy(min_asked=auto_faq),
+                router=RouterPolicy(
+                    wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
+                ),
+                build_dir=str(build_dir),
+                regression=str(regression) if regression else None,
+                archive=archive or None,
+            )
+        except ValidationError as exc:
+            raise _bad_option("compile", exc) from exc
+        if server is not None:
+            server.ready()
+        with _compile_progress(enabled=not as_json):
+            result = compile_knowledge(params)
     if as_json:
         emit(result, True, "")
         return
@@ -239,25 +245,30 @@ def eval_(
     """Measure coverage, wrong answers, rejection and latency per layer on labelled queries,
     through the same ladder the service runs."""
     _prefect_defaults()
-    from ragc.evaluate import run_eval  # noqa: PLC0415 - heavy
-
     try:
         policy = RouterPolicy(
             wrong_target=wrong_target, oos_share=oos_share, similarity_gate=similarity_gate
         )
     except ValidationError as exc:
         raise _bad_option("eval", exc) from exc
-    with temporary_prefect_server(), _compile_progress(enabled=not as_json):
-        result = run_eval(
-            queries,
-            knowledge,
-            store=store or None,
-            build_dir=build_dir,
-            report_path=report,
-            policy=policy,
-            provider=provider,
-            model=model,
-        )
+    if store:
+        store_scheme(store)  # a bad URL fails now, not after the imports
+    with temporary_prefect_server() as server:
+        from ragc.evaluate import run_eval  # noqa: PLC0415 - heavy, imported while the server starts
+
+        if server is not None:
+            server.ready()
+        with _compile_progress(enabled=not as_json):
+            result = run_eval(
+                queries,
+                knowledge,
+                store=store or None,
+                build_dir=build_dir,
+                report_path=report,
+                policy=policy,
+                provider=provider,
+                model=model,
+            )
     if as_json:
         figures_json = msgspec.to_builtins(result.report)
         figures_json["compile"] = msgspec.to_builtins(result.cost)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,3 +69,35 @@ def test_packages_import_only_what_the_architecture_allows(package: str) -> None
 )
 def test_the_checker_catches_forbidden_imports(package: str, source: str) -> None:
     assert violations(package, source)
+
+
+LAZY_IN_THE_COMPILER = ("great_expectations", "unstructured", "sklearn", "llama_index", "spacy")
+"""Libraries the compile flow loads in the stage that uses them, never on import (seconds each:
+they would stand between a command's start and its first task)."""
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Top-level modules loaded in a fresh interpreter after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return set(done.stdout.split())
+
+
+def test_importing_the_compile_flow_loads_no_stage_library() -> None:
+    loaded = _loaded_after("import flows.compile")
+    assert "prefect" in loaded  # the probe sees what the flow needs
+    assert not loaded & set(LAZY_IN_THE_COMPILER), sorted(loaded & set(LAZY_IN_THE_COMPILER))
+
+
+def test_a_bad_store_url_fails_before_the_compiler_is_imported() -> None:
+    code = (
+        "from typer.testing import CliRunner\n"
+        "from ragc.cli import app\n"
+        "r = CliRunner().invoke(app, ['eval', 'q.jsonl', '--knowledge', 'examples',"
+        " '--store', '/tmp/not-a-url'])\n"
+        "assert r.exit_code == 1, (r.exit_code, r.output)\n"
+        "assert 'unknown store URL scheme' in r.output, r.output\n"
+    )
+    assert "flows" not in _loaded_after(code)
