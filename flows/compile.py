@@ -44,6 +44,7 @@ from tasks.ingest import MAX_BYTES, ingest_sources, regression_path
 from tasks.publish import compile_artifacts, open_resources, publish_snapshot
 from tasks.review import ReviewPolicy, review_answers
 from tasks.router import RouterPolicy
+from tasks.sources import fetch_knowledge
 from tasks.synthesize import synthesize_questions, writes_questions
 from tasks.topics import discover_topics
 from tasks.verify import verify_answers
@@ -56,7 +57,10 @@ T = TypeVar("T")
 class CompileParams(BaseModel):
     """Parameters of one compile (also the deployment's parameters)."""
 
-    knowledge: str = Field(description="Folder of documents and FAQ files.")
+    knowledge: str = Field(
+        description="Folder of documents and FAQ files, or the name of a knowledge source in "
+        "the sources file ($RAGC_SOURCES: a folder, a git repository or an fsspec URL)."
+    )
     store: str = Field(
         default_factory=store_url,
         description="Snapshot store URL (default: $RAGC_STORE, else the embedded SQLite file).",
@@ -115,6 +119,7 @@ class CompileResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 STAGES: Final = (
+    "fetch",
     "ingest",
     "chunk",
     "index",
@@ -158,11 +163,12 @@ def _run(times: list[StageTime], stage: str, call: Callable[[], T]) -> T:
 
 @flow(name="compile-knowledge", log_prints=True, validate_parameters=True)
 def compile_knowledge(params: CompileParams) -> CompileResult:
-    """Ingest, chunk, index, discover topics, synthesize, answer, verify, group duplicates,
-    review, compile, gate and (with ``publish``) publish a new snapshot version."""
+    """Fetch the knowledge (a folder, or a named source), ingest, chunk, index, discover
+    topics, synthesize, answer, verify, group duplicates, review, compile, gate and (with
+    ``publish``) publish a new snapshot version."""
     started = time.perf_counter()
-    root = Path(params.knowledge)
     times: list[StageTime] = []
+    root = Path(_run(times, "fetch", lambda: fetch_knowledge(params.knowledge, params.build_dir)))
     with open_resources(
         build_dir=params.build_dir,
         store_url=params.store,

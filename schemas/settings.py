@@ -58,6 +58,9 @@ class Environment(BaseSettings):
         default=None, description="archive (path or fsspec URL) published snapshots are copied to"
     )
     knowledge: str | None = Field(default=None, description="folder the webhook recompiles")
+    sources: str | None = Field(
+        default=None, description="TOML file naming the knowledge sources a compile may pull"
+    )
     admin_token: str | None = Field(default=None, description="bearer token of the admin API")
     webhook_secret: str | None = Field(default=None, description="HMAC key of the webhook")
     tenant_auth: Literal["keys", "trust"] = Field(

@@ -50,6 +50,7 @@ def test_the_examples_compile_pass_every_gate_and_publish(compiled: Compiled) ->
     assert result.counts["topics"] >= 3
     assert result.skipped == ()
     assert [s.stage for s in result.stages] == [
+        "fetch",
         "ingest",
         "chunk",
         "index",

@@ -124,19 +124,32 @@ def test_prefect_yaml_schedules_and_trigger() -> None:
     # The trigger's `params` replaces the deployment's whole: it must repeat the same settings.
     params = spec["parameters"]["params"]
     assert "event.payload.changed" in params.pop("changed")
-    assert params == on_change["parameters"]["params"] == weekly["parameters"]["params"]
+    assert "event.resource.id" in params.pop("knowledge")  # the knowledge the event names
+    defaults = dict(on_change["parameters"]["params"])
+    assert defaults.pop("knowledge") == weekly["parameters"]["params"]["knowledge"]
+    assert (
+        params
+        == defaults
+        == {k: v for k, v in weekly["parameters"]["params"].items() if k != "knowledge"}
+    )
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
-    ("payload", "changed"),
+    ("resource", "payload", "knowledge", "changed"),
     [
-        ({"changed": ["faq.jsonl", "help/account.html"]}, ["faq.jsonl", "help/account.html"]),
-        ({}, []),
+        (
+            "ragc.knowledge.examples",
+            {"changed": ["faq.jsonl", "help/account.html"]},
+            "examples",
+            ["faq.jsonl", "help/account.html"],
+        ),
+        ("ragc.knowledge.handbook", {}, "handbook", []),
+        ("ragc.knowledge.ragc.knowledge.x", {}, "ragc.knowledge.x", []),  # the prefix once
     ],
 )
-def test_trigger_renders_the_changed_paths_as_a_list(
-    payload: dict[str, Any], changed: list[str]
+def test_trigger_renders_the_knowledge_named_and_the_changed_paths(
+    resource: str, payload: dict[str, Any], knowledge: str, changed: list[str]
 ) -> None:
     """What the server's run-deployment action makes of the trigger's parameters for an event."""
     from prefect.server.events.actions import RunDeployment  # noqa: PLC0415
@@ -159,13 +172,14 @@ def test_trigger_renders_the_changed_paths_as_a_list(
             "id": uuid.uuid4(),
             "occurred": datetime.now(UTC),
             "event": EVENT,
-            "resource": {"prefect.resource.id": "ragc.knowledge.examples"},
+            "resource": {"prefect.resource.id": resource},
             "payload": payload,
         }
     )
     context = HydrationContext(render_jinja=True, jinja_context={"event": event})
     rendered = hydrate(parameters, context)
     assert rendered["params"]["changed"] == changed
+    assert rendered["params"]["knowledge"] == knowledge
     _flow(on_change["entrypoint"]).validate_parameters(rendered)
 
 
