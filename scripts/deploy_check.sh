@@ -16,9 +16,12 @@
 #   3c. run the weekly compile on a copy of the examples with a regression suite it cannot pass:
 #      the run must end FAILED, its one failed task `gate-regression`, with the `compile-gates`
 #      artifact on the run;
-#   4. emit a burst of three `ragc.knowledge.changed` events and check the trigger created exactly
-#      one `recompile-knowledge/on-change` run — scheduled 60 s ahead, not executed — whose
-#      `params.changed` is the payload of one event of the burst (the one that fired the trigger).
+#   4. emit a burst of three `ragc.knowledge.changed` events for `deploy-check-PID` (a git
+#      repository declared in a RAGC_SOURCES file) and check the trigger created exactly one
+#      `recompile-knowledge/on-change` run — scheduled 60 s ahead — whose `params.changed` is the
+#      payload of one event of the burst (the one that fired the trigger) and whose knowledge is
+#      that name; move it to now, run it through a worker, and check it pulled the repository
+#      and published a new active version.
 #
 # Everything is bounded by `timeout`; the server and the worker are killed (by process group) on
 # every exit, and the temporary folder is removed. Exit status: 0 on success; 3 when the Prefect
@@ -59,6 +62,7 @@ command -v timeout >/dev/null || env_fail "coreutils 'timeout' is not installed"
 command -v setsid >/dev/null || env_fail "util-linux 'setsid' is not installed"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/ragc-deploy-check.XXXXXX")"
+KB_NAME="deploy-check-$$"   # the knowledge source step 4 declares
 SERVER_PID=""
 CHILD_PID=""
 
@@ -81,6 +85,7 @@ teardown() {
     trap - EXIT INT TERM
     stop_group "$CHILD_PID"
     stop_group "$SERVER_PID"
+    rm -rf "$ROOT/.ragc/build/sources/$KB_NAME"
     if [[ $status -ne 0 ]]; then
         for log in server worker; do
             if [[ -s "$WORK/$log.log" ]]; then
@@ -277,7 +282,7 @@ say "collect-versions/daily completed through the ragc-process worker"
 
 # --- 3b. a run the scheduler created, of the weekly compile ------------------------------------
 failed="the scheduler did not create the weekly compile's cron runs"
-RUN_ID="$(bounded 120 "$PYTHON" - <<'EOF'
+RUN_ID="$(bounded 120 "$PYTHON" - "$KB_NAME" <<'EOF'
 import asyncio
 import sys
 import time
@@ -388,17 +393,33 @@ EOF
 say "a failing gate: Failed run, failed task gate-regression, the compile-gates artifact"
 
 # --- 4. the recompile trigger -----------------------------------------------------------------
+# The events name a knowledge source (deploy-check-PID): a git repository (a copy of the
+# examples) declared in a sources file the worker reads, as a worker whose image lacks the
+# documents would pull them. Its checkout, in the project's build folder, goes at exit.
+HANDBOOK="$WORK/handbook"
+cp -r "$ROOT/examples" "$HANDBOOK"
+for step in "init --quiet" "add ." "commit --quiet -m handbook"; do
+    # shellcheck disable=SC2086  # the steps are words
+    git -C "$HANDBOOK" -c user.email=check@example.com -c user.name=deploy-check $step ||
+        env_fail "git cannot make the handbook repository"
+done
+printf '[knowledge.%s]\ngit = "%s"\n' "$KB_NAME" "$HANDBOOK" >"$WORK/sources.toml"
+export RAGC_SOURCES="$WORK/sources.toml"
+
 failed="the ragc.knowledge.changed trigger did not behave as configured"
-bounded 120 "$PYTHON" - <<'EOF' || fail "$failed"
+RUN_ID="$(bounded 120 "$PYTHON" - "$KB_NAME" <<'EOF'
 import asyncio
+import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.states import Scheduled
 from prefect.events import emit_event
 
 BURST = [["faq.jsonl"], ["help/account.html"], ["policies/returns.md"]]
+NAME = sys.argv[1]
 
 
 async def runs(client):
@@ -411,7 +432,7 @@ async def main() -> None:
     for changed in BURST:
         event = emit_event(
             event="ragc.knowledge.changed",
-            resource={"prefect.resource.id": "ragc.knowledge.examples"},
+            resource={"prefect.resource.id": f"ragc.knowledge.{NAME}"},
             payload={"changed": changed},
         )
         assert event is not None
@@ -427,16 +448,34 @@ async def main() -> None:
         assert len(found) == 1, f"{len(found)} runs for one burst: {[r.name for r in found]}"
         run = found[0]
         params = run.parameters["params"]
-        print(f"recompile run {run.name}: params={params} state={run.state_type.value}")
+        print(f"recompile run {run.name}: params={params} state={run.state_type.value}",
+              file=sys.stderr)
         assert params["changed"] in BURST, params  # whichever event the trigger saw first
-        assert params["knowledge"] == "examples" and params["publish"] is True, params
+        assert params["knowledge"] == NAME and params["publish"] is True, params
         assert run.state is not None and run.state.is_scheduled(), run.state
         delay = run.expected_start_time - run.created
         assert timedelta(seconds=50) < delay <= timedelta(seconds=70), delay
+        # Due now rather than in a minute: the debounce is checked, the run is the same.
+        now = Scheduled(scheduled_time=datetime.now(timezone.utc))
+        result = await client.set_flow_run_state(run.id, now, force=True)
+        assert result.state is not None and result.state.is_scheduled(), result
+        print(run.id)
 
 
 asyncio.run(main())
 EOF
+)" || fail "$failed"
+[[ -n "$RUN_ID" ]] || fail "$failed"
 say "a burst of 3 ragc.knowledge.changed events created 1 recompile run, scheduled 60s ahead"
+
+BEFORE="$("$PYTHON" -c 'import sys; from stores import open_store
+print(open_store(sys.argv[1]).active_version())' "$STORE")" || fail "could not read the store"
+run_worker_once 600
+failed="the recompile run $RUN_ID of $KB_NAME did not complete and publish"
+check_completed "$RUN_ID" "$STORE"
+AFTER="$("$PYTHON" -c 'import sys; from stores import open_store
+print(open_store(sys.argv[1]).active_version())' "$STORE")" || fail "could not read the store"
+[[ "$AFTER" != "$BEFORE" ]] || run_failed "the recompile published nothing (active still $BEFORE)"
+say "the recompile pulled $KB_NAME from its git repository and published $AFTER (was $BEFORE)"
 
 say "OK: deploy --all, the GC run, a scheduled weekly compile, a failing gate and the recompile trigger all work"

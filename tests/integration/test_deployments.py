@@ -239,3 +239,4 @@ def test_deploy_check_script_deploys_and_runs_on_a_local_server(tmp_path: Path) 
     assert "a run the scheduler created completed and published" in stdout, report
     assert "a failing gate: Failed run, failed task gate-regression" in stdout, report
     assert "1 recompile run" in stdout, report
+    assert "from its git repository and published" in stdout, report
