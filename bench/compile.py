@@ -40,17 +40,31 @@ from flows.recompile import RecompileParams, recompile_knowledge  # noqa: E402
 console = Console()
 
 
+def _documents(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix in {".md", ".html", ".txt"})
+
+
 def _touch_one(folder: Path, *, heading: bool) -> str:
     """Change one document and return its relative path: its body (a paragraph appended) or,
     with ``heading``, its first heading (which changes the questions the router learns)."""
-    docs = sorted(p for p in folder.rglob("*.md") if p.is_file())
+    docs = _documents(folder)
     if docs:
         target = docs[len(docs) // 3 if heading else len(docs) // 2]
         text = target.read_text("utf-8")
+        html = target.suffix == ".html"
         if heading:
-            text = text.replace("# ", "# Revised: ", 1)
+            text = (
+                text.replace("<h2>", "<h2>Revised: ", 1)
+                if html
+                else text.replace("# ", "# Revised: ", 1)
+            )
         else:
-            text += "\n\nThis paragraph was added to measure a partial recompile.\n"
+            added = "This paragraph was added to measure a partial recompile."
+            text = (
+                text.replace("</body>", f"<p>{added}</p></body>", 1)
+                if html and "</body>" in text
+                else text + (f"<p>{added}</p>\n" if html else f"\n\n{added}\n")
+            )
         target.write_text(text, "utf-8")
     else:  # an FAQ-only folder: change one answer, or one question
         target = next(folder.rglob("faq.jsonl"))
@@ -77,7 +91,7 @@ def _compile(folder: Path, work: Path, changed: list[str]) -> tuple[CompileResul
 def _add_one(folder: Path) -> str:
     """A new document: a copy of one under a new name and heading (the questions it asks are
     new to the router, so the router is retrained)."""
-    docs = sorted(p for p in folder.rglob("*") if p.suffix in {".md", ".html", ".txt"})
+    docs = _documents(folder)
     if not docs:
         return _touch_one(folder, heading=True)  # an FAQ-only folder has no document to add
     original = docs[len(docs) // 4]
@@ -89,7 +103,7 @@ def _add_one(folder: Path) -> str:
 
 
 def _remove_one(folder: Path) -> str:
-    docs = sorted(p for p in folder.rglob("*") if p.suffix in {".md", ".html", ".txt"})
+    docs = _documents(folder)
     target = docs[(3 * len(docs)) // 4] if docs else next(folder.rglob("faq.jsonl"))
     if not docs:  # an FAQ-only folder: drop one entry
         lines = target.read_text("utf-8").splitlines()
