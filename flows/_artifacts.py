@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from schemas.build import Usage
 from schemas.manifest import GateResult
+from tasks.gates import FAILING_MARK
 
 if TYPE_CHECKING:
     from flows.compile import CompileResult
@@ -65,7 +66,7 @@ def gates_markdown(version: str, gates: Sequence[GateResult]) -> str:
                     "pass" if g.passed else "**FAIL**",
                     _figure(g.value),
                     _figure(g.target),
-                    g.detail.split("; failing:")[0],
+                    g.detail.split(FAILING_MARK)[0],
                 )
                 for g in gates
             ),

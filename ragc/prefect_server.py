@@ -65,9 +65,9 @@ class PrefectServer:
         """Wait until the server is healthy (at most :data:`STARTUP_S`); at once when it is."""
         deadline = time.monotonic() + STARTUP_S
         while not self._ready:
-            self._ready = _healthy(self.url)
-            if self._ready:
-                break
+            if _healthy(self.url):
+                self._ready = True
+                return
             if self._process.poll() is not None or time.monotonic() > deadline:
                 raise RetryableError(
                     "the temporary Prefect server did not start "

@@ -29,6 +29,7 @@ from tasks._policies import stage_task
 from tasks._warm import logged_misses
 
 __all__ = [
+    "FAILING_MARK",
     "REGRESSION_TARGET",
     "check_gates",
     "enforce_gate",
@@ -104,16 +105,19 @@ def failing_cases(outcomes: Sequence[Outcome]) -> tuple[FailingCase, ...]:
     )
 
 
-def listed(failing: Sequence[FailingCase], total: int | None = None) -> str:
+FAILING_MARK: Final = "; failing:"
+"""Where a gate's detail starts listing its failing cases (a table shows them apart)."""
+
+
+def listed(failing: Sequence[FailingCase]) -> str:
     """The first :data:`FAILING_SHOWN` failing cases, one per line, for a gate's detail."""
     lines = [
         f"\n  - {c.question!r}: expected {c.expected}, got {c.got} ({c.why})"
         for c in failing[:FAILING_SHOWN]
     ]
-    hidden = (len(failing) if total is None else total) - FAILING_SHOWN
-    if hidden > 0:
-        lines.append(f"\n  ... and {hidden} more")
-    return "; failing:" + "".join(lines) if lines else ""
+    if len(failing) > FAILING_SHOWN:
+        lines.append(f"\n  ... and {len(failing) - FAILING_SHOWN} more")
+    return FAILING_MARK + "".join(lines) if lines else ""
 
 
 def risk_estimate(router: RouterModel | None) -> GateResult:

@@ -109,12 +109,13 @@ def _copy(source: KnowledgeSource, dest: Path) -> Path:
 
 def materialize(source: KnowledgeSource, build_dir: Path) -> Path:
     """The source's documents as a local folder (fetched into ``build_dir`` when remote)."""
-    if source.path is not None:
-        folder = Path(source.path)
-    elif source.git is not None:
-        folder = _checkout(source, build_dir / "sources" / source.name / "checkout")
+    home = build_dir / "sources" / source.name
+    if source.kind == "path":
+        folder = Path(str(source.path))
+    elif source.kind == "git":
+        folder = _checkout(source, home / "checkout")
     else:
-        folder = _copy(source, build_dir / "sources" / source.name / "files")
+        folder = _copy(source, home / "files")
     folder = folder / source.subdir if source.subdir else folder
     if not folder.is_dir():
         raise InvalidInputError(

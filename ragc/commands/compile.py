@@ -130,7 +130,8 @@ def compile_(
 ) -> None:
     """Compile a knowledge folder into a gated snapshot (and publish it with --publish)."""
     _prefect_defaults()
-    store_scheme(store or Environment.read().store)  # a bad URL fails now, not after the imports
+    url = store or Environment.read().store
+    store_scheme(url)  # a bad URL fails now, not after the imports
     with temporary_prefect_server() as server:
         # Imported while the server starts: the two take about as long.
         from flows.compile import CompileParams, compile_knowledge  # noqa: PLC0415 - heavy
@@ -138,7 +139,7 @@ def compile_(
         try:
             params = CompileParams(
                 knowledge=str(knowledge),
-                store=store or Environment.read().store,
+                store=url,
                 version=version,
                 publish=publish,
                 provider=provider,  # type: ignore[arg-type]
